@@ -1,0 +1,16 @@
+# Third-party dependencies, all from Debian packages installed by scripts/bootstrap.
+find_package(Threads REQUIRED)
+find_package(PkgConfig REQUIRED)
+find_package(Boost 1.81 REQUIRED COMPONENTS json system)
+find_package(SQLite3 REQUIRED)
+find_package(GTest REQUIRED)
+find_package(yaml-cpp REQUIRED)
+pkg_check_modules(SODIUM REQUIRED IMPORTED_TARGET libsodium)
+# libjq 1.6 ships no pkg-config file.
+find_path(JQ_INCLUDE_DIR jq.h REQUIRED)
+find_library(JQ_LIBRARY jq REQUIRED)
+find_library(ONIG_LIBRARY onig REQUIRED)
+add_library(venture_jq INTERFACE)
+target_include_directories(venture_jq SYSTEM INTERFACE ${JQ_INCLUDE_DIR})
+target_link_libraries(venture_jq INTERFACE ${JQ_LIBRARY} ${ONIG_LIBRARY} m)
+find_package(CLI11 REQUIRED)

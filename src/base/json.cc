@@ -1,0 +1,148 @@
+#include <algorithm>
+#include <vector>
+
+#include "base/base.h"
+
+namespace venture::base {
+namespace {
+
+void LineColumn(std::string_view text, std::size_t offset, std::size_t& line, std::size_t& col) {
+  line = 1;
+  col = 1;
+  for (std::size_t i = 0; i < offset && i < text.size(); ++i) {
+    if (text[i] == '\n') {
+      ++line;
+      col = 1;
+    } else {
+      ++col;
+    }
+  }
+}
+
+void Canonical(const json::value& v, std::string& out) {
+  switch (v.kind()) {
+    case json::kind::object: {
+      const json::object& o = v.get_object();
+      std::vector<const json::key_value_pair*> items;
+      items.reserve(o.size());
+      for (const auto& kv : o) items.push_back(&kv);
+      std::sort(items.begin(), items.end(),
+                [](const auto* a, const auto* b) { return a->key() < b->key(); });
+      out += '{';
+      bool first = true;
+      for (const auto* kv : items) {
+        if (!first) out += ',';
+        first = false;
+        out += json::serialize(json::string_view(kv->key()));
+        out += ':';
+        Canonical(kv->value(), out);
+      }
+      out += '}';
+      return;
+    }
+    case json::kind::array: {
+      out += '[';
+      bool first = true;
+      for (const auto& e : v.get_array()) {
+        if (!first) out += ',';
+        first = false;
+        Canonical(e, out);
+      }
+      out += ']';
+      return;
+    }
+    default:
+      out += json::serialize(v);
+  }
+}
+
+}  // namespace
+
+Result<json::value> ParseJson(std::string_view text, ParseLimits limits) {
+  if (text.size() > limits.bytes_max) {
+    return ResourceExhausted("JSON document of " + std::to_string(text.size()) +
+                             " bytes exceeds the limit of " + std::to_string(limits.bytes_max));
+  }
+  json::parse_options opts;
+  opts.max_depth = limits.depth_max;
+  json::stream_parser p(json::storage_ptr(), opts);
+  boost::system::error_code ec;
+  const std::size_t n = p.write_some(text.data(), text.size(), ec);
+  if (!ec && n < text.size()) {
+    // Trailing content after a complete value.
+    std::size_t line = 0, col = 0;
+    LineColumn(text, n, line, col);
+    return InvalidArgument("line " + std::to_string(line) + ", column " + std::to_string(col) +
+                           ": unexpected content after the JSON value");
+  }
+  if (!ec) p.finish(ec);
+  if (ec) {
+    std::size_t line = 0, col = 0;
+    LineColumn(text, n, line, col);
+    if (ec == json::error::too_deep) {
+      return ResourceExhausted("JSON nesting deeper than " + std::to_string(limits.depth_max));
+    }
+    return InvalidArgument("line " + std::to_string(line) + ", column " + std::to_string(col) +
+                           ": " + ec.message());
+  }
+  return p.release();
+}
+
+Result<json::value> ParseJson(std::string_view text) {
+  return ParseJson(text, {limits::kEventBytesMax, limits::kJsonDepthMax});
+}
+
+std::string CanonicalJson(const json::value& v) {
+  std::string out;
+  Canonical(v, out);
+  return out;
+}
+
+std::string CompactJson(const json::value& v) { return json::serialize(v); }
+
+const json::string* FindString(const json::object& o, std::string_view key) {
+  const json::value* v = o.if_contains(key);
+  return v ? v->if_string() : nullptr;
+}
+
+const json::object* FindObject(const json::object& o, std::string_view key) {
+  const json::value* v = o.if_contains(key);
+  return v ? v->if_object() : nullptr;
+}
+
+const json::array* FindArray(const json::object& o, std::string_view key) {
+  const json::value* v = o.if_contains(key);
+  return v ? v->if_array() : nullptr;
+}
+
+std::string StringOr(const json::object& o, std::string_view key, std::string_view fallback) {
+  const json::string* s = FindString(o, key);
+  return s ? std::string(*s) : std::string(fallback);
+}
+
+int64_t IntOr(const json::object& o, std::string_view key, int64_t fallback) {
+  const json::value* v = o.if_contains(key);
+  if (v == nullptr) return fallback;
+  if (v->is_int64()) return v->get_int64();
+  if (v->is_uint64() && v->get_uint64() <= static_cast<uint64_t>(INT64_MAX)) {
+    return static_cast<int64_t>(v->get_uint64());
+  }
+  return fallback;
+}
+
+std::string EscapePointerToken(std::string_view token) {
+  std::string out;
+  out.reserve(token.size());
+  for (char c : token) {
+    if (c == '~') {
+      out += "~0";
+    } else if (c == '/') {
+      out += "~1";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+}  // namespace venture::base

@@ -1,0 +1,44 @@
+// Boost.JSON helpers: bounded parsing, canonical serialization and small accessors.
+// Canonical JSON (used for hashes and versions): object keys sorted by byte order, no
+// insignificant whitespace, Boost.JSON's number formatting. Part of base.
+#pragma once
+
+#include <boost/json.hpp>
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include "base/result.h"
+
+namespace venture {
+namespace json = boost::json;
+
+namespace base {
+
+struct ParseLimits {
+  std::size_t bytes_max;
+  std::size_t depth_max;
+};
+
+// Parses one JSON document; kInvalidArgument with "line L, column C: reason" on bad input,
+// kResourceExhausted when over the limits. Never throws.
+[[nodiscard]] Result<json::value> ParseJson(std::string_view text, ParseLimits limits);
+[[nodiscard]] Result<json::value> ParseJson(std::string_view text);  // default limits
+
+// Canonical serialization (sorted keys, compact).
+std::string CanonicalJson(const json::value& v);
+// Compact serialization in insertion order (cheaper; for storage and the wire).
+std::string CompactJson(const json::value& v);
+
+// Nullptr if absent or of the wrong kind.
+const json::string* FindString(const json::object& o, std::string_view key);
+const json::object* FindObject(const json::object& o, std::string_view key);
+const json::array* FindArray(const json::object& o, std::string_view key);
+std::string StringOr(const json::object& o, std::string_view key, std::string_view fallback);
+int64_t IntOr(const json::object& o, std::string_view key, int64_t fallback);
+
+// Escapes a JSON Pointer reference token (RFC 6901: ~ -> ~0, / -> ~1).
+std::string EscapePointerToken(std::string_view token);
+
+}  // namespace base
+}  // namespace venture

@@ -1,0 +1,80 @@
+// Every bound of the system, named. Queues, payloads, histories, retries and timeouts take their
+// limits from here; related bounds are tied together by static_asserts (TigerBeetle style).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
+namespace venture::limits {
+
+using std::chrono::milliseconds;
+
+// Workflow definitions.
+inline constexpr std::size_t kDefinitionBytesMax = 1 << 20;  // 1 MiB of JSON/YAML text
+inline constexpr std::size_t kNodesMax = 1000;
+inline constexpr std::size_t kNeedsPerNodeMax = 1000;
+inline constexpr std::size_t kIdLengthMax = 63;
+inline constexpr std::size_t kNameLengthMax = 63;
+inline constexpr std::size_t kExpressionBytesMax = 16 << 10;
+inline constexpr std::size_t kExpressionsMax = 10000;  // per definition
+inline constexpr std::size_t kJsonDepthMax = 64;
+inline constexpr std::size_t kStringBytesMax = 1 << 20;  // any single string in a definition
+inline constexpr std::size_t kTagLengthMax = 63;
+inline constexpr std::size_t kDescriptionBytesMax = 16 << 10;
+
+// Runs and nodes.
+inline constexpr std::size_t kInputsBytesMax = 1 << 20;
+inline constexpr std::size_t kForeachItemsMax = 10000;
+inline constexpr std::size_t kMaxParallelMax = 1000;
+inline constexpr std::size_t kRepeatIterationsMax = 1000;
+inline constexpr std::size_t kAttemptsMax = 100;
+inline constexpr std::size_t kNodeOutputBytesMax = 16 << 20;
+inline constexpr std::size_t kRunEventsMax = 1 << 20;  // history length of one run
+inline constexpr std::size_t kPatchOpsMax = 1000;
+inline constexpr std::size_t kErrorMessageBytesMax = 4096;
+
+// Durations.
+inline constexpr milliseconds kDurationMax{365LL * 24 * 3600 * 1000};  // one year
+inline constexpr milliseconds kTimeoutDefault{std::chrono::hours(1)};
+inline constexpr milliseconds kRetryIntervalDefault{1000};
+inline constexpr milliseconds kRetryIntervalMaxDefault{std::chrono::minutes(5)};
+
+// Expressions.
+inline constexpr std::size_t kExpressionCacheEntriesMax = 4096;
+inline constexpr std::size_t kExpressionOutputsMax = 1;  // a `${{ }}` yields one value
+
+// Storage.
+inline constexpr std::size_t kBlobThresholdBytes = 64 << 10;  // event data above this -> blob
+inline constexpr std::size_t kEventBytesMax = 32 << 20;
+inline constexpr std::size_t kAppendBatchEventsMax = 8192;  // one group commit
+inline constexpr std::size_t kCheckpointEveryEvents = 4096;
+inline constexpr milliseconds kCheckpointEveryDefault{10000};
+inline constexpr std::size_t kSnapshotEveryEvents = 256;  // per run
+inline constexpr std::size_t kReadPageMax = 10000;
+inline constexpr std::size_t kPendingAppendsMax = 65536;  // queued group-commit requests
+
+// Bus.
+inline constexpr std::size_t kQueueDepthMax = 1 << 20;
+inline constexpr std::size_t kTopicSubscribersMax = 100000;
+inline constexpr std::size_t kDeliveriesMax = 100;  // redeliveries of one message
+inline constexpr milliseconds kLeaseDefault{30000};
+inline constexpr milliseconds kLeaseMax{std::chrono::hours(1)};
+
+// Engine.
+inline constexpr std::size_t kInboxMax = 1 << 20;
+inline constexpr std::size_t kStepTriggersMax = 16384;  // triggers decided per engine step
+inline constexpr std::size_t kActiveRunsMax = 1 << 20;
+
+// Logging.
+inline constexpr std::size_t kLogLineBytesMax = 16 << 10;
+
+static_assert(kBlobThresholdBytes < kEventBytesMax);
+static_assert(kNodeOutputBytesMax < kEventBytesMax);
+static_assert(kMaxParallelMax <= kForeachItemsMax);
+static_assert(kRetryIntervalMaxDefault <= kDurationMax);
+static_assert(kLeaseDefault <= kLeaseMax);
+static_assert(kStepTriggersMax <= kInboxMax);
+static_assert(kNeedsPerNodeMax <= kNodesMax);
+
+}  // namespace venture::limits

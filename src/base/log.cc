@@ -1,0 +1,51 @@
+#include <atomic>
+#include <mutex>
+#include <thread>
+
+#include "base/base.h"
+
+namespace venture::base {
+namespace {
+
+std::atomic<LogLevel> g_level{LogLevel::kInfo};
+std::FILE* g_sink = stderr;
+std::mutex g_mu;
+
+std::string_view LevelName(LogLevel l) {
+  switch (l) {
+    case LogLevel::kDebug: return "debug";
+    case LogLevel::kInfo: return "info";
+    case LogLevel::kWarn: return "warn";
+    case LogLevel::kError: return "error";
+    case LogLevel::kOff: return "off";
+  }
+  return "info";
+}
+
+}  // namespace
+
+void SetLogLevel(LogLevel level) { g_level = level; }
+void SetLogSink(std::FILE* sink) { g_sink = sink; }
+LogLevel CurrentLogLevel() { return g_level; }
+
+void Log(LogLevel level, std::string_view msg, const json::object& fields) {
+  if (level < g_level.load(std::memory_order_relaxed) || level == LogLevel::kOff) return;
+  RealClock clock;
+  json::object o;
+  o["ts"] = FormatTime(clock.Now());
+  o["level"] = LevelName(level);
+  o["msg"] = msg;
+  for (const auto& kv : fields) o[kv.key()] = kv.value();
+  std::string line = json::serialize(o);
+  if (line.size() > limits::kLogLineBytesMax) {
+    line = json::serialize(json::object{{"ts", o["ts"]}, {"level", o["level"]},
+                                        {"msg", std::string(msg.substr(0, 1024))},
+                                        {"truncated", true}});
+  }
+  line += '\n';
+  std::lock_guard lock(g_mu);
+  std::fwrite(line.data(), 1, line.size(), g_sink);
+  std::fflush(g_sink);
+}
+
+}  // namespace venture::base

@@ -1,0 +1,86 @@
+// bus: how modules talk without knowing each other. Topics (publish/subscribe, NATS-style subject
+// patterns) and work queues (at-least-once delivery with leases, heartbeats, redelivery on lease
+// expiry, de-duplication by message id, and a bound on deliveries).
+//
+// Key types: Bus (the interface), Delivery (one leased message). Implementation here: NewMemoryBus
+// (in-process, the embedded default and the simulation's bus). NATS JetStream comes later (#5).
+//
+// Threading: every method is thread-safe. Subscribe handlers and OnReady callbacks run on the
+// publishing/enqueuing thread, must be cheap and must not call back into the bus.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/base.h"
+
+namespace venture::bus {
+
+struct Message {
+  std::string subject;
+  json::value data;
+};
+
+struct Delivery {
+  std::string queue;
+  uint64_t message_id = 0;  // unique per enqueued message within the bus
+  std::string dedup_id;     // the enqueuer's id ("" = none)
+  json::value payload;
+  int deliveries = 1;       // 1 on first delivery, +1 on each redelivery
+  uint64_t lease = 0;       // identifies this delivery; stale after redelivery
+  Time lease_until{};
+};
+
+struct QueueStats {
+  std::size_t ready = 0;     // waiting to be pulled (including delayed)
+  std::size_t leased = 0;    // pulled, not yet acked
+  std::size_t dead = 0;      // dropped after limits::kDeliveriesMax deliveries
+};
+
+class Bus {
+ public:
+  virtual ~Bus() = default;
+
+  // Topics. Subjects are dot-separated tokens; a pattern may use `*` (one token) and a final `>`
+  // (one or more tokens), as in NATS. Delivery is at-most-once and in publish order per publisher.
+  [[nodiscard]] virtual Status Publish(std::string_view subject, json::value data) = 0;
+  using Handler = std::function<void(const Message&)>;
+  [[nodiscard]] virtual Result<uint64_t> Subscribe(std::string_view pattern, Handler handler) = 0;
+  virtual void Unsubscribe(uint64_t subscription) = 0;
+
+  // Work queues. Enqueue with a non-empty dedup_id that is already in the queue (ready or leased)
+  // is a successful no-op. kResourceExhausted when the queue holds limits::kQueueDepthMax messages.
+  [[nodiscard]] virtual Status Enqueue(std::string_view queue, std::string dedup_id,
+                                       json::value payload) = 0;
+  // Up to `max` ready messages, each leased for `lease` (capped at limits::kLeaseMax). First
+  // redelivers messages whose lease has expired (deliveries + 1). Never blocks.
+  [[nodiscard]] virtual Result<std::vector<Delivery>> Pull(std::string_view queue, std::size_t max,
+                                                           Millis lease) = 0;
+  // Removes the message. kNotFound if the lease is stale (the message was redelivered).
+  [[nodiscard]] virtual Status Ack(const Delivery& d) = 0;
+  // Returns the message to the queue, visible again after `delay`. kNotFound if stale.
+  [[nodiscard]] virtual Status Nack(const Delivery& d, Millis delay) = 0;
+  // Extends the lease to now + extend. kNotFound if stale.
+  [[nodiscard]] virtual Status Heartbeat(Delivery& d, Millis extend) = 0;
+
+  // `callback` runs after every Enqueue/Nack to `queue` and when a lease of it expires on Pull, so
+  // a consumer can sleep on its own condition variable. One callback per queue; replaces.
+  virtual void OnReady(std::string_view queue, std::function<void()> callback) = 0;
+
+  [[nodiscard]] virtual Result<QueueStats> Stats(std::string_view queue) = 0;
+  // The earliest time a delayed or leased message of `queue` becomes pullable again (for sleepers);
+  // nullopt when there is none.
+  virtual std::optional<Time> NextWake(std::string_view queue) = 0;
+};
+
+std::unique_ptr<Bus> NewMemoryBus(base::Clock& clock);
+
+// True if subject matches pattern (NATS rules above).
+bool SubjectMatches(std::string_view pattern, std::string_view subject);
+
+}  // namespace venture::bus

@@ -1,0 +1,214 @@
+// storage: the durable record. An append-only, hash-chained event log (SPEC §4) with group commit,
+// signed audit checkpoints, projections written in the same transaction, content-addressed blobs,
+// per-run snapshots and versioned migrations.
+//
+// Key types: Event (one stored record), Batch (what one append writes atomically), Store (the
+// interface), and two implementations: OpenSqlite (WAL, embedded default) and MemoryStore (tests and
+// simulation; can inject faults). Storage does not interpret workflow semantics: the engine computes
+// projection rows and storage writes them.
+//
+// Threading: every Store method is thread-safe. Append blocks the caller until its batch is durable;
+// concurrent Appends are combined into one transaction and one fsync (group commit) by the store's
+// single writer.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/base.h"
+
+namespace venture::storage {
+
+// One stored event. seq, prev and hash are assigned by the store at commit.
+struct Event {
+  int64_t seq = 0;
+  std::string id;    // "evt_…"
+  std::string type;  // "run.started", ...
+  Time time{};
+  std::string run;   // "" when not about a run
+  std::string node;  // "" when not about a node
+  json::value data;  // object; when its encoding is over kBlobThresholdBytes it is stored as a blob
+  std::string prev;  // "b2:…" hash of the previous event ("b2:000…" for the first)
+  std::string hash;  // "b2:…"
+};
+
+// The event as JSON (SPEC §4 envelope), with or without the hash member.
+json::object EventToJson(const Event& e, bool with_hash = true);
+// Decodes and validates an envelope (types, id prefixes, hash forms). kInvalidArgument / kDataLoss.
+[[nodiscard]] Result<Event> EventFromJson(const json::value& v);
+// hash = BLAKE2b-256(prev ‖ canonical JSON of the event without hash).
+std::string ComputeEventHash(const Event& e);
+
+// Projection rows, computed by the engine and written in the append's transaction.
+struct RunRow {
+  std::string id;
+  std::string workflow;  // name
+  std::string version;   // "b2:…" (run-local version after patches)
+  std::string status;    // queued|running|paused|waiting|succeeded|failed|cancelled
+  Time created{};
+  Time updated{};
+  json::value inputs;
+  json::value output;  // null until terminal
+  json::value error;   // null or {code, message, node}
+  std::string replay_of;
+  int64_t last_seq = 0;  // seq of the run's last event (filled by the store)
+};
+
+struct NodeRow {
+  std::string run;
+  std::string node;
+  std::string status;
+  std::string outcome;
+  int64_t attempts = 0;
+  json::value output;
+  json::value error;
+  std::optional<Time> started;
+  std::optional<Time> finished;
+};
+
+struct WorkflowVersionRow {
+  std::string name;
+  std::string version;
+  json::value definition;
+  Time created{};
+};
+
+struct TagRow {
+  std::string name;
+  std::string tag;
+  std::string version;
+};
+
+struct IdempotencyRow {
+  std::string key;        // scoped by the caller (e.g. token id + header value)
+  std::string body_hash;  // "b2:…" of the canonical request
+  std::string run;
+};
+
+struct Snapshot {
+  std::string run;
+  int64_t seq = 0;     // state includes every event of the run up to and including seq
+  json::value state;   // engine-defined
+};
+
+// What one Append writes atomically: events (in order) plus projection upserts.
+struct Batch {
+  std::vector<Event> events;  // seq/prev/hash are filled in by the store
+  std::vector<RunRow> runs;
+  std::vector<NodeRow> nodes;
+  std::vector<WorkflowVersionRow> workflow_versions;  // insert-if-absent
+  std::vector<TagRow> tags;                           // upsert
+  std::vector<IdempotencyRow> idempotency;            // insert; kAlreadyExists if the key exists
+  std::vector<Snapshot> snapshots;                    // upsert (latest per run)
+  std::vector<std::pair<std::string, std::string>> settings;  // key/value upserts (e.g. "frozen")
+};
+
+struct AppendResult {
+  int64_t first_seq = 0;
+  int64_t last_seq = 0;
+  std::vector<Event> events;  // as stored (seq, prev, hash filled)
+};
+
+struct EventFilter {
+  int64_t after_seq = 0;
+  std::size_t limit = 1000;  // capped at limits::kReadPageMax
+  std::string run;           // exact, optional
+  std::string type_prefix;   // optional, e.g. "node."
+};
+
+struct RunFilter {
+  std::string status;
+  std::string workflow;
+  std::string cursor;  // opaque; "" for the first page
+  std::size_t limit = 100;
+};
+
+struct RunPage {
+  std::vector<RunRow> items;
+  std::string next_cursor;  // "" when done
+};
+
+struct VerifyReport {
+  bool ok = true;
+  int64_t events = 0;
+  int64_t checkpoints = 0;
+  int64_t first_bad_seq = 0;  // 0 when ok
+  std::string reason;         // what is wrong with first_bad_seq
+};
+
+struct Options {
+  // Ed25519 key that signs audit.checkpoint events.
+  base::SigningKey signing_key;
+  // A checkpoint is appended after this many events or this much time, whichever comes first.
+  std::size_t checkpoint_every_events = limits::kCheckpointEveryEvents;
+  Millis checkpoint_every = limits::kCheckpointEveryDefault;
+  // fsync every commit (PRAGMA synchronous=FULL). Off only for tests that measure nothing durable.
+  bool fsync = true;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Appends the batch atomically (one transaction, shared with concurrent Appends: group commit),
+  // assigning seq, prev and hash. Events whose data encodes over kBlobThresholdBytes are stored with
+  // data {"$blob": "b2:…", "bytes": n} and the payload in the blob table. Errors: kAlreadyExists for
+  // a duplicate idempotency key (nothing written), kUnavailable for I/O (nothing written),
+  // kInvalidArgument for an event over kEventBytesMax.
+  [[nodiscard]] virtual Result<AppendResult> Append(Batch batch) = 0;
+
+  // Events in seq order after filter.after_seq; blob references are resolved to their payloads.
+  [[nodiscard]] virtual Result<std::vector<Event>> ReadEvents(const EventFilter& filter) = 0;
+  [[nodiscard]] virtual Result<int64_t> LastSeq() = 0;
+
+  [[nodiscard]] virtual Result<RunRow> GetRun(const std::string& id) = 0;
+  [[nodiscard]] virtual Result<RunPage> ListRuns(const RunFilter& filter) = 0;
+  // Ids of runs whose status is not terminal (for recovery).
+  [[nodiscard]] virtual Result<std::vector<std::string>> ListActiveRuns() = 0;
+  [[nodiscard]] virtual Result<std::vector<NodeRow>> GetNodes(const std::string& run) = 0;
+
+  [[nodiscard]] virtual Result<WorkflowVersionRow> GetWorkflowVersion(const std::string& name,
+                                                                      const std::string& version) = 0;
+  // Versions of one workflow, newest first.
+  [[nodiscard]] virtual Result<std::vector<WorkflowVersionRow>> ListWorkflowVersions(
+      const std::string& name) = 0;
+  [[nodiscard]] virtual Result<std::vector<std::string>> ListWorkflowNames() = 0;
+  [[nodiscard]] virtual Result<std::vector<TagRow>> ListTags(const std::string& name) = 0;
+  [[nodiscard]] virtual Result<IdempotencyRow> GetIdempotency(const std::string& key) = 0;
+  [[nodiscard]] virtual Result<std::optional<Snapshot>> LoadSnapshot(const std::string& run) = 0;
+  [[nodiscard]] virtual Result<std::optional<std::string>> GetSetting(const std::string& key) = 0;
+
+  // Recomputes the whole chain, every checkpoint's Merkle root and signature, and every blob's
+  // hash; names the first bad event.
+  [[nodiscard]] virtual Result<VerifyReport> Verify() = 0;
+
+  // Appends a checkpoint now if any event is not yet covered (also done automatically).
+  [[nodiscard]] virtual Status Checkpoint() = 0;
+};
+
+// Opens (creating if needed) the SQLite store in dir/venture.db and runs pending migrations.
+[[nodiscard]] Result<std::unique_ptr<Store>> OpenSqlite(const std::string& dir, Options options,
+                                                        base::Clock& clock, base::Random& random);
+
+// Faults a MemoryStore can inject, for tests and the simulation.
+struct MemoryFaults {
+  // Each Append fails with kUnavailable (writing nothing) with this probability.
+  double append_failure_rate = 0;
+};
+
+// In-memory store with the same semantics (chain, checkpoints, projections, blobs).
+class MemoryStore;
+[[nodiscard]] std::unique_ptr<Store> NewMemoryStore(Options options, base::Clock& clock,
+                                                    base::Random& random);
+// Sets faults on a store made by NewMemoryStore (CHECKs that it is one).
+void SetMemoryFaults(Store& memory_store, const MemoryFaults& faults, uint64_t seed);
+// Test hook: overwrite the stored data of event seq (to prove Verify catches tampering).
+void TamperMemoryEvent(Store& memory_store, int64_t seq, json::value data);
+
+bool IsTerminalRunStatus(std::string_view status);
+
+}  // namespace venture::storage
