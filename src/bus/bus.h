@@ -6,7 +6,9 @@
 // (in-process, the embedded default and the simulation's bus). NATS JetStream comes later (#5).
 //
 // Threading: every method is thread-safe. Subscribe handlers and OnReady callbacks run on the
-// publishing/enqueuing thread, must be cheap and must not call back into the bus.
+// publishing/enqueuing thread, outside the bus's locks, must be cheap, must not throw and must not
+// call back into the bus. A handler unsubscribed (or a callback replaced) while a Publish (Enqueue)
+// is in flight on another thread may still be called once more by that Publish (Enqueue).
 #pragma once
 
 #include <cstdint>
@@ -31,15 +33,15 @@ struct Delivery {
   uint64_t message_id = 0;  // unique per enqueued message within the bus
   std::string dedup_id;     // the enqueuer's id ("" = none)
   json::value payload;
-  int deliveries = 1;       // 1 on first delivery, +1 on each redelivery
-  uint64_t lease = 0;       // identifies this delivery; stale after redelivery
+  int deliveries = 1;  // 1 on first delivery, +1 on each redelivery
+  uint64_t lease = 0;  // identifies this delivery; stale after redelivery
   Time lease_until{};
 };
 
 struct QueueStats {
-  std::size_t ready = 0;     // waiting to be pulled (including delayed)
-  std::size_t leased = 0;    // pulled, not yet acked
-  std::size_t dead = 0;      // dropped after limits::kDeliveriesMax deliveries
+  std::size_t ready = 0;   // waiting to be pulled (including delayed)
+  std::size_t leased = 0;  // pulled, not yet acked
+  std::size_t dead = 0;    // dropped after limits::kDeliveriesMax deliveries
 };
 
 class Bus {
@@ -53,8 +55,10 @@ class Bus {
   [[nodiscard]] virtual Result<uint64_t> Subscribe(std::string_view pattern, Handler handler) = 0;
   virtual void Unsubscribe(uint64_t subscription) = 0;
 
-  // Work queues. Enqueue with a non-empty dedup_id that is already in the queue (ready or leased)
-  // is a successful no-op. kResourceExhausted when the queue holds limits::kQueueDepthMax messages.
+  // Work queues. Enqueue with a non-empty dedup_id that is already in the queue (ready, delayed or
+  // leased) is a successful no-op. kResourceExhausted when the queue holds limits::kQueueDepthMax
+  // messages (ready + delayed + leased). A message that comes back from a lease (expiry or Nack)
+  // after limits::kDeliveriesMax deliveries is dropped and counted as dead.
   [[nodiscard]] virtual Status Enqueue(std::string_view queue, std::string dedup_id,
                                        json::value payload) = 0;
   // Up to `max` ready messages, each leased for `lease` (capped at limits::kLeaseMax). First

@@ -34,6 +34,8 @@ struct Event {
   json::value data;  // object; when its encoding is over kBlobThresholdBytes it is stored as a blob
   std::string prev;  // "b2:…" hash of the previous event ("b2:000…" for the first)
   std::string hash;  // "b2:…"
+
+  friend bool operator==(const Event&, const Event&) = default;
 };
 
 // The event as JSON (SPEC §4 envelope), with or without the hash member.

@@ -64,15 +64,15 @@ class Template {
   static Template Compile(const json::value& value, const std::string& path, Problems& problems);
   // A template that is returned as-is.
   static Template Literal(json::value value);
-  bool is_static() const { return parts_.empty(); }
+  bool is_static() const { return compiled_ == nullptr; }
   const json::value& raw() const { return raw_; }
   [[nodiscard]] Result<json::value> Render(const json::value& context) const;
 
  private:
-  struct Part;  // private compiled form
+  // Private representation: the implementer of workflow/ may change these members freely.
+  struct Compiled;
   json::value raw_;
-  std::shared_ptr<const std::vector<Part>> parts_holder_;
-  std::vector<int> parts_;  // non-empty iff the template has placeholders
+  std::shared_ptr<const Compiled> compiled_;  // null iff the template has no placeholders
 };
 
 enum class Join { kAll, kAny };
@@ -166,6 +166,10 @@ void ValidateInputs(const Ir& ir, const json::value& inputs, Problems& problems)
 // RFC 6902: applies every op to a copy of doc, atomically. Errors name the op: "/3: path
 // '/nodes/9' does not exist" (kInvalidArgument) or a failed `test` (kFailedPrecondition).
 [[nodiscard]] Result<json::value> ApplyPatch(const json::value& doc, const json::value& ops);
+
+// Tag names: [a-z0-9][a-z0-9._-]{0,62}. Workflow names: the same pattern (SPEC §1).
+bool IsValidTagName(std::string_view tag);
+bool IsValidWorkflowName(std::string_view name);
 
 // "did you mean 'fetch'?" helper: the closest candidate within edit distance 2, or "".
 std::string ClosestMatch(std::string_view word, const std::vector<std::string>& candidates);

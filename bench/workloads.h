@@ -1,0 +1,47 @@
+// In-process benchmark workloads A, B, C and L of ARCHITECTURE.md §8, on the embedded store
+// (SQLite with fsync on every commit, or memory) and the in-process bus. Used by
+// `venture bench WORKLOAD`. Benchmarks measure speed; they assert nothing.
+#pragma once
+
+#include <ostream>
+#include <string>
+
+#include "base/base.h"
+
+namespace venture::bench {
+
+struct BenchOptions {
+  std::string workload = "A";  // A | B | C | L
+  int runs = 0;                // 0 = the workload's default (A/B 1000, C 20000, L 100)
+  int steps = 10;              // K for A and L
+  int width = 8;               // W for B
+  std::string store = "sqlite";  // sqlite | memory
+  std::string data_dir;          // "" = a fresh temporary directory, removed afterwards
+  int warmup = -1;               // -1 = 20 (5 for L)
+  int workers = 1;               // worker threads
+  bool fsync = true;
+};
+
+struct BenchResult {
+  std::string workload;
+  int runs = 0;
+  int64_t steps = 0;
+  int succeeded = 0;
+  int failed = 0;
+  double wall_s = 0;
+  double steps_per_s = 0;
+  double runs_per_s = 0;
+  double submit_per_s = 0;
+  double p50_ms = 0;
+  double p99_ms = 0;
+  double per_step_p50_ms = 0;
+  int64_t appends = 0;  // group commits during the measured phase
+  int64_t events = 0;
+  std::string store;
+};
+
+[[nodiscard]] Result<BenchResult> RunWorkload(const BenchOptions& options);
+json::object ToJson(const BenchResult& r);
+void PrintTable(const BenchResult& r, std::ostream& out);
+
+}  // namespace venture::bench

@@ -1,0 +1,728 @@
+// The pure engine core. Every Decide* emits events through an Emitter that applies each event to
+// the state as it is emitted, so "state after decide" and "fold of Apply over the events" are the
+// same by construction; the property test checks it anyway.
+#include <algorithm>
+#include <cmath>
+
+#include "engine/engine.h"
+
+namespace venture::engine {
+namespace {
+
+using workflow::Execution;
+using workflow::Ir;
+
+constexpr std::string_view kRunStatusNames[] = {"queued",    "running", "paused",   "waiting",
+                                                "succeeded", "failed",  "cancelled"};
+constexpr std::string_view kNodeStatusNames[] = {"pending", "ready",   "running", "waiting",
+                                                 "succeeded", "failed", "skipped", "cancelled"};
+
+json::value TimeJson(Time t) { return json::value(FormatTime(t)); }
+
+std::optional<Time> OptTime(const json::object& o, std::string_view key) {
+  const json::string* s = base::FindString(o, key);
+  if (s == nullptr) return std::nullopt;
+  auto t = ParseTime(*s);
+  if (!t) return std::nullopt;
+  return *t;
+}
+
+json::value ErrorJson(std::string_view code, std::string_view message) {
+  std::string m(message.substr(0, limits::kErrorMessageBytesMax));
+  return json::object{{"code", code}, {"message", m}};
+}
+
+int IntField(const json::object& o, std::string_view key, int fallback) {
+  return static_cast<int>(base::IntOr(o, key, fallback));
+}
+
+// Emits events and applies each one to the state immediately.
+class Emitter {
+ public:
+  Emitter(RunState& s, IrSource& irs, const DecideContext& ctx, Decision& d)
+      : s_(s), irs_(irs), ctx_(ctx), d_(d) {}
+
+  void Emit(std::string type, std::string node, json::object data) {
+    Status st = Apply(s_, type, node, data, ctx_.now, irs_);
+    VENTURE_CHECK_MSG(st.has_value(), "decide emitted an event that apply rejects");
+    d_.events.push_back(EventDraft{std::move(type), std::move(node), std::move(data)});
+  }
+  RunState& state() { return s_; }
+  const DecideContext& ctx() { return ctx_; }
+  Decision& decision() { return d_; }
+  IrSource& irs() { return irs_; }
+
+ private:
+  RunState& s_;
+  IrSource& irs_;
+  const DecideContext& ctx_;
+  Decision& d_;
+};
+
+Slot* FindSlot(RunState& s, int node, int index) {
+  NodeState& n = s.nodes[static_cast<std::size_t>(node)];
+  if (index < 0) return &n.slot;
+  if (!n.expanded || static_cast<std::size_t>(index) >= n.item_slots.size()) return nullptr;
+  return &n.item_slots[static_cast<std::size_t>(index)];
+}
+
+Status ApplyRun(RunState& s, const std::string& type, const json::object& data, Time time,
+                IrSource& irs) {
+  if (type == "run.submitted") {
+    s.workflow = base::StringOr(data, "workflow", "");
+    s.version = base::StringOr(data, "version", "");
+    s.ir = irs.Find(s.workflow, s.version);
+    if (s.ir == nullptr) return DataLoss("run.submitted names unknown version " + s.version);
+    const json::value* inputs = data.if_contains("inputs");
+    s.inputs = inputs ? *inputs : json::value(json::object());
+    s.replay_of = base::StringOr(data, "replay_of", "");
+    s.nodes.assign(s.ir->nodes.size(), NodeState{});
+    s.status = RunStatus::kQueued;
+    s.created = time;
+  } else if (type == "run.started") {
+    s.started = true;
+    s.status = s.paused ? RunStatus::kPaused : RunStatus::kRunning;
+  } else if (type == "run.paused") {
+    s.paused = true;
+    s.status = RunStatus::kPaused;
+  } else if (type == "run.resumed") {
+    s.paused = false;
+    s.status = s.started ? RunStatus::kRunning : RunStatus::kQueued;
+  } else if (type == "run.waiting") {
+    s.status = RunStatus::kWaiting;
+  } else if (type == "run.running") {
+    s.status = RunStatus::kRunning;
+  } else if (type == "run.succeeded" || type == "run.failed" || type == "run.cancelled") {
+    s.status = type == "run.succeeded" ? RunStatus::kSucceeded
+               : type == "run.failed"  ? RunStatus::kFailed
+                                       : RunStatus::kCancelled;
+    const json::value* out = data.if_contains("output");
+    s.output = out ? *out : json::value();
+    const json::value* err = data.if_contains("error");
+    s.error = err ? *err : json::value();
+  } else if (type == "run.patched") {
+    const json::value* def = data.if_contains("definition");
+    if (def == nullptr) return DataLoss("run.patched without a definition");
+    auto ir = irs.CompileDefinition(*def);
+    if (ir == nullptr) return DataLoss("run.patched carries a definition that does not compile");
+    std::vector<NodeState> remapped(ir->nodes.size());
+    for (std::size_t i = 0; i < ir->nodes.size(); ++i) {
+      const int old = s.ir->IndexOf(ir->nodes[i].id);
+      if (old >= 0) remapped[i] = std::move(s.nodes[static_cast<std::size_t>(old)]);
+    }
+    s.nodes = std::move(remapped);
+    s.ir = std::move(ir);
+    s.version = s.ir->version;
+  } else {
+    return DataLoss("unknown run event type " + type);
+  }
+  return Ok();
+}
+
+Status ApplySlotEvent(NodeState& n, Slot& slot, const std::string& type, const json::object& data,
+                      Time time) {
+  if (type == "node.started") {
+    slot.status = NodeStatus::kRunning;
+    slot.phase = Phase::kInFlight;
+    slot.attempt = IntField(data, "attempt", 1);
+    slot.deadline = OptTime(data, "deadline");
+    slot.due.reset();
+    n.slot.status = NodeStatus::kRunning;
+    if (!n.started) n.started = time;
+  } else if (type == "node.retrying") {
+    slot.phase = Phase::kBackoff;
+    slot.due = OptTime(data, "due");
+    slot.deadline.reset();
+    const json::value* err = data.if_contains("error");
+    slot.error = err ? *err : json::value();
+    if (!slot.due) return DataLoss("node.retrying without a due time");
+  } else {
+    return DataLoss("unknown slot event " + type);
+  }
+  return Ok();
+}
+
+void SettleSlot(Slot& slot, NodeStatus status) {
+  slot.status = status;
+  slot.phase = Phase::kIdle;
+  slot.due.reset();
+  slot.deadline.reset();
+}
+
+Status ApplyNodeSettle(NodeState& n, const std::string& type, const json::object& data,
+                       Time time) {
+  const json::value* out = data.if_contains("output");
+  const json::value* err = data.if_contains("error");
+  NodeStatus st = NodeStatus::kSucceeded;
+  if (type == "node.failed") {
+    st = NodeStatus::kFailed;
+  } else if (type == "node.skipped") {
+    st = NodeStatus::kSkipped;
+  } else if (type == "node.cancelled") {
+    st = NodeStatus::kCancelled;
+  }
+  SettleSlot(n.slot, st);
+  if (out) n.slot.output = *out;
+  if (err) n.slot.error = *err;
+  if (const json::string* oc = base::FindString(data, "outcome")) n.outcome = std::string(*oc);
+  for (Slot& item : n.item_slots) {
+    if (!IsSettled(item.status)) SettleSlot(item, NodeStatus::kCancelled);
+  }
+  n.finished = time;
+  return Ok();
+}
+
+Status ApplyNode(RunState& s, const std::string& type, const std::string& node,
+                 const json::object& data, Time time) {
+  if (s.ir == nullptr) return DataLoss("node event before run.submitted");
+  const int idx = s.ir->IndexOf(node);
+  if (idx < 0) return DataLoss("event names unknown node '" + node + "'");
+  NodeState& n = s.nodes[static_cast<std::size_t>(idx)];
+  const int index = IntField(data, "index", -1);
+  if (type == "node.started" || type == "node.retrying") {
+    Slot* slot = FindSlot(s, idx, index);
+    if (slot == nullptr) return DataLoss("event names unknown item of '" + node + "'");
+    return ApplySlotEvent(n, *slot, type, data, time);
+  }
+  if (type == "node.ready") {
+    n.slot.status = NodeStatus::kReady;
+  } else if (type == "node.waiting" || type == "node.repeating") {
+    n.slot.status = type == "node.waiting" ? NodeStatus::kWaiting : NodeStatus::kRunning;
+    n.slot.phase = Phase::kTimer;
+    n.slot.due = OptTime(data, "due");
+    n.slot.deadline.reset();
+    if (!n.slot.due) return DataLoss(type + " without a due time");
+    if (type == "node.repeating") {
+      n.iteration = IntField(data, "iteration", n.iteration + 1);
+      const json::value* out = data.if_contains("output");
+      n.slot.output = out ? *out : json::value();
+    }
+    if (!n.started) n.started = time;
+  } else if (type == "node.expanded") {
+    const json::array* items = base::FindArray(data, "items");
+    if (items == nullptr) return DataLoss("node.expanded without items");
+    n.expanded = true;
+    n.items = *items;
+    n.item_slots.assign(items->size(), Slot{});
+    n.slot.status = NodeStatus::kRunning;
+    if (!n.started) n.started = time;
+  } else if (type == "node.item_succeeded" || type == "node.item_failed") {
+    Slot* slot = FindSlot(s, idx, index);
+    if (slot == nullptr || index < 0) return DataLoss("item event names unknown item");
+    SettleSlot(*slot, type == "node.item_succeeded" ? NodeStatus::kSucceeded : NodeStatus::kFailed);
+    const json::value* out = data.if_contains("output");
+    const json::value* err = data.if_contains("error");
+    slot->output = out ? *out : json::value();
+    slot->error = err ? *err : json::value();
+  } else if (type == "node.succeeded" || type == "node.failed" || type == "node.skipped" ||
+             type == "node.cancelled") {
+    return ApplyNodeSettle(n, type, data, time);
+  } else {
+    return DataLoss("unknown node event type " + type);
+  }
+  return Ok();
+}
+
+}  // namespace
+
+std::string_view RunStatusName(RunStatus s) { return kRunStatusNames[static_cast<int>(s)]; }
+std::string_view NodeStatusName(NodeStatus s) { return kNodeStatusNames[static_cast<int>(s)]; }
+
+bool IsTerminal(RunStatus s) {
+  return s == RunStatus::kSucceeded || s == RunStatus::kFailed || s == RunStatus::kCancelled;
+}
+
+bool IsSettled(NodeStatus s) {
+  return s == NodeStatus::kSucceeded || s == NodeStatus::kFailed || s == NodeStatus::kSkipped ||
+         s == NodeStatus::kCancelled;
+}
+
+bool RunState::operator==(const RunState& o) const {
+  return id == o.id && workflow == o.workflow && version == o.version && inputs == o.inputs &&
+         status == o.status && paused == o.paused && started == o.started &&
+         replay_of == o.replay_of && output == o.output && error == o.error && nodes == o.nodes &&
+         created == o.created && events == o.events;
+}
+
+Status Apply(RunState& state, const std::string& type, const std::string& node,
+             const json::object& data, Time time, IrSource& irs) {
+  Status st = type.starts_with("run.") ? ApplyRun(state, type, data, time, irs)
+              : type.starts_with("node.")
+                  ? ApplyNode(state, type, node, data, time)
+                  : Status(DataLoss("event type " + type + " is not about a run"));
+  if (!st) return st;
+  state.events += 1;
+  state.updated = time;
+  return Ok();
+}
+
+// ---- decide -------------------------------------------------------------------------------
+
+namespace {
+
+enum class Readiness { kWait, kReady, kSkip };
+
+Readiness ReadinessOf(const RunState& s, const workflow::Node& node) {
+  int succeeded = 0;
+  for (int need : node.needs) {
+    const NodeStatus st = s.nodes[static_cast<std::size_t>(need)].slot.status;
+    if (!IsSettled(st)) {
+      if (node.join == workflow::Join::kAll) continue;  // may still skip early below
+      return Readiness::kWait;
+    }
+    if (st == NodeStatus::kSucceeded) {
+      ++succeeded;
+    } else if (node.join == workflow::Join::kAll) {
+      return Readiness::kSkip;  // join all: one need did not succeed
+    }
+  }
+  if (node.join == workflow::Join::kAll) {
+    return succeeded == static_cast<int>(node.needs.size()) ? Readiness::kReady : Readiness::kWait;
+  }
+  return succeeded > 0 || node.needs.empty() ? Readiness::kReady : Readiness::kSkip;
+}
+
+void FailRun(Emitter& em, int node, const json::value& error) {
+  RunState& s = em.state();
+  for (std::size_t i = 0; i < s.nodes.size(); ++i) {
+    if (!IsSettled(s.nodes[i].slot.status)) {
+      em.Emit("node.cancelled", s.ir->nodes[i].id, json::object{{"reason", "run failed"}});
+    }
+  }
+  json::object err;
+  if (const json::object* e = error.if_object()) err = *e;
+  err["node"] = s.ir->nodes[static_cast<std::size_t>(node)].id;
+  em.Emit("run.failed", "", json::object{{"error", std::move(err)}});
+}
+
+void FailNode(Emitter& em, int node, json::value error) {
+  const workflow::Node& spec = em.state().ir->nodes[static_cast<std::size_t>(node)];
+  em.Emit("node.failed", spec.id, json::object{{"error", error}});
+  if (spec.on_failure == workflow::OnFailure::kFail) FailRun(em, node, error);
+}
+
+Millis BackoffDelay(const workflow::RetryPolicy& p, int attempt, const DecideContext& ctx) {
+  double delay = static_cast<double>(p.initial_interval.count()) *
+                 std::pow(p.backoff_coefficient, std::max(0, attempt - 1));
+  delay = std::min(delay, static_cast<double>(p.max_interval.count()));
+  if (p.jitter > 0) {
+    const double u = ctx.random ? ctx.random->UniformDouble() : 0.5;
+    delay *= 1.0 - p.jitter + 2.0 * p.jitter * u;
+  }
+  return Millis(static_cast<int64_t>(std::max(0.0, delay)));
+}
+
+bool IsRetryable(const workflow::RetryPolicy& p, int attempt, const json::value& error,
+                 bool retryable) {
+  if (!retryable || attempt >= p.max_attempts) return false;
+  const json::object* e = error.if_object();
+  const std::string code = e ? base::StringOr(*e, "code", "") : "";
+  return std::find(p.non_retryable.begin(), p.non_retryable.end(), code) == p.non_retryable.end();
+}
+
+bool CanDispatch(Emitter& em) {
+  const RunState& s = em.state();
+  return !em.ctx().frozen && !s.paused && s.started && !IsTerminal(s.status);
+}
+
+}  // namespace
+
+Result<Dispatch> BuildDispatch(const RunState& s, int node, int index, int attempt) {
+  const workflow::Node& spec = s.ir->nodes[static_cast<std::size_t>(node)];
+  const NodeState& n = s.nodes[static_cast<std::size_t>(node)];
+  Dispatch d;
+  d.run = s.id;
+  d.node = spec.id;
+  d.type = spec.type;
+  d.index = index;
+  d.attempt = attempt;
+  d.iteration = n.iteration;
+  d.idempotency_key = s.id + "/" + spec.id + "/" + std::to_string(index >= 0 ? index : n.iteration);
+  if (!spec.spec->needs_context && spec.config.is_static()) {
+    d.config = spec.config.raw();
+    return d;
+  }
+  json::object ctx = ExpressionContext(s);
+  if (index >= 0) {
+    ctx["item"] = n.items[static_cast<std::size_t>(index)];
+    ctx["index"] = index;
+  }
+  if (spec.spec->needs_context) {
+    d.config = spec.config.raw();
+    d.context = std::move(ctx);
+    return d;
+  }
+  VENTURE_ASSIGN_OR_RETURN(d.config, spec.config.Render(ctx));
+  return d;
+}
+
+namespace {
+
+void StartAttempt(Emitter& em, int node, int index, int attempt);
+void AttemptFailed(Emitter& em, int node, int index, int attempt, json::value error,
+                   bool retryable);
+void SlotSucceeded(Emitter& em, int node, int index, json::value output);
+
+void StartAttempt(Emitter& em, int node, int index, int attempt) {
+  RunState& s = em.state();
+  const workflow::Node& spec = s.ir->nodes[static_cast<std::size_t>(node)];
+  auto d = BuildDispatch(s, node, index, attempt);
+  if (!d) {
+    AttemptFailed(em, node, index, attempt, ErrorJson("expression_error", d.error().message),
+                  false);
+    return;
+  }
+  json::object data{{"attempt", attempt}, {"deadline", TimeJson(em.ctx().now + spec.timeout)}};
+  if (index >= 0) data["index"] = index;
+  em.Emit("node.started", spec.id, std::move(data));
+  em.decision().dispatches.push_back(std::move(*d));
+}
+
+void AttemptFailed(Emitter& em, int node, int index, int attempt, json::value error,
+                   bool retryable) {
+  const workflow::Node& spec = em.state().ir->nodes[static_cast<std::size_t>(node)];
+  if (IsRetryable(spec.retry, attempt, error, retryable)) {
+    const Time due = em.ctx().now + BackoffDelay(spec.retry, attempt, em.ctx());
+    json::object data{{"attempt", attempt}, {"error", error}, {"due", TimeJson(due)}};
+    if (index >= 0) data["index"] = index;
+    em.Emit("node.retrying", spec.id, std::move(data));
+    return;
+  }
+  if (index >= 0) {
+    em.Emit("node.item_failed", spec.id, json::object{{"index", index}, {"error", error}});
+  }
+  FailNode(em, node, std::move(error));
+}
+
+// Starts pending foreach items up to max_parallel.
+void FillItems(Emitter& em, int node) {
+  if (!CanDispatch(em)) return;
+  const NodeState& n = em.state().nodes[static_cast<std::size_t>(node)];
+  const workflow::Node& spec = em.state().ir->nodes[static_cast<std::size_t>(node)];
+  std::size_t active = 0;
+  for (const Slot& it : n.item_slots) {
+    if (it.status == NodeStatus::kRunning) ++active;
+  }
+  for (std::size_t k = 0; k < n.item_slots.size(); ++k) {
+    if (spec.max_parallel != 0 && active >= spec.max_parallel) break;
+    if (em.state().nodes[static_cast<std::size_t>(node)].slot.status != NodeStatus::kRunning) break;
+    if (em.state().nodes[static_cast<std::size_t>(node)].item_slots[k].status ==
+        NodeStatus::kPending) {
+      StartAttempt(em, node, static_cast<int>(k), 1);
+      ++active;
+    }
+  }
+}
+
+void FinishRepeat(Emitter& em, int node, json::value output) {
+  RunState& s = em.state();
+  const workflow::Node& spec = s.ir->nodes[static_cast<std::size_t>(node)];
+  const int iteration = s.nodes[static_cast<std::size_t>(node)].iteration + 1;
+  json::object ctx = ExpressionContext(s);
+  ctx["output"] = output;
+  ctx["iteration"] = iteration;
+  auto done = spec.repeat->until.Eval(ctx);
+  if (!done) {
+    FailNode(em, node, ErrorJson("expression_error", done.error().message));
+    return;
+  }
+  if (done->is_bool() && done->get_bool()) {
+    em.Emit("node.succeeded", spec.id, json::object{{"output", std::move(output)}});
+    return;
+  }
+  if (iteration >= spec.repeat->max_iterations) {
+    FailNode(em, node, ErrorJson("max_iterations", "repeat did not reach its condition after " +
+                                                        std::to_string(iteration) + " iterations"));
+    return;
+  }
+  const Time due = em.ctx().now + spec.repeat->interval;
+  em.Emit("node.repeating", spec.id,
+          json::object{{"iteration", iteration}, {"output", std::move(output)},
+                       {"due", TimeJson(due)}});
+}
+
+void SlotSucceeded(Emitter& em, int node, int index, json::value output) {
+  RunState& s = em.state();
+  const workflow::Node& spec = s.ir->nodes[static_cast<std::size_t>(node)];
+  if (index < 0) {
+    if (spec.repeat && !spec.foreach) {
+      FinishRepeat(em, node, std::move(output));
+      return;
+    }
+    em.Emit("node.succeeded", spec.id, json::object{{"output", std::move(output)}});
+    return;
+  }
+  em.Emit("node.item_succeeded", spec.id, json::object{{"index", index}, {"output", output}});
+  const NodeState& n = s.nodes[static_cast<std::size_t>(node)];
+  json::array outputs;
+  for (const Slot& it : n.item_slots) {
+    if (it.status != NodeStatus::kSucceeded) {
+      FillItems(em, node);
+      return;
+    }
+    outputs.push_back(it.output);
+  }
+  em.Emit("node.succeeded", spec.id, json::object{{"output", std::move(outputs)}});
+}
+
+void StartNode(Emitter& em, int node) {
+  RunState& s = em.state();
+  const workflow::Node& spec = s.ir->nodes[static_cast<std::size_t>(node)];
+  if (spec.spec->execution == Execution::kTimer) {
+    auto cfg = spec.config.Render(ExpressionContext(s));
+    const json::object* obj = cfg ? cfg->if_object() : nullptr;
+    const json::string* text = obj ? base::FindString(*obj, "duration") : nullptr;
+    auto d = text ? ParseDuration(*text) : Result<Millis>(InvalidArgument("no duration"));
+    if (!d) {
+      FailNode(em, node, ErrorJson("invalid_config", "sleep: " + d.error().message));
+      return;
+    }
+    em.Emit("node.waiting", spec.id, json::object{{"due", TimeJson(em.ctx().now + *d)}});
+    return;
+  }
+  if (spec.spec->execution == Execution::kGate) {
+    FailNode(em, node, ErrorJson("unimplemented", "the approval node type is not available yet"));
+    return;
+  }
+  if (spec.foreach) {
+    auto items = spec.foreach->Eval(ExpressionContext(s));
+    if (!items || !items->is_array() || items->get_array().size() > limits::kForeachItemsMax) {
+      FailNode(em, node, ErrorJson("expression_error",
+                                   items ? "foreach must yield an array of at most 10000 items"
+                                         : items.error().message));
+      return;
+    }
+    const bool empty = items->get_array().empty();
+    em.Emit("node.expanded", spec.id, json::object{{"items", std::move(*items)}});
+    if (empty) {
+      em.Emit("node.succeeded", spec.id, json::object{{"output", json::array()}});
+      return;
+    }
+    FillItems(em, node);
+    return;
+  }
+  StartAttempt(em, node, -1, 1);
+}
+
+// Makes a pending node ready/skipped and starts it when it may start now. Returns true if any
+// event was emitted.
+bool ConsiderNode(Emitter& em, int node) {
+  RunState& s = em.state();
+  const workflow::Node& spec = s.ir->nodes[static_cast<std::size_t>(node)];
+  const NodeStatus st = s.nodes[static_cast<std::size_t>(node)].slot.status;
+  if (st == NodeStatus::kPending) {
+    const Readiness r = ReadinessOf(s, spec);
+    if (r == Readiness::kWait) return false;
+    if (r == Readiness::kSkip) {
+      em.Emit("node.skipped", spec.id, json::object{{"reason", "needs not satisfied"}});
+      return true;
+    }
+    if (!CanDispatch(em)) {
+      em.Emit("node.ready", spec.id, {});
+      return true;
+    }
+  } else if (st != NodeStatus::kReady || !CanDispatch(em)) {
+    return false;
+  }
+  if (spec.if_expr) {
+    auto cond = spec.if_expr->Eval(ExpressionContext(s));
+    if (!cond) {
+      FailNode(em, node, ErrorJson("expression_error", "if: " + cond.error().message));
+      return true;
+    }
+    if (!(cond->is_bool() && cond->get_bool())) {
+      em.Emit("node.skipped", spec.id, json::object{{"reason", "if is false"}});
+      return true;
+    }
+  }
+  StartNode(em, node);
+  return true;
+}
+
+// Whether any node can make progress without a timer or a result.
+struct Pending {
+  bool in_flight = false;
+  bool timers = false;
+};
+
+Pending Scan(const RunState& s) {
+  Pending p;
+  for (const NodeState& n : s.nodes) {
+    auto look = [&](const Slot& sl) {
+      if (sl.phase == Phase::kInFlight) p.in_flight = true;
+      if (sl.phase == Phase::kBackoff || sl.phase == Phase::kTimer) p.timers = true;
+    };
+    look(n.slot);
+    for (const Slot& it : n.item_slots) look(it);
+    if (n.slot.status == NodeStatus::kReady) p.in_flight = true;  // startable work
+  }
+  return p;
+}
+
+void Finish(Emitter& em) {
+  RunState& s = em.state();
+  for (const NodeState& n : s.nodes) {
+    if (!IsSettled(n.slot.status)) return;
+  }
+  json::value output;
+  if (s.ir->output) {
+    auto out = s.ir->output->Render(ExpressionContext(s));
+    if (!out) {
+      em.Emit("run.failed", "",
+              json::object{{"error", ErrorJson("expression_error", "output: " + out.error().message)}});
+      return;
+    }
+    output = std::move(*out);
+  }
+  em.Emit("run.succeeded", "", json::object{{"output", std::move(output)}});
+}
+
+// Runs the scheduling loop to a fixpoint, then settles the run status.
+void Advance(Emitter& em) {
+  RunState& s = em.state();
+  if (IsTerminal(s.status)) return;
+  if (!s.started) {
+    if (em.ctx().frozen || s.paused) return;
+    em.Emit("run.started", "", {});
+  }
+  bool changed = true;
+  while (changed && !IsTerminal(s.status)) {
+    changed = false;
+    for (int i : s.ir->topo_order) {
+      if (IsTerminal(s.status)) break;
+      if (ConsiderNode(em, i)) changed = true;
+    }
+  }
+  if (IsTerminal(s.status)) return;
+  Finish(em);
+  if (IsTerminal(s.status) || s.paused) return;
+  const Pending p = Scan(s);
+  if (!p.in_flight && p.timers && s.status != RunStatus::kWaiting) {
+    em.Emit("run.waiting", "", {});
+  } else if (p.in_flight && s.status == RunStatus::kWaiting) {
+    em.Emit("run.running", "", {});
+  }
+}
+
+void FireTimers(Emitter& em) {
+  RunState& s = em.state();
+  const Time now = em.ctx().now;
+  for (std::size_t i = 0; i < s.nodes.size() && !IsTerminal(s.status); ++i) {
+    const int node = static_cast<int>(i);
+    const Slot slot = s.nodes[i].slot;
+    if (slot.phase == Phase::kInFlight && slot.deadline && *slot.deadline <= now) {
+      AttemptFailed(em, node, -1, slot.attempt,
+                    ErrorJson("deadline_exceeded", "attempt " + std::to_string(slot.attempt) +
+                                                       " timed out"),
+                    true);
+    } else if (slot.phase == Phase::kTimer && slot.due && *slot.due <= now) {
+      if (s.nodes[i].slot.status == NodeStatus::kWaiting) {
+        em.Emit("node.succeeded", s.ir->nodes[i].id, json::object{{"output", nullptr}});
+      } else if (CanDispatch(em)) {
+        StartAttempt(em, node, -1, 1);  // the next repeat iteration
+      }
+    } else if (slot.phase == Phase::kBackoff && slot.due && *slot.due <= now && CanDispatch(em)) {
+      StartAttempt(em, node, -1, slot.attempt + 1);
+    }
+    for (std::size_t k = 0; k < s.nodes[i].item_slots.size() && !IsTerminal(s.status); ++k) {
+      const Slot it = s.nodes[i].item_slots[k];
+      const int index = static_cast<int>(k);
+      if (it.phase == Phase::kInFlight && it.deadline && *it.deadline <= now) {
+        AttemptFailed(em, node, index, it.attempt,
+                      ErrorJson("deadline_exceeded",
+                                "attempt " + std::to_string(it.attempt) + " timed out"),
+                      true);
+      } else if (it.phase == Phase::kBackoff && it.due && *it.due <= now && CanDispatch(em)) {
+        StartAttempt(em, node, index, it.attempt + 1);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+Result<Decision> DecideSubmit(RunState& state, const std::string& run_id,
+                              std::shared_ptr<const Ir> ir, json::value inputs,
+                              const std::string& replay_of, const json::object& seeded,
+                              const DecideContext& ctx, IrSource& irs) {
+  VENTURE_CHECK(ir != nullptr);
+  state = RunState{};
+  state.id = run_id;
+  Decision d;
+  Emitter em(state, irs, ctx, d);
+  json::object data{{"workflow", ir->name}, {"version", ir->version}, {"inputs", inputs}};
+  if (!replay_of.empty()) data["replay_of"] = replay_of;
+  em.Emit("run.submitted", "", std::move(data));
+  for (int i : ir->topo_order) {
+    const std::string& id = ir->nodes[static_cast<std::size_t>(i)].id;
+    if (const json::value* out = seeded.if_contains(id)) {
+      em.Emit("node.succeeded", id, json::object{{"output", *out}, {"replayed", true}});
+    }
+  }
+  Advance(em);
+  return d;
+}
+
+Decision DecideResult(RunState& state, const TaskResult& r, const DecideContext& ctx,
+                      IrSource& irs) {
+  Decision d;
+  if (state.ir == nullptr || IsTerminal(state.status)) return d;
+  const int node = state.ir->IndexOf(r.node);
+  if (node < 0) return d;
+  Slot* slot = FindSlot(state, node, r.index);
+  if (slot == nullptr || slot->phase != Phase::kInFlight || slot->attempt != r.attempt) {
+    return d;  // duplicate or late: the history stays exactly-once
+  }
+  Emitter em(state, irs, ctx, d);
+  if (r.ok) {
+    SlotSucceeded(em, node, r.index, r.output);
+  } else {
+    AttemptFailed(em, node, r.index, r.attempt, ErrorJson(r.error_code, r.error_message),
+                  r.retryable);
+  }
+  Advance(em);
+  return d;
+}
+
+Decision DecideTick(RunState& state, const DecideContext& ctx, IrSource& irs) {
+  Decision d;
+  if (state.ir == nullptr || IsTerminal(state.status)) return d;
+  Emitter em(state, irs, ctx, d);
+  FireTimers(em);
+  Advance(em);
+  return d;
+}
+
+Result<Decision> DecideCommand(RunState& state, Command command, const std::string& reason,
+                               const DecideContext& ctx, IrSource& irs) {
+  if (state.ir == nullptr) return NotFound("run " + state.id + " does not exist");
+  if (IsTerminal(state.status)) {
+    return FailedPrecondition("run " + state.id + " is already " +
+                              std::string(RunStatusName(state.status)));
+  }
+  Decision d;
+  Emitter em(state, irs, ctx, d);
+  switch (command) {
+    case Command::kCancel:
+      for (std::size_t i = 0; i < state.nodes.size(); ++i) {
+        if (!IsSettled(state.nodes[i].slot.status)) {
+          em.Emit("node.cancelled", state.ir->nodes[i].id, json::object{{"reason", "run cancelled"}});
+        }
+      }
+      em.Emit("run.cancelled", "", json::object{{"reason", reason}});
+      break;
+    case Command::kPause:
+      if (state.paused) return FailedPrecondition("run " + state.id + " is already paused");
+      em.Emit("run.paused", "", json::object{{"reason", reason}});
+      break;
+    case Command::kResume:
+      if (!state.paused) return FailedPrecondition("run " + state.id + " is not paused");
+      em.Emit("run.resumed", "", json::object{{"reason", reason}});
+      FireTimers(em);
+      Advance(em);
+      break;
+  }
+  return d;
+}
+
+}  // namespace venture::engine

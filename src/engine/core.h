@@ -1,0 +1,182 @@
+// The pure core of the engine: RunState, Apply and Decide. No I/O, no clock, no random source:
+// time and randomness arrive in DecideContext. Part of engine; include "engine/engine.h".
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/base.h"
+#include "workflow/workflow.h"
+
+namespace venture::engine {
+
+enum class RunStatus { kQueued, kRunning, kPaused, kWaiting, kSucceeded, kFailed, kCancelled };
+enum class NodeStatus {
+  kPending, kReady, kRunning, kWaiting, kSucceeded, kFailed, kSkipped, kCancelled
+};
+
+std::string_view RunStatusName(RunStatus s);
+std::string_view NodeStatusName(NodeStatus s);
+bool IsTerminal(RunStatus s);
+bool IsSettled(NodeStatus s);
+
+// What one attempt of a node (or of one foreach item) is doing.
+enum class Phase {
+  kIdle,      // nothing in flight
+  kInFlight,  // dispatched; waiting for the result of `attempt` (or the deadline)
+  kBackoff,   // waiting until `due` to start attempt + 1
+  kTimer,     // a sleep node, a repeat interval: waiting until `due`
+};
+
+struct Slot {  // one unit of execution: a plain node, or one foreach item
+  NodeStatus status = NodeStatus::kPending;
+  Phase phase = Phase::kIdle;
+  int attempt = 0;                // the latest attempt started (1-based)
+  std::optional<Time> due;        // kBackoff / kTimer
+  std::optional<Time> deadline;   // kInFlight: the attempt's timeout
+  json::value output;
+  json::value error;              // {code, message} or null
+  friend bool operator==(const Slot&, const Slot&) = default;
+};
+
+struct NodeState {
+  Slot slot;                   // the node itself (for foreach: its aggregate status)
+  int iteration = 0;           // repeat: completed iterations
+  bool expanded = false;       // foreach: items known
+  json::array items;           // foreach: the item values
+  std::vector<Slot> item_slots;
+  std::string outcome;         // approval outcome (later); "" otherwise
+  std::optional<Time> started;
+  std::optional<Time> finished;
+  friend bool operator==(const NodeState&, const NodeState&) = default;
+};
+
+struct RunState {
+  std::string id;
+  std::string workflow;
+  std::string version;
+  std::shared_ptr<const workflow::Ir> ir;
+  json::value inputs;
+  RunStatus status = RunStatus::kQueued;
+  bool paused = false;
+  bool started = false;  // run.started applied
+  std::string replay_of;
+  json::value output;
+  json::value error;
+  std::vector<NodeState> nodes;  // parallel to ir->nodes
+  Time created{};
+  Time updated{};
+  int64_t events = 0;      // events of this run applied so far
+  int64_t last_seq = 0;    // seq of the last applied event (0 before the first commit)
+
+  bool operator==(const RunState& o) const;
+};
+
+// An event the core produces; the shell adds id, time, seq and hash.
+struct EventDraft {
+  std::string type;
+  std::string node;  // "" for run-level events
+  json::object data;
+};
+
+// One task to put on the bus for a worker.
+struct Dispatch {
+  std::string run;
+  std::string node;
+  std::string type;
+  int index = -1;    // foreach item index, -1 for a plain node
+  int attempt = 1;
+  int iteration = 0; // repeat iteration
+  json::value config;   // rendered
+  json::value context;  // only for node types with needs_context
+  std::string idempotency_key;  // "<run>/<node>/<index or iteration>"
+};
+
+// The result of one attempt, as reported by a worker.
+struct TaskResult {
+  std::string run;
+  std::string node;
+  int index = -1;
+  int attempt = 1;
+  bool ok = false;
+  json::value output;
+  std::string error_code;  // "" when ok
+  std::string error_message;
+  bool retryable = true;
+};
+
+// Operator commands against one run.
+enum class Command { kCancel, kPause, kResume };
+
+struct DecideContext {
+  Time now{};
+  bool frozen = false;
+  base::Random* random = nullptr;  // jitter; required when any retry policy has jitter > 0
+};
+
+struct Decision {
+  std::vector<EventDraft> events;
+  std::vector<Dispatch> dispatches;
+};
+
+// Resolves versions to compiled definitions (content-addressed, so memoising is pure).
+class IrSource {
+ public:
+  virtual ~IrSource() = default;
+  virtual std::shared_ptr<const workflow::Ir> Find(const std::string& workflow,
+                                                   const std::string& version) = 0;
+  // Compiles a run-local definition carried by a run.patched event.
+  virtual std::shared_ptr<const workflow::Ir> CompileDefinition(const json::value& def) = 0;
+};
+
+// Folds one event into the state. kDataLoss when the event does not fit the state (unknown node,
+// undecodable data): the log and the code disagree, which recovery must surface, not hide.
+[[nodiscard]] Status Apply(RunState& state, const std::string& type, const std::string& node,
+                           const json::object& data, Time time, IrSource& irs);
+
+// A new run: run.submitted (+ run.started and the first dispatches unless frozen). `seeded` holds
+// outputs of nodes that a replay reuses (they settle as succeeded at once).
+[[nodiscard]] Result<Decision> DecideSubmit(RunState& state, const std::string& run_id,
+                                            std::shared_ptr<const workflow::Ir> ir,
+                                            json::value inputs, const std::string& replay_of,
+                                            const json::object& seeded, const DecideContext& ctx,
+                                            IrSource& irs);
+
+// Each Decide* mutates `state` by applying the events it emits (so the state after equals the fold
+// of Apply over the events) and returns them with the dispatches to carry out after commit.
+Decision DecideResult(RunState& state, const TaskResult& result, const DecideContext& ctx,
+                      IrSource& irs);
+// Timers that are due at ctx.now, and dispatch of ready work after an unfreeze.
+Decision DecideTick(RunState& state, const DecideContext& ctx, IrSource& irs);
+// kFailedPrecondition when the command does not apply in the current state.
+[[nodiscard]] Result<Decision> DecideCommand(RunState& state, Command command,
+                                             const std::string& reason, const DecideContext& ctx,
+                                             IrSource& irs);
+// Applies a JSON Patch to the run's definition. kInvalidArgument (with the problems joined) when the
+// result is invalid; kFailedPrecondition when it touches a settled or started node or the run is
+// terminal.
+[[nodiscard]] Result<Decision> DecidePatch(RunState& state, const json::value& ops,
+                                           const std::string& reason, const DecideContext& ctx,
+                                           IrSource& irs);
+
+// The task for one attempt (config rendered against the current context).
+[[nodiscard]] Result<Dispatch> BuildDispatch(const RunState& state, int node, int index,
+                                             int attempt);
+
+// In-flight attempts of a state (to re-dispatch after a restart: the embedded bus is volatile).
+std::vector<Dispatch> InFlight(const RunState& state);
+// The earliest timer or deadline of the state, if any.
+std::optional<Time> NextDue(const RunState& state);
+
+// The expression context: {inputs, nodes:{id:{status,output,outcome,error}}, run:{id,workflow,
+// version}}.
+json::object ExpressionContext(const RunState& state);
+
+// Snapshot encoding of a state (the Ir is referenced by version and resolved through irs).
+json::value StateToJson(const RunState& state);
+[[nodiscard]] Result<RunState> StateFromJson(const json::value& v, IrSource& irs);
+
+}  // namespace venture::engine

@@ -1,0 +1,186 @@
+// engine: event-sourced runs. The pure core (RunState, Apply, Decide*; see core.h) and the shell
+// around it (Engine) that owns the active runs, turns triggers (requests, task results, timers)
+// into decisions, appends each step's events in one group commit, then carries out the commands:
+// tasks onto the bus, timers into a heap, events published on the bus.
+//
+// Ownership and threading: an Engine owns its active runs; exactly one thread (the engine loop,
+// or the caller of Step() when Options::threaded is false) touches them, so they need no lock.
+// The public request methods are thread-safe: they post to a bounded inbox and wait until the
+// step that handled them has committed. With threaded = false, a request method drives Step()
+// itself, so a deterministic driver (the simulation) can call it inline.
+//
+// Task protocol (bus): the engine enqueues TaskMessage JSON on "tasks.<type>" (dedup id
+// "<run>/<node>/<index>/<attempt>"); a worker executes it and enqueues a ResultMessage on
+// kResultsQueue. Committed events are published on the bus with the event type as subject.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <queue>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "base/base.h"
+#include "bus/bus.h"
+#include "engine/core.h"
+#include "storage/storage.h"
+#include "workflow/workflow.h"
+
+namespace venture::engine {
+
+inline constexpr std::string_view kResultsQueue = "engine.results";
+std::string TaskQueue(std::string_view type);  // "tasks.<type>"
+
+json::value EncodeTask(const Dispatch& d);
+[[nodiscard]] Result<Dispatch> DecodeTask(const json::value& v);
+json::value EncodeResult(const TaskResult& r);
+[[nodiscard]] Result<TaskResult> DecodeResult(const json::value& v);
+
+struct Options {
+  bool threaded = true;
+  std::size_t snapshot_every_events = limits::kSnapshotEveryEvents;
+  Millis result_lease{30000};
+  std::size_t step_triggers_max = limits::kStepTriggersMax;
+};
+
+struct StartRequest {
+  std::string workflow;    // "name", "name@tag" or "name@b2:…"; or empty with `definition`
+  json::value definition;  // an inline definition (registered, tags untouched)
+  json::value inputs;      // object (null = {})
+  std::string idempotency_key;  // "" = none; scoped by the caller
+  std::string body_hash;        // what the key promises: same key + other hash -> error
+};
+
+struct StartResponse {
+  std::string id;
+  std::string status;
+  std::string workflow;
+  std::string version;
+  bool existing = false;  // an idempotent repeat
+  std::string replay_of;
+};
+
+struct RegisterResponse {
+  std::string name;
+  std::string version;
+  std::vector<std::string> tags;
+  bool created = false;  // a new version
+};
+
+struct EngineStats {
+  int64_t steps = 0;
+  int64_t appends = 0;
+  int64_t events = 0;
+  int64_t active_runs = 0;
+};
+
+// Resolves and caches compiled definitions (by version), loading from the store on a miss.
+class IrCache final : public IrSource {
+ public:
+  explicit IrCache(storage::Store& store) : store_(store) {}
+  std::shared_ptr<const workflow::Ir> Find(const std::string& workflow,
+                                           const std::string& version) override;
+  std::shared_ptr<const workflow::Ir> CompileDefinition(const json::value& def) override;
+  void Put(std::shared_ptr<const workflow::Ir> ir);
+
+ private:
+  storage::Store& store_;
+  std::mutex mu_;
+  std::unordered_map<std::string, std::shared_ptr<const workflow::Ir>> by_version_;
+};
+
+class Engine {
+ public:
+  Engine(storage::Store& store, bus::Bus& bus, base::Clock& clock, base::Random& random,
+         Options options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Recovers every unfinished run from the store (snapshot + events), re-arms its timers and
+  // re-dispatches its in-flight attempts; then starts the loop thread when threaded.
+  [[nodiscard]] Status Start();
+  // Stops accepting requests, finishes the current step, joins the loop.
+  void Stop();
+
+  // Validates and registers; moves `tag` (and "latest") to the version. kInvalidArgument with
+  // `problems` filled when invalid.
+  [[nodiscard]] Result<RegisterResponse> RegisterWorkflow(const json::value& definition,
+                                                          const std::string& tag,
+                                                          workflow::Problems& problems);
+  // kNotFound (unknown workflow/tag/version), kInvalidArgument (+ problems: invalid definition or
+  // inputs, idempotency key reused with another body), kUnavailable (store down).
+  [[nodiscard]] Result<StartResponse> StartRun(StartRequest request, workflow::Problems& problems);
+  // Like StartRun, but returns once the request is queued; `done` runs on the engine thread after
+  // the commit (keep it cheap). Errors before queueing are returned and `done` is not called.
+  [[nodiscard]] Status StartRunAsync(StartRequest request, workflow::Problems& problems,
+                                     std::function<void(Result<StartResponse>)> done);
+  // kNotFound, kFailedPrecondition (not applicable in the run's state).
+  [[nodiscard]] Status Cancel(const std::string& run, const std::string& reason);
+  [[nodiscard]] Status Pause(const std::string& run, const std::string& reason);
+  [[nodiscard]] Status Resume(const std::string& run, const std::string& reason);
+  // Returns the run's new version.
+  [[nodiscard]] Result<std::string> Patch(const std::string& run, const json::value& ops,
+                                          const std::string& reason);
+  [[nodiscard]] Result<StartResponse> Replay(const std::string& run, const std::string& from_node);
+  [[nodiscard]] Status Freeze(const std::string& reason);
+  [[nodiscard]] Status Unfreeze();
+  bool frozen() const;
+
+  // One step (threaded = false): decide everything available now, commit once, carry out.
+  // Returns the number of triggers handled.
+  std::size_t Step();
+  // When the next timer is due or a result lease expires (for a driver that moves a clock).
+  std::optional<Time> NextWake();
+  EngineStats stats() const;
+
+ private:
+  struct Request;
+  struct StepState;
+
+  Status Post(Request request);
+  Status Enqueue(Request request);
+  [[nodiscard]] Result<Request> PrepareStart(StartRequest request, workflow::Problems& problems);
+  void Loop();
+  [[nodiscard]] Result<std::shared_ptr<const workflow::Ir>> Resolve(const std::string& ref);
+  [[nodiscard]] Result<RunState> FoldRun(const std::string& id);
+  RunState* LoadRun(const std::string& id);
+  void HandleReplay(Request& r, StepState& st);
+  void HandleRequest(Request& r, StepState& st);
+  void HandleStart(Request& r, StepState& st);
+  void HandleResult(const TaskResult& result, StepState& st);
+  void Record(RunState& run, Decision d, StepState& st);
+  void Commit(StepState& st);
+  void AddRows(StepState& st);
+
+  storage::Store& store_;
+  bus::Bus& bus_;
+  base::Clock& clock_;
+  base::Random& random_;
+  Options options_;
+  IrCache irs_;
+
+  // Inbox: the only state shared between request threads and the loop.
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  std::deque<std::unique_ptr<Request>> inbox_;
+  bool stopping_ = false;
+  bool results_ready_ = false;
+  bool frozen_ = false;
+  EngineStats stats_;
+
+  // Loop-owned state.
+  std::unordered_map<std::string, RunState> runs_;
+  std::unordered_map<std::string, int64_t> snapshot_events_;  // events at the last snapshot
+  std::vector<storage::Snapshot> pending_snapshots_;
+  using TimerEntry = std::pair<Time, std::string>;
+  std::priority_queue<TimerEntry, std::vector<TimerEntry>, std::greater<>> timers_;
+  std::jthread loop_;
+};
+
+}  // namespace venture::engine

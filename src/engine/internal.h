@@ -1,0 +1,63 @@
+// Private to engine/: the request and step records shared by engine.cc and step.cc.
+#pragma once
+
+#include <functional>
+#include <set>
+#include <unordered_map>
+
+#include "engine/engine.h"
+
+namespace venture::engine {
+
+struct Reply {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  Status status;
+  StartResponse start;
+  std::string version;
+  // Called once with the outcome instead of waking a waiter (asynchronous requests).
+  std::function<void(Result<StartResponse>)> callback;
+
+  void Finish(Status s) {
+    std::function<void(Result<StartResponse>)> cb;
+    {
+      std::lock_guard lock(mu);
+      status = s;
+      done = true;
+      cb = std::move(callback);
+      cv.notify_all();
+    }
+    if (cb) cb(s ? Result<StartResponse>(start) : Result<StartResponse>(s.error()));
+  }
+};
+
+struct Engine::Request {
+  enum class Kind { kStart, kCommand, kPatch, kReplay, kFreeze, kUnfreeze };
+  Kind kind = Kind::kStart;
+  StartRequest start;
+  std::shared_ptr<const workflow::Ir> ir;
+  bool register_version = false;
+  std::string run;
+  Command command = Command::kCancel;
+  std::string reason;
+  json::value ops;
+  std::string from_node;
+  std::shared_ptr<Reply> reply = std::make_shared<Reply>();
+};
+
+struct Engine::StepState {
+  DecideContext ctx;
+  storage::Batch batch;
+  std::set<std::string> touched_runs;
+  std::set<std::pair<std::string, std::string>> touched_nodes;
+  std::vector<Dispatch> dispatches;
+  std::vector<bus::Delivery> deliveries;
+  std::vector<std::unique_ptr<Request>> done;  // succeeded; replied to after the commit
+  std::unordered_map<std::string, std::pair<std::string, std::string>> keys;  // key -> run, hash
+  bool freeze_changed = false;
+  bool frozen_before = false;
+  std::size_t triggers = 0;
+};
+
+}  // namespace venture::engine
