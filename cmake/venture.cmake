@@ -46,11 +46,15 @@ function(venture_fuzzer name)
     add_executable(${name} ${V_SRCS})
     target_compile_options(${name} PRIVATE -fsanitize=fuzzer)
     target_link_options(${name} PRIVATE -fsanitize=fuzzer)
-    add_test(NAME ${name}_smoke COMMAND ${name} -runs=20000 -max_len=65536 -timeout=10
-      -rss_limit_mb=2048 ${V_CORPUS})
+    # The smoke run mutates a scratch copy so the seed corpus in the tree stays as committed.
+    add_test(NAME ${name}_smoke COMMAND ${CMAKE_COMMAND} -DFUZZER=$<TARGET_FILE:${name}>
+      -DCORPUS=${V_CORPUS} -DSCRATCH=${CMAKE_CURRENT_BINARY_DIR}/${name}_scratch
+      -P ${PROJECT_SOURCE_DIR}/cmake/fuzz_smoke.cmake)
+    set_tests_properties(${name}_smoke PROPERTIES LABELS "fuzz" TIMEOUT 300)
   else()
     add_executable(${name} ${V_SRCS} ${PROJECT_SOURCE_DIR}/tests/fuzz_replay_main.cc)
     add_test(NAME ${name}_corpus COMMAND ${name} ${V_CORPUS})
+    set_tests_properties(${name}_corpus PROPERTIES LABELS "fuzz-corpus")
   endif()
   venture_apply_options(${name})
   target_link_libraries(${name} PRIVATE ${V_DEPS})

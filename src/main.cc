@@ -115,7 +115,8 @@ int Main(int argc, char** argv) {
   auto* validate = wf->add_subcommand("validate", "Validate definition files offline");
   std::vector<std::string> files;
   validate->add_option("FILE", files, "JSON or YAML definition files")->required();
-  validate->add_option("-o,--output", output, "table|json")->check(CLI::IsMember({"table", "json"}));
+  validate->add_option("-o,--output", output, "table|json")
+      ->check(CLI::IsMember({"table", "json"}));
 
   auto* serve = app.add_subcommand("serve", "Run the server (embedded store and bus)");
   std::string data_dir = "./venture-data";

@@ -76,7 +76,9 @@ Result<Time> ParseTime(std::string_view s) {
   }
   ok = ok && pos + 1 == s.size() && (s[pos] == 'Z' || s[pos] == 'z');
   ok = ok && mo >= 1 && mo <= 12 && d >= 1 && d <= 31 && h < 24 && mi < 60 && se < 61;
-  if (!ok) return InvalidArgument("not an RFC 3339 UTC time: '" + std::string(s.substr(0, 64)) + "'");
+  if (!ok) {
+    return InvalidArgument("not an RFC 3339 UTC time: '" + std::string(s.substr(0, 64)) + "'");
+  }
   const int64_t days = DaysFromCivil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d));
   return FromUnixMs(((days * 24 + h) * 60 + mi) * 60000 + se * 1000 + frac);
 }

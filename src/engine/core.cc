@@ -569,7 +569,8 @@ void Finish(Emitter& em) {
     auto out = s.ir->output->Render(ExpressionContext(s));
     if (!out) {
       em.Emit("run.failed", "",
-              json::object{{"error", ErrorJson("expression_error", "output: " + out.error().message)}});
+              json::object{{"error", ErrorJson("expression_error",
+                                               "output: " + out.error().message)}});
       return;
     }
     output = std::move(*out);
@@ -706,7 +707,8 @@ Result<Decision> DecideCommand(RunState& state, Command command, const std::stri
     case Command::kCancel:
       for (std::size_t i = 0; i < state.nodes.size(); ++i) {
         if (!IsSettled(state.nodes[i].slot.status)) {
-          em.Emit("node.cancelled", state.ir->nodes[i].id, json::object{{"reason", "run cancelled"}});
+          em.Emit("node.cancelled", state.ir->nodes[i].id,
+                  json::object{{"reason", "run cancelled"}});
         }
       }
       em.Emit("run.cancelled", "", json::object{{"reason", reason}});
