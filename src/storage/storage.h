@@ -3,13 +3,13 @@
 // per-run snapshots and versioned migrations.
 //
 // Key types: Event (one stored record), Batch (what one append writes atomically), Store (the
-// interface), and two implementations: OpenSqlite (WAL, embedded default) and MemoryStore (tests and
-// simulation; can inject faults). Storage does not interpret workflow semantics: the engine computes
-// projection rows and storage writes them.
+// interface), and two implementations: OpenSqlite (WAL, embedded default) and MemoryStore (tests
+// and simulation; can inject faults). Storage does not interpret workflow semantics: the engine
+// computes projection rows and storage writes them.
 //
-// Threading: every Store method is thread-safe. Append blocks the caller until its batch is durable;
-// concurrent Appends are combined into one transaction and one fsync (group commit) by the store's
-// single writer.
+// Threading: every Store method is thread-safe. Append blocks the caller until its batch is
+// durable; concurrent Appends are combined into one transaction and one fsync (group commit) by the
+// store's single writer.
 #pragma once
 
 #include <cstdint>
@@ -42,7 +42,8 @@ struct Event {
 json::object EventToJson(const Event& e, bool with_hash = true);
 // Decodes and validates an envelope (types, id prefixes, hash forms). kInvalidArgument / kDataLoss.
 [[nodiscard]] Result<Event> EventFromJson(const json::value& v);
-// hash = BLAKE2b-256(prev ‖ canonical JSON of the event without hash).
+// hash = BLAKE2b-256(prev ‖ canonical JSON of the event without hash), over the event as stored:
+// for a blob event that is the {"$blob", "bytes"} reference, not the resolved payload.
 std::string ComputeEventHash(const Event& e);
 
 // Projection rows, computed by the engine and written in the append's transaction.
@@ -93,8 +94,8 @@ struct IdempotencyRow {
 
 struct Snapshot {
   std::string run;
-  int64_t seq = 0;     // state includes every event of the run up to and including seq
-  json::value state;   // engine-defined
+  int64_t seq = 0;    // state includes every event of the run up to and including seq
+  json::value state;  // engine-defined
 };
 
 // What one Append writes atomically: events (in order) plus projection upserts.
@@ -157,10 +158,10 @@ class Store {
   virtual ~Store() = default;
 
   // Appends the batch atomically (one transaction, shared with concurrent Appends: group commit),
-  // assigning seq, prev and hash. Events whose data encodes over kBlobThresholdBytes are stored with
-  // data {"$blob": "b2:…", "bytes": n} and the payload in the blob table. Errors: kAlreadyExists for
-  // a duplicate idempotency key (nothing written), kUnavailable for I/O (nothing written),
-  // kInvalidArgument for an event over kEventBytesMax.
+  // assigning seq, prev and hash. Events whose data encodes over kBlobThresholdBytes are stored
+  // with data {"$blob": "b2:…", "bytes": n} and the payload in the blob table. Errors:
+  // kAlreadyExists for a duplicate idempotency key (nothing written), kUnavailable for I/O (nothing
+  // written), kInvalidArgument for an event over kEventBytesMax.
   [[nodiscard]] virtual Result<AppendResult> Append(Batch batch) = 0;
 
   // Events in seq order after filter.after_seq; blob references are resolved to their payloads.
@@ -173,8 +174,8 @@ class Store {
   [[nodiscard]] virtual Result<std::vector<std::string>> ListActiveRuns() = 0;
   [[nodiscard]] virtual Result<std::vector<NodeRow>> GetNodes(const std::string& run) = 0;
 
-  [[nodiscard]] virtual Result<WorkflowVersionRow> GetWorkflowVersion(const std::string& name,
-                                                                      const std::string& version) = 0;
+  [[nodiscard]] virtual Result<WorkflowVersionRow> GetWorkflowVersion(
+      const std::string& name, const std::string& version) = 0;
   // Versions of one workflow, newest first.
   [[nodiscard]] virtual Result<std::vector<WorkflowVersionRow>> ListWorkflowVersions(
       const std::string& name) = 0;

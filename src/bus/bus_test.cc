@@ -1,0 +1,490 @@
+// Goal: the in-process bus keeps the contract of bus.h: NATS subject matching, topic delivery and
+// unsubscription, and work queues with de-duplication, a depth bound, leases that expire into
+// redelivery (the old lease going stale), heartbeats, delayed nacks, dead-lettering after
+// limits::kDeliveriesMax deliveries, OnReady notifications, and exactly-once acknowledgement of
+// every message under concurrent producers and consumers.
+// Method: table tests for matching; a ManualClock drives every time-dependent case, so nothing
+// sleeps and every outcome is deterministic; the concurrency test counts acks per message id and
+// is also run under TSan.
+#include "bus/bus.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace venture::bus {
+namespace {
+
+constexpr Millis kLease{10000};
+
+Time Start() { return FromUnixMs(1'700'000'000'000); }
+
+class BusTest : public ::testing::Test {
+ protected:
+  base::ManualClock clock_{Start()};
+  std::unique_ptr<Bus> bus_ = NewMemoryBus(clock_);
+
+  Delivery PullOne(std::string_view queue, Millis lease = kLease) {
+    auto got = bus_->Pull(queue, 1, lease);
+    EXPECT_TRUE(got.has_value());
+    EXPECT_EQ(got->size(), 1U);
+    return got->empty() ? Delivery{} : got->front();
+  }
+
+  std::size_t PullCount(std::string_view queue) {
+    auto got = bus_->Pull(queue, 1000, kLease);
+    EXPECT_TRUE(got.has_value());
+    return got->size();
+  }
+
+  QueueStats StatsOf(std::string_view queue) {
+    auto stats = bus_->Stats(queue);
+    EXPECT_TRUE(stats.has_value());
+    return *stats;
+  }
+};
+
+// ---- Subject matching ----
+
+TEST(SubjectMatchesTest, Table) {
+  struct Case {
+    const char* pattern;
+    const char* subject;
+    bool match;
+  };
+  const Case cases[] = {
+      {"a", "a", true},
+      {"a", "b", false},
+      {"a.b.c", "a.b.c", true},
+      {"a.b", "a.b.c", false},
+      {"a.b.c", "a.b", false},
+      {"a.*", "a.b", true},
+      {"a.*", "a", false},
+      {"a.*", "a.b.c", false},
+      {"*.b", "a.b", true},
+      {"*", "a", true},
+      {"*", "a.b", false},
+      {"*.*", "a.b", true},
+      {"a.>", "a.b", true},
+      {"a.>", "a.b.c.d", true},
+      {"a.>", "a", false},  // `>` needs one or more tokens
+      {">", "a", true},
+      {">", "a.b.c", true},
+      {"*.>", "a", false},
+      {"*.>", "a.b", true},
+      {"a.*.c.>", "a.x.c.d.e", true},
+      {"a.*.c.>", "a.x.d.d", false},
+      {"a.>.c", "a.b.c", false},  // `>` not last: invalid pattern
+      {">.a", "x.a", false},
+      {"a..b", "a..b", false},  // empty tokens are invalid
+      {"", "", false},
+      {"a.", "a.", false},
+      {".a", ".a", false},
+      {"a", "", false},
+      {"a.*", "a.", false},
+      {"a.b*", "a.b*", true},  // wildcards only as whole tokens; otherwise literal
+      {"a.b*", "a.bc", false},
+      {"a.*", "a.*", false},  // a subject cannot contain wildcard tokens
+      {"a.>", "a.>", false},
+      {"a b", "a b", false},  // whitespace is not allowed in tokens
+      {"tasks.http", "tasks.http", true},
+      {"runs.*.events", "runs.run_1.events", true},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(SubjectMatches(c.pattern, c.subject), c.match)
+        << "pattern '" << c.pattern << "' subject '" << c.subject << "'";
+  }
+}
+
+// ---- Topics ----
+
+TEST_F(BusTest, PublishCallsMatchingHandlersInSubscriptionOrder) {
+  std::vector<std::string> seen;
+  auto s1 = bus_->Subscribe("runs.>", [&](const Message& m) { seen.push_back("1:" + m.subject); });
+  auto s2 = bus_->Subscribe("runs.*.done", [&](const Message& m) {
+    seen.push_back("2:" + m.subject + ":" + json::serialize(m.data));
+  });
+  auto s3 = bus_->Subscribe("other", [&](const Message& m) { seen.push_back("3:" + m.subject); });
+  ASSERT_TRUE(s1 && s2 && s3);
+  EXPECT_NE(*s1, *s2);
+  ASSERT_TRUE(bus_->Publish("runs.r1.done", json::value(7)));
+  ASSERT_TRUE(bus_->Publish("runs.r1.started", nullptr));
+  ASSERT_TRUE(bus_->Publish("nobody.listens", nullptr));
+  EXPECT_EQ(seen,
+            (std::vector<std::string>{"1:runs.r1.done", "2:runs.r1.done:7", "1:runs.r1.started"}));
+}
+
+TEST_F(BusTest, UnsubscribeStopsDelivery) {
+  int calls = 0;
+  auto sub = bus_->Subscribe("a.*", [&](const Message&) { ++calls; });
+  ASSERT_TRUE(sub);
+  ASSERT_TRUE(bus_->Publish("a.b", nullptr));
+  bus_->Unsubscribe(*sub);
+  ASSERT_TRUE(bus_->Publish("a.b", nullptr));
+  EXPECT_EQ(calls, 1);
+  bus_->Unsubscribe(*sub);  // idempotent
+  bus_->Unsubscribe(12345);
+}
+
+TEST_F(BusTest, InvalidSubjectsAndPatternsAreRejected) {
+  EXPECT_EQ(bus_->Publish("a..b", nullptr).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(bus_->Publish("a.*", nullptr).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(bus_->Publish("", nullptr).error().code, Code::kInvalidArgument);
+  auto handler = [](const Message&) {};
+  EXPECT_EQ(bus_->Subscribe("a.>.b", handler).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(bus_->Subscribe("", handler).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(bus_->Subscribe("a", nullptr).error().code, Code::kInvalidArgument);
+}
+
+TEST_F(BusTest, SubscriberCountIsBounded) {
+  std::vector<uint64_t> ids;
+  for (std::size_t i = 0; i < limits::kTopicSubscribersMax; ++i) {
+    auto sub = bus_->Subscribe("x", [](const Message&) {});
+    ASSERT_TRUE(sub);
+    ids.push_back(*sub);
+  }
+  auto over = bus_->Subscribe("x", [](const Message&) {});
+  ASSERT_FALSE(over);
+  EXPECT_EQ(over.error().code, Code::kResourceExhausted);
+  bus_->Unsubscribe(ids.front());
+  EXPECT_TRUE(bus_->Subscribe("x", [](const Message&) {}));
+}
+
+// ---- Work queues ----
+
+TEST_F(BusTest, EnqueuePullAckInFifoOrder) {
+  ASSERT_TRUE(bus_->Enqueue("q", "", json::value(1)));
+  ASSERT_TRUE(bus_->Enqueue("q", "", json::value(2)));
+  auto got = bus_->Pull("q", 10, kLease);
+  ASSERT_TRUE(got);
+  ASSERT_EQ(got->size(), 2U);
+  const Delivery& first = (*got)[0];
+  EXPECT_EQ(first.queue, "q");
+  EXPECT_EQ(first.payload, json::value(1));
+  EXPECT_EQ((*got)[1].payload, json::value(2));
+  EXPECT_NE(first.message_id, (*got)[1].message_id);
+  EXPECT_NE(first.lease, (*got)[1].lease);
+  EXPECT_EQ(first.deliveries, 1);
+  EXPECT_EQ(first.lease_until, Start() + kLease);
+  EXPECT_EQ(StatsOf("q").leased, 2U);
+  ASSERT_TRUE(bus_->Ack(first));
+  EXPECT_EQ(bus_->Ack(first).error().code, Code::kNotFound);  // already acked
+  ASSERT_TRUE(bus_->Ack((*got)[1]));
+  EXPECT_EQ(PullCount("q"), 0U);
+  const QueueStats stats = StatsOf("q");
+  EXPECT_EQ(stats.ready + stats.leased + stats.dead, 0U);
+}
+
+TEST_F(BusTest, PullRespectsMaxAndCapsTheLease) {
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(bus_->Enqueue("q", "", json::value(i)));
+  }
+  auto got = bus_->Pull("q", 3, limits::kLeaseMax * 10);
+  ASSERT_TRUE(got);
+  ASSERT_EQ(got->size(), 3U);
+  EXPECT_EQ(got->front().lease_until, Start() + limits::kLeaseMax);
+  EXPECT_EQ(bus_->Pull("q", 0, kLease)->size(), 0U);
+  EXPECT_EQ(StatsOf("q").ready, 2U);
+}
+
+TEST_F(BusTest, BadArgumentsAndUnknownQueues) {
+  EXPECT_EQ(bus_->Enqueue("", "", nullptr).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(bus_->Pull("q", 1, Millis(0)).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(bus_->Pull("", 1, kLease).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(bus_->Pull("never", 1, kLease)->size(), 0U);
+  EXPECT_EQ(StatsOf("never").ready, 0U);
+  EXPECT_FALSE(bus_->NextWake("never"));
+  Delivery ghost;
+  ghost.queue = "never";
+  EXPECT_EQ(bus_->Ack(ghost).error().code, Code::kNotFound);
+  EXPECT_EQ(bus_->Nack(ghost, Millis(0)).error().code, Code::kNotFound);
+  EXPECT_EQ(bus_->Heartbeat(ghost, kLease).error().code, Code::kNotFound);
+  ASSERT_TRUE(bus_->Enqueue("q", "", nullptr));
+  Delivery d = PullOne("q");
+  EXPECT_EQ(bus_->Nack(d, Millis(-1)).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(bus_->Heartbeat(d, Millis(0)).error().code, Code::kInvalidArgument);
+  ghost.queue = "q";
+  ghost.message_id = d.message_id;
+  ghost.lease = d.lease + 1000;
+  EXPECT_EQ(bus_->Ack(ghost).error().code, Code::kNotFound);
+}
+
+TEST_F(BusTest, DuplicateDedupIdIsANoOpWhileTheMessageExists) {
+  ASSERT_TRUE(bus_->Enqueue("q", "task-1", json::value(1)));
+  ASSERT_TRUE(bus_->Enqueue("q", "task-1", json::value(2)));  // ready
+  EXPECT_EQ(StatsOf("q").ready, 1U);
+  Delivery d = PullOne("q");
+  EXPECT_EQ(d.dedup_id, "task-1");
+  EXPECT_EQ(d.payload, json::value(1));
+  ASSERT_TRUE(bus_->Enqueue("q", "task-1", json::value(3)));  // leased
+  EXPECT_EQ(PullCount("q"), 0U);
+  ASSERT_TRUE(bus_->Nack(d, Millis(5000)));
+  ASSERT_TRUE(bus_->Enqueue("q", "task-1", json::value(4)));  // delayed
+  EXPECT_EQ(StatsOf("q").ready, 1U);
+  clock_.Advance(Millis(5000));
+  d = PullOne("q");
+  EXPECT_EQ(d.payload, json::value(1));
+  ASSERT_TRUE(bus_->Ack(d));
+  ASSERT_TRUE(bus_->Enqueue("q", "task-1", json::value(5)));  // gone: accepted again
+  EXPECT_EQ(PullOne("q").payload, json::value(5));
+  // Empty dedup ids never collide, and dedup ids are per queue.
+  ASSERT_TRUE(bus_->Enqueue("q", "", nullptr));
+  ASSERT_TRUE(bus_->Enqueue("q", "", nullptr));
+  ASSERT_TRUE(bus_->Enqueue("other", "task-1", nullptr));
+  EXPECT_EQ(StatsOf("q").ready, 2U);
+  EXPECT_EQ(StatsOf("other").ready, 1U);
+}
+
+TEST_F(BusTest, QueueDepthIsBounded) {
+  ASSERT_TRUE(bus_->Enqueue("q", "first", nullptr));
+  for (std::size_t i = 1; i < limits::kQueueDepthMax; ++i) {
+    ASSERT_TRUE(bus_->Enqueue("q", "", nullptr));
+  }
+  auto full = bus_->Enqueue("q", "", nullptr);
+  ASSERT_FALSE(full);
+  EXPECT_EQ(full.error().code, Code::kResourceExhausted);
+  EXPECT_TRUE(bus_->Enqueue("q", "first", nullptr));  // a duplicate is still a no-op
+  EXPECT_TRUE(bus_->Enqueue("other", "", nullptr));   // the bound is per queue
+  Delivery d = PullOne("q");
+  // A leased message still counts towards the depth.
+  EXPECT_EQ(bus_->Enqueue("q", "", nullptr).error().code, Code::kResourceExhausted);
+  ASSERT_TRUE(bus_->Ack(d));
+  EXPECT_TRUE(bus_->Enqueue("q", "", nullptr));
+}
+
+TEST_F(BusTest, ExpiredLeaseRedeliversAndTheOldLeaseGoesStale) {
+  ASSERT_TRUE(bus_->Enqueue("q", "t", json::value("x")));
+  Delivery first = PullOne("q");
+  EXPECT_EQ(bus_->NextWake("q"), Start() + kLease);
+  clock_.Advance(kLease - Millis(1));
+  EXPECT_EQ(PullCount("q"), 0U);  // not expired yet
+  clock_.Advance(Millis(1));
+  Delivery second = PullOne("q");
+  EXPECT_EQ(second.message_id, first.message_id);
+  EXPECT_EQ(second.dedup_id, "t");
+  EXPECT_EQ(second.payload, json::value("x"));
+  EXPECT_EQ(second.deliveries, 2);
+  EXPECT_NE(second.lease, first.lease);
+  EXPECT_EQ(second.lease_until, Start() + kLease * 2);
+  EXPECT_EQ(bus_->Ack(first).error().code, Code::kNotFound);
+  EXPECT_EQ(bus_->Heartbeat(first, kLease).error().code, Code::kNotFound);
+  EXPECT_EQ(bus_->Nack(first, Millis(0)).error().code, Code::kNotFound);
+  ASSERT_TRUE(bus_->Ack(second));
+  EXPECT_FALSE(bus_->NextWake("q"));
+}
+
+TEST_F(BusTest, ExpiredLeaseIsHonouredUntilTheMessageIsPulledAgain) {
+  ASSERT_TRUE(bus_->Enqueue("q", "", nullptr));
+  Delivery d = PullOne("q");
+  clock_.Advance(kLease * 2);
+  ASSERT_TRUE(bus_->Ack(d));
+  EXPECT_EQ(PullCount("q"), 0U);
+}
+
+TEST_F(BusTest, HeartbeatExtendsTheLease) {
+  ASSERT_TRUE(bus_->Enqueue("q", "", nullptr));
+  Delivery d = PullOne("q");
+  clock_.Advance(Millis(8000));
+  ASSERT_TRUE(bus_->Heartbeat(d, kLease));
+  EXPECT_EQ(d.lease_until, Start() + Millis(18000));
+  EXPECT_EQ(bus_->NextWake("q"), Start() + Millis(18000));
+  clock_.Advance(Millis(8000));  // past the original lease
+  EXPECT_EQ(PullCount("q"), 0U);
+  ASSERT_TRUE(bus_->Heartbeat(d, limits::kLeaseMax * 2));  // capped
+  EXPECT_EQ(d.lease_until, Start() + Millis(16000) + limits::kLeaseMax);
+  clock_.Advance(limits::kLeaseMax);
+  Delivery again = PullOne("q");
+  EXPECT_EQ(again.deliveries, 2);
+  EXPECT_EQ(bus_->Heartbeat(d, kLease).error().code, Code::kNotFound);
+}
+
+TEST_F(BusTest, NackWithDelayMakesTheMessagePullableLater) {
+  ASSERT_TRUE(bus_->Enqueue("q", "", json::value(1)));
+  Delivery d = PullOne("q");
+  ASSERT_TRUE(bus_->Nack(d, Millis(5000)));
+  EXPECT_EQ(bus_->Ack(d).error().code, Code::kNotFound);  // the lease ended with the nack
+  EXPECT_EQ(StatsOf("q").ready, 1U);
+  EXPECT_EQ(StatsOf("q").leased, 0U);
+  EXPECT_EQ(bus_->NextWake("q"), Start() + Millis(5000));
+  clock_.Advance(Millis(4999));
+  EXPECT_EQ(PullCount("q"), 0U);
+  clock_.Advance(Millis(1));
+  Delivery again = PullOne("q");
+  EXPECT_EQ(again.message_id, d.message_id);
+  EXPECT_EQ(again.deliveries, 2);
+  ASSERT_TRUE(bus_->Nack(again, Millis(0)));  // no delay: ready at once
+  EXPECT_EQ(PullOne("q").deliveries, 3);
+}
+
+TEST_F(BusTest, NextWakeIsTheEarliestOfDelayedAndLeased) {
+  ASSERT_TRUE(bus_->Enqueue("q", "", nullptr));
+  ASSERT_TRUE(bus_->Enqueue("q", "", nullptr));
+  EXPECT_FALSE(bus_->NextWake("q"));  // ready messages need no wake-up
+  Delivery a = PullOne("q", Millis(9000));
+  Delivery b = PullOne("q", Millis(3000));
+  EXPECT_EQ(bus_->NextWake("q"), Start() + Millis(3000));
+  ASSERT_TRUE(bus_->Nack(b, Millis(1000)));
+  EXPECT_EQ(bus_->NextWake("q"), Start() + Millis(1000));
+  ASSERT_TRUE(bus_->Ack(a));
+  EXPECT_EQ(bus_->NextWake("q"), Start() + Millis(1000));
+}
+
+TEST_F(BusTest, DeadLettersAfterMaxDeliveriesByExpiry) {
+  base::SetLogLevel(base::LogLevel::kError);  // the dead-letter warning is expected
+  ASSERT_TRUE(bus_->Enqueue("q", "poison", nullptr));
+  ASSERT_TRUE(bus_->Enqueue("q", "fine", nullptr));
+  for (std::size_t i = 1; i <= limits::kDeliveriesMax; ++i) {
+    auto got = bus_->Pull("q", 10, Millis(1000));
+    ASSERT_TRUE(got);
+    for (const Delivery& d : *got) {
+      if (d.dedup_id == "fine") {
+        ASSERT_TRUE(bus_->Ack(d));
+      } else {
+        EXPECT_EQ(d.deliveries, static_cast<int>(i));
+      }
+    }
+    clock_.Advance(Millis(1000));
+  }
+  EXPECT_EQ(PullCount("q"), 0U);
+  const QueueStats stats = StatsOf("q");
+  EXPECT_EQ(stats.dead, 1U);
+  EXPECT_EQ(stats.ready + stats.leased, 0U);
+  ASSERT_TRUE(bus_->Enqueue("q", "poison", nullptr));  // its dedup id was released
+  EXPECT_EQ(PullOne("q").deliveries, 1);
+  base::SetLogLevel(base::LogLevel::kInfo);
+}
+
+TEST_F(BusTest, DeadLettersAfterMaxDeliveriesByNack) {
+  base::SetLogLevel(base::LogLevel::kError);
+  ASSERT_TRUE(bus_->Enqueue("q", "", nullptr));
+  for (std::size_t i = 1; i <= limits::kDeliveriesMax; ++i) {
+    Delivery d = PullOne("q");
+    EXPECT_EQ(d.deliveries, static_cast<int>(i));
+    ASSERT_TRUE(bus_->Nack(d, Millis(0)));
+  }
+  EXPECT_EQ(PullCount("q"), 0U);
+  EXPECT_EQ(StatsOf("q").dead, 1U);
+  EXPECT_EQ(StatsOf("q").ready, 0U);
+  base::SetLogLevel(base::LogLevel::kInfo);
+}
+
+TEST_F(BusTest, OnReadyFiresOnEnqueueNackAndExpiry) {
+  int calls = 0;
+  bus_->OnReady("q", [&] { ++calls; });
+  ASSERT_TRUE(bus_->Enqueue("q", "a", nullptr));
+  EXPECT_EQ(calls, 1);
+  ASSERT_TRUE(bus_->Enqueue("q", "a", nullptr));  // duplicate: nothing new to pull
+  EXPECT_EQ(calls, 1);
+  ASSERT_TRUE(bus_->Enqueue("other", "", nullptr));  // another queue
+  EXPECT_EQ(calls, 1);
+  Delivery d = PullOne("q");
+  EXPECT_EQ(calls, 1);  // an ordinary pull does not notify
+  ASSERT_TRUE(bus_->Nack(d, Millis(0)));
+  EXPECT_EQ(calls, 2);
+  d = PullOne("q");
+  clock_.Advance(kLease);
+  EXPECT_EQ(PullOne("q").deliveries, 3);  // the expiry, found by this pull, notifies
+  EXPECT_EQ(calls, 3);
+  int replaced = 0;
+  bus_->OnReady("q", [&] { ++replaced; });  // one callback per queue: replaces
+  ASSERT_TRUE(bus_->Enqueue("q", "", nullptr));
+  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(replaced, 1);
+  bus_->OnReady("q", nullptr);  // clears
+  ASSERT_TRUE(bus_->Enqueue("q", "", nullptr));
+  EXPECT_EQ(replaced, 1);
+}
+
+TEST_F(BusTest, CallbacksRunOutsideTheLockAndMayUseTheBus) {
+  std::size_t seen_ready = 0;
+  bus_->OnReady("q", [&] { seen_ready = bus_->Stats("q")->ready; });
+  ASSERT_TRUE(bus_->Enqueue("q", "", nullptr));
+  EXPECT_EQ(seen_ready, 1U);
+  int inner = 0;
+  ASSERT_TRUE(bus_->Subscribe(
+      "outer", [&](const Message&) { EXPECT_TRUE(bus_->Publish("inner", nullptr)); }));
+  ASSERT_TRUE(bus_->Subscribe("inner", [&](const Message&) { ++inner; }));
+  ASSERT_TRUE(bus_->Publish("outer", nullptr));
+  EXPECT_EQ(inner, 1);
+}
+
+// ---- Concurrency (meaningful under TSan) ----
+
+TEST_F(BusTest, ConcurrentProducersAndConsumersAckEveryMessageExactlyOnce) {
+  constexpr int kProducers = 4;
+  constexpr int kPerProducer = 10000;
+  constexpr int kTotal = kProducers * kPerProducer;
+  std::vector<std::atomic<int>> acks(kTotal);
+  std::atomic<int> acked{0};
+  std::atomic<int> notified{0};
+  bus_->OnReady("work", [&] { notified.fetch_add(1, std::memory_order_relaxed); });
+  std::vector<std::thread> threads;
+  threads.reserve(kProducers + 2);
+  for (int p = 0; p < kProducers; ++p) {
+    threads.emplace_back([&, p] {
+      for (int i = 0; i < kPerProducer; ++i) {
+        const int n = p * kPerProducer + i;
+        ASSERT_TRUE(bus_->Enqueue("work", "m" + std::to_string(n), json::value(n)));
+      }
+    });
+  }
+  for (int c = 0; c < 2; ++c) {
+    threads.emplace_back([&] {
+      while (acked.load() < kTotal) {
+        auto got = bus_->Pull("work", 64, kLease);
+        ASSERT_TRUE(got);
+        if (got->empty()) {
+          std::this_thread::yield();
+          continue;
+        }
+        for (const Delivery& d : *got) {
+          EXPECT_EQ(d.deliveries, 1);
+          ASSERT_TRUE(bus_->Ack(d));
+          acks[static_cast<std::size_t>(d.payload.as_int64())].fetch_add(1);
+          acked.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) {
+    t.join();
+  }
+  for (int n = 0; n < kTotal; ++n) {
+    ASSERT_EQ(acks[static_cast<std::size_t>(n)].load(), 1) << "message " << n;
+  }
+  EXPECT_EQ(notified.load(), kTotal);
+  const QueueStats stats = StatsOf("work");
+  EXPECT_EQ(stats.ready + stats.leased + stats.dead, 0U);
+}
+
+TEST_F(BusTest, ConcurrentPublishSubscribeAndUnsubscribe) {
+  std::atomic<int> delivered{0};
+  auto kept = bus_->Subscribe("events.>", [&](const Message&) { delivered.fetch_add(1); });
+  ASSERT_TRUE(kept);
+  std::vector<std::thread> threads;
+  threads.reserve(3);
+  for (int p = 0; p < 2; ++p) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 2000; ++i) {
+        ASSERT_TRUE(bus_->Publish("events.e" + std::to_string(i), json::value(i)));
+      }
+    });
+  }
+  threads.emplace_back([&] {
+    for (int i = 0; i < 2000; ++i) {
+      auto sub = bus_->Subscribe("events.*", [](const Message&) {});
+      ASSERT_TRUE(sub);
+      bus_->Unsubscribe(*sub);
+    }
+  });
+  for (std::thread& t : threads) {
+    t.join();
+  }
+  EXPECT_EQ(delivered.load(), 4000);
+}
+
+}  // namespace
+}  // namespace venture::bus

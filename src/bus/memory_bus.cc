@@ -1,0 +1,432 @@
+// The in-process bus: the embedded default and the simulation's bus.
+//
+// Work queues. Each queue has its own mutex and holds its messages in `entries` (by message id);
+// a message is in exactly one of three places, named by Entry::state:
+//   kReady   its id is in `ready` (FIFO deque);
+//   kDelayed its (visible_at, id) is in `delayed` (min-heap), after a Nack with a delay;
+//   kLeased  its (lease_until, id) is in `leases` (ordered set, so Ack/Heartbeat erase exactly).
+// `dedup` maps a non-empty dedup id to the message holding it, for as long as the message exists.
+// Every operation is O(1) or O(log n) in the queue's size plus the messages it returns.
+//
+// Topics. Subscriptions live in an id-ordered map under `topics_mu_`; Publish collects the
+// matching handlers under the lock and calls them after releasing it.
+//
+// Callbacks (handlers, OnReady) are shared_ptr copies taken under a lock and run outside it, so a
+// callback may call back into the bus without deadlocking, and one replaced or unsubscribed while
+// a publish/enqueue is in flight may still run once more.
+#include <atomic>
+#include <compare>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <queue>
+#include <set>
+#include <shared_mutex>
+#include <unordered_map>
+#include <utility>
+
+#include "bus/bus.h"
+#include "bus/subject.h"
+
+namespace venture::bus {
+namespace {
+
+using Callback = std::function<void()>;
+
+enum class State { kReady, kDelayed, kLeased };
+
+struct Entry {
+  std::string dedup_id;
+  json::value payload;
+  int deliveries = 0;  // deliveries so far
+  State state = State::kReady;
+  uint64_t lease = 0;  // valid while kLeased
+  Time lease_until{};  // valid while kLeased
+};
+
+struct Timed {
+  Time at;
+  uint64_t id = 0;
+  friend auto operator<=>(const Timed&, const Timed&) = default;
+};
+
+struct StringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+
+template <class V>
+using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;
+
+struct Queue {
+  std::mutex mu;
+  std::unordered_map<uint64_t, Entry> entries;
+  StringMap<uint64_t> dedup;
+  std::deque<uint64_t> ready;
+  std::priority_queue<Timed, std::vector<Timed>, std::greater<>> delayed;
+  std::set<Timed> leases;
+  std::size_t dead = 0;
+  std::shared_ptr<const Callback> on_ready;
+};
+
+struct DeadLetter {
+  uint64_t message_id = 0;
+  std::string dedup_id;
+  int deliveries = 0;
+};
+
+// Work collected under a queue's lock and done after releasing it: the OnReady notification and
+// the dead-letter log lines (I/O never happens under the lock).
+struct AfterUnlock {
+  std::shared_ptr<const Callback> notify;
+  std::vector<DeadLetter> dead;
+
+  void Run(std::string_view queue) const {
+    for (const DeadLetter& d : dead) {
+      base::LogWarn("bus: message dead-lettered after too many deliveries",
+                    {{"queue", queue},
+                     {"message_id", d.message_id},
+                     {"dedup_id", d.dedup_id},
+                     {"deliveries", d.deliveries}});
+    }
+    if (notify) {
+      (*notify)();
+    }
+  }
+};
+
+// Removes a message that will never be delivered again (acked or dead). Caller holds q.mu.
+void Erase(Queue& q, std::unordered_map<uint64_t, Entry>::iterator it) {
+  if (!it->second.dedup_id.empty()) {
+    q.dedup.erase(it->second.dedup_id);
+  }
+  q.entries.erase(it);
+}
+
+// Moves a message that came back from a lease (expiry or Nack) to ready/delayed, or to the dead
+// count once it has been delivered limits::kDeliveriesMax times. Caller holds q.mu and has already
+// removed the message's lease from q.leases.
+void Requeue(Queue& q, std::unordered_map<uint64_t, Entry>::iterator it, Time visible_at, Time now,
+             AfterUnlock& after) {
+  Entry& e = it->second;
+  if (static_cast<std::size_t>(e.deliveries) >= limits::kDeliveriesMax) {
+    after.dead.push_back({it->first, e.dedup_id, e.deliveries});
+    ++q.dead;
+    Erase(q, it);
+    return;
+  }
+  e.lease = 0;
+  if (visible_at <= now) {
+    e.state = State::kReady;
+    q.ready.push_back(it->first);
+  } else {
+    e.state = State::kDelayed;
+    q.delayed.push({visible_at, it->first});
+  }
+}
+
+// Returns expired leases to the queue and makes due delayed messages ready. Caller holds q.mu.
+// Returns true if an expired lease was processed.
+bool Reclaim(Queue& q, Time now, AfterUnlock& after) {
+  bool expired = false;
+  while (!q.leases.empty() && q.leases.begin()->at <= now) {
+    const uint64_t id = q.leases.begin()->id;
+    q.leases.erase(q.leases.begin());
+    auto it = q.entries.find(id);
+    VENTURE_CHECK(it != q.entries.end() && it->second.state == State::kLeased);
+    Requeue(q, it, now, now, after);
+    expired = true;
+  }
+  while (!q.delayed.empty() && q.delayed.top().at <= now) {
+    const uint64_t id = q.delayed.top().id;
+    q.delayed.pop();
+    auto it = q.entries.find(id);
+    VENTURE_CHECK(it != q.entries.end() && it->second.state == State::kDelayed);
+    it->second.state = State::kReady;
+    q.ready.push_back(id);
+  }
+  return expired;
+}
+
+Time Later(Time now, Millis d, Millis cap) { return now + std::min(d, cap); }
+
+class MemoryBus final : public Bus {
+ public:
+  explicit MemoryBus(base::Clock& clock) : clock_(clock) {}
+
+  Status Publish(std::string_view subject, json::value data) override;
+  Result<uint64_t> Subscribe(std::string_view pattern, Handler handler) override;
+  void Unsubscribe(uint64_t subscription) override;
+
+  Status Enqueue(std::string_view queue, std::string dedup_id, json::value payload) override;
+  Result<std::vector<Delivery>> Pull(std::string_view queue, std::size_t max,
+                                     Millis lease) override;
+  Status Ack(const Delivery& d) override;
+  Status Nack(const Delivery& d, Millis delay) override;
+  Status Heartbeat(Delivery& d, Millis extend) override;
+  void OnReady(std::string_view queue, std::function<void()> callback) override;
+  Result<QueueStats> Stats(std::string_view queue) override;
+  std::optional<Time> NextWake(std::string_view queue) override;
+
+ private:
+  struct Subscription {
+    std::string pattern;
+    std::shared_ptr<const Handler> handler;
+  };
+
+  // nullptr if the queue was never created. Queues are never destroyed, so the pointer stays valid.
+  Queue* Find(std::string_view name);
+  Queue& FindOrCreate(std::string_view name);
+  // The leased entry `d` refers to, or kNotFound if its lease is stale. Caller holds the lock.
+  static Result<std::unordered_map<uint64_t, Entry>::iterator> Leased(Queue& q, const Delivery& d);
+
+  base::Clock& clock_;
+  std::atomic<uint64_t> next_message_id_{1};
+  std::atomic<uint64_t> next_lease_{1};
+
+  std::shared_mutex queues_mu_;
+  StringMap<std::unique_ptr<Queue>> queues_;
+
+  std::mutex topics_mu_;
+  std::map<uint64_t, Subscription> subscriptions_;  // by id: subscription order
+  uint64_t next_subscription_ = 1;
+};
+
+Queue* MemoryBus::Find(std::string_view name) {
+  std::shared_lock lock(queues_mu_);
+  auto it = queues_.find(name);
+  return it == queues_.end() ? nullptr : it->second.get();
+}
+
+Queue& MemoryBus::FindOrCreate(std::string_view name) {
+  if (Queue* q = Find(name)) {
+    return *q;
+  }
+  std::unique_lock lock(queues_mu_);
+  auto it = queues_.find(name);
+  if (it == queues_.end()) {
+    it = queues_.emplace(std::string(name), std::make_unique<Queue>()).first;
+  }
+  return *it->second;
+}
+
+Status MemoryBus::Publish(std::string_view subject, json::value data) {
+  if (!IsValidSubject(subject)) {
+    return InvalidArgument("bus: invalid subject '" + std::string(subject) + "'");
+  }
+  std::vector<std::shared_ptr<const Handler>> handlers;
+  {
+    std::lock_guard lock(topics_mu_);
+    for (const auto& [id, sub] : subscriptions_) {
+      if (SubjectMatches(sub.pattern, subject)) {
+        handlers.push_back(sub.handler);
+      }
+    }
+  }
+  if (handlers.empty()) {
+    return Ok();
+  }
+  const Message message{std::string(subject), std::move(data)};
+  for (const auto& handler : handlers) {
+    (*handler)(message);
+  }
+  return Ok();
+}
+
+Result<uint64_t> MemoryBus::Subscribe(std::string_view pattern, Handler handler) {
+  if (!IsValidPattern(pattern)) {
+    return InvalidArgument("bus: invalid subject pattern '" + std::string(pattern) + "'");
+  }
+  if (!handler) {
+    return InvalidArgument("bus: empty handler");
+  }
+  std::lock_guard lock(topics_mu_);
+  if (subscriptions_.size() >= limits::kTopicSubscribersMax) {
+    return ResourceExhausted("bus: too many subscriptions");
+  }
+  const uint64_t id = next_subscription_++;
+  subscriptions_.emplace(
+      id, Subscription{std::string(pattern), std::make_shared<const Handler>(std::move(handler))});
+  return id;
+}
+
+void MemoryBus::Unsubscribe(uint64_t subscription) {
+  std::lock_guard lock(topics_mu_);
+  subscriptions_.erase(subscription);
+}
+
+Status MemoryBus::Enqueue(std::string_view queue, std::string dedup_id, json::value payload) {
+  if (queue.empty()) {
+    return InvalidArgument("bus: empty queue name");
+  }
+  Queue& q = FindOrCreate(queue);
+  AfterUnlock after;
+  {
+    std::lock_guard lock(q.mu);
+    if (!dedup_id.empty() && q.dedup.contains(dedup_id)) {
+      return Ok();
+    }
+    if (q.entries.size() >= limits::kQueueDepthMax) {
+      return ResourceExhausted("bus: queue '" + std::string(queue) + "' is full");
+    }
+    const uint64_t id = next_message_id_.fetch_add(1, std::memory_order_relaxed);
+    if (!dedup_id.empty()) {
+      q.dedup.emplace(dedup_id, id);
+    }
+    q.entries.emplace(id, Entry{std::move(dedup_id), std::move(payload)});
+    q.ready.push_back(id);
+    after.notify = q.on_ready;
+  }
+  after.Run(queue);
+  return Ok();
+}
+
+Result<std::vector<Delivery>> MemoryBus::Pull(std::string_view queue, std::size_t max,
+                                              Millis lease) {
+  if (queue.empty()) {
+    return InvalidArgument("bus: empty queue name");
+  }
+  if (lease <= Millis(0)) {
+    return InvalidArgument("bus: lease must be positive");
+  }
+  std::vector<Delivery> out;
+  Queue* q = Find(queue);
+  if (q == nullptr || max == 0) {
+    return out;
+  }
+  const Time now = clock_.Now();
+  const Time until = Later(now, lease, limits::kLeaseMax);
+  AfterUnlock after;
+  {
+    std::lock_guard lock(q->mu);
+    if (Reclaim(*q, now, after)) {
+      after.notify = q->on_ready;
+    }
+    out.reserve(std::min(max, q->ready.size()));
+    while (out.size() < max && !q->ready.empty()) {
+      const uint64_t id = q->ready.front();
+      q->ready.pop_front();
+      Entry& e = q->entries.at(id);
+      VENTURE_CHECK(e.state == State::kReady);
+      e.state = State::kLeased;
+      e.deliveries += 1;
+      e.lease = next_lease_.fetch_add(1, std::memory_order_relaxed);
+      e.lease_until = until;
+      q->leases.insert({until, id});
+      out.push_back(
+          Delivery{std::string(queue), id, e.dedup_id, e.payload, e.deliveries, e.lease, until});
+    }
+  }
+  after.Run(queue);
+  return out;
+}
+
+Result<std::unordered_map<uint64_t, Entry>::iterator> MemoryBus::Leased(Queue& q,
+                                                                        const Delivery& d) {
+  auto it = q.entries.find(d.message_id);
+  if (it == q.entries.end() || it->second.state != State::kLeased || it->second.lease != d.lease) {
+    return NotFound("bus: stale lease for message " + std::to_string(d.message_id));
+  }
+  return it;
+}
+
+Status MemoryBus::Ack(const Delivery& d) {
+  Queue* q = Find(d.queue);
+  if (q == nullptr) {
+    return NotFound("bus: no queue '" + d.queue + "'");
+  }
+  std::lock_guard lock(q->mu);
+  VENTURE_ASSIGN_OR_RETURN(auto it, Leased(*q, d));
+  q->leases.erase({it->second.lease_until, it->first});
+  Erase(*q, it);
+  return Ok();
+}
+
+Status MemoryBus::Nack(const Delivery& d, Millis delay) {
+  if (delay < Millis(0)) {
+    return InvalidArgument("bus: negative nack delay");
+  }
+  Queue* q = Find(d.queue);
+  if (q == nullptr) {
+    return NotFound("bus: no queue '" + d.queue + "'");
+  }
+  const Time now = clock_.Now();
+  AfterUnlock after;
+  {
+    std::lock_guard lock(q->mu);
+    VENTURE_ASSIGN_OR_RETURN(auto it, Leased(*q, d));
+    q->leases.erase({it->second.lease_until, it->first});
+    Requeue(*q, it, Later(now, delay, limits::kDurationMax), now, after);
+    after.notify = q->on_ready;
+  }
+  after.Run(d.queue);
+  return Ok();
+}
+
+Status MemoryBus::Heartbeat(Delivery& d, Millis extend) {
+  if (extend <= Millis(0)) {
+    return InvalidArgument("bus: heartbeat extension must be positive");
+  }
+  Queue* q = Find(d.queue);
+  if (q == nullptr) {
+    return NotFound("bus: no queue '" + d.queue + "'");
+  }
+  const Time until = Later(clock_.Now(), extend, limits::kLeaseMax);
+  std::lock_guard lock(q->mu);
+  VENTURE_ASSIGN_OR_RETURN(auto it, Leased(*q, d));
+  q->leases.erase({it->second.lease_until, it->first});
+  q->leases.insert({until, it->first});
+  it->second.lease_until = until;
+  d.lease_until = until;
+  return Ok();
+}
+
+void MemoryBus::OnReady(std::string_view queue, std::function<void()> callback) {
+  VENTURE_CHECK(!queue.empty());
+  Queue& q = FindOrCreate(queue);
+  std::shared_ptr<const Callback> shared;
+  if (callback) {
+    shared = std::make_shared<const Callback>(std::move(callback));
+  }
+  std::lock_guard lock(q.mu);
+  q.on_ready = std::move(shared);
+}
+
+Result<QueueStats> MemoryBus::Stats(std::string_view queue) {
+  if (queue.empty()) {
+    return InvalidArgument("bus: empty queue name");
+  }
+  QueueStats stats;
+  Queue* q = Find(queue);
+  if (q == nullptr) {
+    return stats;
+  }
+  std::lock_guard lock(q->mu);
+  stats.ready = q->ready.size() + q->delayed.size();
+  stats.leased = q->leases.size();
+  stats.dead = q->dead;
+  return stats;
+}
+
+std::optional<Time> MemoryBus::NextWake(std::string_view queue) {
+  Queue* q = Find(queue);
+  if (q == nullptr) {
+    return std::nullopt;
+  }
+  std::lock_guard lock(q->mu);
+  std::optional<Time> wake;
+  if (!q->delayed.empty()) {
+    wake = q->delayed.top().at;
+  }
+  if (!q->leases.empty() && (!wake || q->leases.begin()->at < *wake)) {
+    wake = q->leases.begin()->at;
+  }
+  return wake;
+}
+
+}  // namespace
+
+std::unique_ptr<Bus> NewMemoryBus(base::Clock& clock) { return std::make_unique<MemoryBus>(clock); }
+
+}  // namespace venture::bus

@@ -1,0 +1,149 @@
+// Internal to storage: the logic both stores share, written once. Sealing a batch (seq, prev,
+// hash, blob externalisation, automatic checkpoints), the chain state and its undo record, the
+// verifier, and small codecs (blob references, run cursors). Neither store re-implements any of
+// this; they only move bytes to and from their medium. See docs/storage-format.md.
+//
+// Threading: nothing here locks. ChainState belongs to the store's single writer.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/base.h"
+#include "storage/storage.h"
+
+namespace venture::storage::internal {
+
+// "b2:" + 64 zeros: the prev of the first event.
+extern const std::string kZeroHash;
+inline constexpr std::string_view kCheckpointType = "audit.checkpoint";
+inline constexpr std::string_view kBlobKey = "$blob";
+
+// The writer's view of the log's tail. Invariant: pending.size() == seq - cp_from + 1 (the hashes
+// of the events not yet covered by a checkpoint, in seq order), or 0 when seq < cp_from.
+struct ChainState {
+  int64_t seq = 0;                  // last assigned seq (0: empty log)
+  std::string hash = kZeroHash;     // hash of event seq
+  int64_t cp_from = 1;              // first seq not covered by a checkpoint
+  int64_t last_cp_seq = 0;          // seq of the last audit.checkpoint event (0: none)
+  Time last_cp_time{};              // time of the last checkpoint (or of open)
+  std::vector<base::Hash> pending;  // hashes of events cp_from..seq
+};
+
+// Enough to put a ChainState back as it was before one SealBatch (for a rolled-back savepoint).
+struct ChainUndo {
+  int64_t seq = 0;
+  std::string hash;
+  int64_t cp_from = 0;
+  int64_t last_cp_seq = 0;
+  Time last_cp_time{};
+  std::size_t pending_size = 0;
+  std::optional<std::vector<base::Hash>> pending_before_checkpoint;
+};
+void Undo(ChainState& state, ChainUndo undo);
+
+struct Blob {
+  std::string hash;     // "b2:" of payload
+  std::string payload;  // CompactJson of the event's data
+};
+
+struct SealContext {
+  const Options* options = nullptr;
+  base::Clock* clock = nullptr;
+  base::Random* random = nullptr;
+};
+
+// One sealed batch: what to write and what to return.
+struct Sealed {
+  std::vector<Event> stored;  // as written (blob references in data); includes any checkpoint
+  std::vector<std::string> stored_text;  // CompactJson of each stored[i].data
+  std::vector<Blob> blobs;
+  AppendResult result;  // as returned (payloads in data)
+  ChainUndo undo;
+};
+
+// Validates events (size, type, data kind), fills empty ids, then assigns seq/prev/hash, moves
+// large data to blobs and appends a checkpoint when a threshold is crossed (or force is set and
+// events are uncovered). Mutates state only on success. kInvalidArgument on bad events.
+[[nodiscard]] Result<Sealed> SealBatch(ChainState& state, std::vector<Event> events, bool force,
+                                       const SealContext& ctx);
+
+// True if checkpoint data covers anything not yet covered (Store::Checkpoint()).
+bool HasUncovered(const ChainState& state);
+
+// Builds ChainState from the stored tail: the last event, the last checkpoint (if any) and the
+// hashes of events after it. kDataLoss if the last event's hash does not recompute.
+[[nodiscard]] Result<ChainState> RestoreChain(const std::optional<Event>& last,
+                                              const std::optional<Event>& last_checkpoint,
+                                              const std::vector<std::string>& tail_hashes,
+                                              Time now);
+
+// If data is a blob reference, its hash and byte count.
+// The raw chain hash of an event (ComputeEventHash without the "b2:" text form).
+base::Hash EventHash(const Event& e);
+
+struct BlobRef {
+  std::string hash;
+  int64_t bytes = 0;
+};
+std::optional<BlobRef> AsBlobRef(const json::value& data);
+// Parses and checks a blob payload against its reference (kDataLoss on mismatch).
+[[nodiscard]] Result<json::value> DecodeBlob(const BlobRef& ref, std::string_view payload);
+
+// Streaming verifier: feed every stored event (or its decode error) in seq order, then Finish.
+class Verifier {
+ public:
+  // Returns the payload of a blob, nullopt if absent.
+  using BlobLookup = std::function<Result<std::optional<std::string>>(const std::string& hash)>;
+  explicit Verifier(BlobLookup lookup) : lookup_(std::move(lookup)) {}
+
+  // Returns false once a bad event has been found (callers may stop feeding).
+  bool Add(const Event& e);
+  // A row whose seq is known but whose content does not decode.
+  bool AddUndecodable(int64_t row_seq, const std::string& why);
+  VerifyReport Finish() const { return report_; }
+
+ private:
+  bool Fail(int64_t seq, std::string reason);
+  std::string CheckCheckpoint(const Event& e) const;
+  std::string CheckBlob(const Event& e) const;
+
+  BlobLookup lookup_;
+  VerifyReport report_;
+  int64_t expect_seq_ = 1;
+  std::string prev_ = kZeroHash;
+  int64_t cp_from_ = 1;
+  std::vector<base::Hash> pending_;
+};
+
+// Opaque ListRuns cursor: the (created, id) of the last item of the previous page.
+std::string EncodeRunCursor(Time created, const std::string& id);
+[[nodiscard]] Result<std::pair<int64_t, std::string>> DecodeRunCursor(const std::string& cursor);
+inline constexpr std::size_t kRunPageMax = 500;
+
+// The payload signed by a checkpoint: canonical JSON of {from_seq, to_seq, root}.
+std::string CheckpointMessage(int64_t from_seq, int64_t to_seq, const std::string& root);
+
+// Counters and test hooks every store implements (reached by dynamic_cast from a Store&).
+struct StoreStats {
+  int64_t appends = 0;       // Append calls that committed
+  int64_t transactions = 0;  // commits (one per group for SQLite, one per append for memory)
+};
+class Introspect {
+ public:
+  virtual ~Introspect() = default;
+  virtual StoreStats Stats() = 0;
+  // Test hook: while held, the writer takes no work, so concurrent Appends pile up into one group.
+  virtual void HoldWriter(bool hold) = 0;
+  // Test hook: blocks until at least n Appends are queued for the writer.
+  virtual void WaitPending(std::size_t n) = 0;
+};
+Introspect& Internals(Store& store);
+
+// Test hook: overwrite a blob payload of a MemoryStore.
+void TamperMemoryBlob(Store& memory_store, const std::string& hash, std::string payload);
+
+}  // namespace venture::storage::internal
