@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
@@ -247,6 +248,25 @@ json::object ToJson(const BenchResult& r) {
                       {"p99_ms", r.p99_ms},           {"per_step_p50_ms", r.per_step_p50_ms},
                       {"group_commits", r.appends},   {"events", r.events},
                       {"store", r.store}};
+}
+
+std::string ToJsonLine(const BenchResult& r) {
+  std::string out = "{";
+  bool first = true;
+  for (const auto& kv : ToJson(r)) {
+    if (!first) out += ",";
+    first = false;
+    out += json::serialize(json::string_view(kv.key()));
+    out += ":";
+    if (kv.value().is_double()) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.3f", kv.value().get_double());
+      out += buf;
+    } else {
+      out += json::serialize(kv.value());
+    }
+  }
+  return out + "}";
 }
 
 void PrintTable(const BenchResult& r, std::ostream& out) {

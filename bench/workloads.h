@@ -42,6 +42,8 @@ struct BenchResult {
 
 [[nodiscard]] Result<BenchResult> RunWorkload(const BenchOptions& options);
 json::object ToJson(const BenchResult& r);
+// One JSON object on one line, with decimals printed plainly ("12.345", not "1.2345E1").
+std::string ToJsonLine(const BenchResult& r);
 void PrintTable(const BenchResult& r, std::ostream& out);
 
 }  // namespace venture::bench

@@ -90,13 +90,14 @@ int Serve(const std::string& data_dir) {
 }
 
 int Bench(const bench::BenchOptions& options, const std::string& output) {
+  base::SetLogLevel(base::LogLevel::kWarn);  // keep stdout/stderr for the result
   auto r = bench::RunWorkload(options);
   if (!r) {
     std::cerr << "venture bench: " << r.error().ToString() << "\n";
     return r.error().code == Code::kInvalidArgument ? cli::kExitUsage : cli::kExitError;
   }
   if (output == "json") {
-    std::cout << json::serialize(bench::ToJson(*r)) << "\n";
+    std::cout << bench::ToJsonLine(*r) << "\n";
   } else {
     bench::PrintTable(*r, std::cout);
   }

@@ -19,6 +19,23 @@ void LineColumn(std::string_view text, std::size_t offset, std::size_t& line, st
   }
 }
 
+}  // namespace
+
+// Strings without characters that need escaping (the common case) are copied as they are.
+void AppendJsonString(std::string_view s, std::string& out) {
+  for (char c : s) {
+    if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20) {
+      out += json::serialize(json::string_view(s.data(), s.size()));
+      return;
+    }
+  }
+  out += '"';
+  out += s;
+  out += '"';
+}
+
+namespace {
+
 void Canonical(const json::value& v, std::string& out) {
   switch (v.kind()) {
     case json::kind::object: {
@@ -33,7 +50,7 @@ void Canonical(const json::value& v, std::string& out) {
       for (const auto* kv : items) {
         if (!first) out += ',';
         first = false;
-        out += json::serialize(json::string_view(kv->key()));
+        AppendJsonString(kv->key(), out);
         out += ':';
         Canonical(kv->value(), out);
       }
@@ -51,6 +68,9 @@ void Canonical(const json::value& v, std::string& out) {
       out += ']';
       return;
     }
+    case json::kind::string:
+      AppendJsonString(v.get_string(), out);
+      return;
     default:
       out += json::serialize(v);
   }
@@ -97,6 +117,8 @@ std::string CanonicalJson(const json::value& v) {
   Canonical(v, out);
   return out;
 }
+
+void AppendCanonicalJson(const json::value& v, std::string& out) { Canonical(v, out); }
 
 std::string CompactJson(const json::value& v) { return json::serialize(v); }
 

@@ -27,6 +27,10 @@ struct ParseLimits {
 
 // Canonical serialization (sorted keys, compact).
 std::string CanonicalJson(const json::value& v);
+// Appends s as a JSON string literal (escaped as Boost.JSON escapes).
+void AppendJsonString(std::string_view s, std::string& out);
+// Appends the canonical form of v to out (no intermediate string; for hot paths).
+void AppendCanonicalJson(const json::value& v, std::string& out);
 // Compact serialization in insertion order (cheaper; for storage and the wire).
 std::string CompactJson(const json::value& v);
 

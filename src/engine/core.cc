@@ -521,6 +521,10 @@ bool ConsiderNode(Emitter& em, int node) {
       em.Emit("node.ready", spec.id, {});
       return true;
     }
+  } else if (st == NodeStatus::kRunning && s.nodes[static_cast<std::size_t>(node)].expanded) {
+    // Items left pending while the run was paused or frozen start on resume/unfreeze.
+    FillItems(em, node);
+    return false;
   } else if (st != NodeStatus::kReady || !CanDispatch(em)) {
     return false;
   }
@@ -664,6 +668,16 @@ Result<Decision> DecideSubmit(RunState& state, const std::string& run_id,
   return d;
 }
 
+std::string AttemptKey(const std::string& run, const std::string& node, int index, int iteration,
+                       int attempt) {
+  return run + "/" + node + "/" + std::to_string(index) + "/" + std::to_string(iteration) + "/" +
+         std::to_string(attempt);
+}
+
+std::string AttemptKey(const Dispatch& d) {
+  return AttemptKey(d.run, d.node, d.index, d.index >= 0 ? 0 : d.iteration, d.attempt);
+}
+
 Decision DecideResult(RunState& state, const TaskResult& r, const DecideContext& ctx,
                       IrSource& irs) {
   Decision d;
@@ -671,7 +685,9 @@ Decision DecideResult(RunState& state, const TaskResult& r, const DecideContext&
   const int node = state.ir->IndexOf(r.node);
   if (node < 0) return d;
   Slot* slot = FindSlot(state, node, r.index);
-  if (slot == nullptr || slot->phase != Phase::kInFlight || slot->attempt != r.attempt) {
+  const int iteration = r.index < 0 ? state.nodes[static_cast<std::size_t>(node)].iteration : 0;
+  if (slot == nullptr || slot->phase != Phase::kInFlight || slot->attempt != r.attempt ||
+      r.iteration != iteration) {
     return d;  // duplicate or late: the history stays exactly-once
   }
   Emitter em(state, irs, ctx, d);

@@ -95,11 +95,18 @@ struct Dispatch {
   std::string idempotency_key;  // "<run>/<node>/<index or iteration>"
 };
 
+// The identity of one attempt, "<run>/<node>/<index>/<iteration>/<attempt>": the bus dedup id of
+// its task and of its result.
+std::string AttemptKey(const std::string& run, const std::string& node, int index,
+                       int iteration, int attempt);
+std::string AttemptKey(const Dispatch& d);
+
 // The result of one attempt, as reported by a worker.
 struct TaskResult {
   std::string run;
   std::string node;
   int index = -1;
+  int iteration = 0;  // echoed from the Dispatch: a repeat's iterations reuse attempt numbers
   int attempt = 1;
   bool ok = false;
   json::value output;

@@ -55,9 +55,7 @@ Status Engine::Start() {
     RunState* run = LoadRun(id);
     if (run == nullptr) continue;
     for (const Dispatch& d : InFlight(*run)) {
-      const std::string dedup =
-          d.run + "/" + d.node + "/" + std::to_string(d.index) + "/" + std::to_string(d.attempt);
-      VENTURE_RETURN_IF_ERROR(bus_.Enqueue(TaskQueue(d.type), dedup, EncodeTask(d)));
+      VENTURE_RETURN_IF_ERROR(bus_.Enqueue(TaskQueue(d.type), AttemptKey(d), EncodeTask(d)));
     }
     timers_.emplace(now, id);  // a tick dispatches whatever became ready meanwhile
   }

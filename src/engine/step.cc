@@ -316,7 +316,20 @@ std::size_t Engine::Step() {
     for (const auto& [id, run] : runs_) due.insert(id);  // unfreeze: dispatch what is ready
   }
   for (const std::string& id : due) {
-    if (RunState* run = LoadRun(id)) Record(*run, DecideTick(*run, st.ctx, irs_), st);
+    RunState* run = LoadRun(id);
+    if (run == nullptr) {
+      continue;
+    }
+    Decision d = DecideTick(*run, st.ctx, irs_);
+    if (d.events.empty() && d.dispatches.empty()) {
+      // Nothing fired (a recovered or reloaded run, a stale entry): keep its next timer armed,
+      // since Commit re-arms only the runs a step touched.
+      if (auto next = NextDue(*run); next && *next > st.ctx.now) {
+        timers_.emplace(*next, id);
+      }
+      continue;
+    }
+    Record(*run, std::move(d), st);
   }
   st.triggers += due.size();
   Commit(st);
@@ -356,9 +369,7 @@ void Engine::Commit(StepState& st) {
     }
   }
   for (const Dispatch& d : st.dispatches) {
-    const std::string dedup =
-        d.run + "/" + d.node + "/" + std::to_string(d.index) + "/" + std::to_string(d.attempt);
-    Status s = bus_.Enqueue(TaskQueue(d.type), dedup, EncodeTask(d));
+    Status s = bus_.Enqueue(TaskQueue(d.type), AttemptKey(d), EncodeTask(d));
     if (!s) {
       // The attempt's deadline fires and retries it; the history stays consistent.
       base::LogWarn("cannot dispatch a task", {{"run", d.run}, {"node", d.node},
@@ -422,8 +433,8 @@ Result<Dispatch> DecodeTask(const json::value& v) {
 }
 
 json::value EncodeResult(const TaskResult& r) {
-  json::object o{{"run", r.run}, {"node", r.node}, {"index", r.index}, {"attempt", r.attempt},
-                 {"ok", r.ok}};
+  json::object o{{"run", r.run},         {"node", r.node},       {"index", r.index},
+                 {"iteration", r.iteration}, {"attempt", r.attempt}, {"ok", r.ok}};
   if (r.ok) {
     o["output"] = r.output;
   } else {
@@ -440,6 +451,7 @@ Result<TaskResult> DecodeResult(const json::value& v) {
   r.run = base::StringOr(*o, "run", "");
   r.node = base::StringOr(*o, "node", "");
   r.index = static_cast<int>(base::IntOr(*o, "index", -1));
+  r.iteration = static_cast<int>(base::IntOr(*o, "iteration", 0));
   r.attempt = static_cast<int>(base::IntOr(*o, "attempt", 0));
   const json::value* ok = o->if_contains("ok");
   if (r.run.empty() || r.node.empty() || r.attempt < 1 || ok == nullptr || !ok->is_bool()) {

@@ -51,6 +51,7 @@ std::size_t WorkerPool::Drain(const std::string& queue, const std::string& type)
     result.run = task->run;
     result.node = task->node;
     result.index = task->index;
+    result.iteration = task->index >= 0 ? 0 : task->iteration;
     result.attempt = task->attempt;
     bool finished = false;
     executor->Execute(*task, [&](Outcome o) {
@@ -63,8 +64,7 @@ std::size_t WorkerPool::Drain(const std::string& queue, const std::string& type)
     });
     // TODO(#4): asynchronous executors (http on a curl multi handle) complete later.
     VENTURE_CHECK_MSG(finished, "built-in executors complete inline");
-    const std::string dedup = task->run + "/" + task->node + "/" + std::to_string(task->index) +
-                              "/" + std::to_string(task->attempt);
+    const std::string dedup = engine::AttemptKey(*task);
     Status s = bus_.Enqueue(engine::kResultsQueue, dedup, engine::EncodeResult(result));
     if (!s) {
       (void)bus_.Nack(d, Millis(100));  // try again later; the result is recomputed

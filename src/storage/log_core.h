@@ -84,6 +84,8 @@ bool HasUncovered(const ChainState& state);
 // If data is a blob reference, its hash and byte count.
 // The raw chain hash of an event (ComputeEventHash without the "b2:" text form).
 base::Hash EventHash(const Event& e);
+// CanonicalJson(EventToJson(e, false)), built without the intermediate JSON object.
+std::string CanonicalEventText(const Event& e);
 
 struct BlobRef {
   std::string hash;

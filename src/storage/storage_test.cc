@@ -547,3 +547,30 @@ TEST(EventJsonTest, RoundTripAndStrictDecoding) {
 
 }  // namespace
 }  // namespace venture::storage
+
+namespace venture::storage {
+namespace {
+
+// The hand-written canonical text that the chain hashes must equal the generic canonical JSON of
+// the envelope, for every shape of member (escapes, unicode, nested data, empty run/node).
+TEST(EventHashTest, FastCanonicalTextEqualsGenericCanonicalJson) {
+  std::vector<Event> events(4);
+  events[0].data = json::object{{"z", 1}, {"a", json::array{1, "x", nullptr}}};
+  events[1].data = json::object{{"quote\"and\\slash", "tab\there\nnewline\x01"}};
+  events[1].run = "run_x";
+  events[1].node = "n\"ode";
+  events[2].data = json::object{{"uni", "h\xc3\xa9llo \xe2\x82\xac"}, {"d", 1.5}, {"b", true}};
+  events[3].data = nullptr;
+  int64_t seq = 1;
+  for (Event& e : events) {
+    e.seq = seq++;
+    e.id = "evt_0192f3c4-5b6a-7c8d-9e0f-123456789abc";
+    e.type = "node.started";
+    e.time = FromUnixMs(1795428000123);
+    e.prev = "b2:" + std::string(64, '0');
+    EXPECT_EQ(internal::CanonicalEventText(e), base::CanonicalJson(EventToJson(e, false)));
+  }
+}
+
+}  // namespace
+}  // namespace venture::storage

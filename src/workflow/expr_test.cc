@@ -1,0 +1,205 @@
+// Goal: jq expressions and `${{ }}` templates behave as SPEC §1 says: one value per Eval, jq's own
+// messages on compile and run-time errors, values converted faithfully both ways, per-thread
+// states, and templates that yield JSON values standing alone and strings when embedded.
+// Method: compile and evaluate small programs against literal JSON contexts; run concurrent
+// evaluations from several threads; run under the dev preset (ASan/LSan) to catch jv leaks.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "workflow/workflow.h"
+
+namespace venture::workflow {
+namespace {
+
+json::value J(std::string_view text) { return base::ParseJson(text).value(); }
+
+json::value EvalOk(std::string_view program, std::string_view input) {
+  Result<Expr> expr = CompileExpr(program);
+  EXPECT_TRUE(expr) << (expr ? "" : expr.error().message);
+  Result<json::value> v = expr->Eval(J(input));
+  EXPECT_TRUE(v) << (v ? "" : v.error().message);
+  return v ? *v : json::value();
+}
+
+TEST(Expr, EvaluatesPathsAndBuildsValues) {
+  EXPECT_EQ(EvalOk(".a.b", R"({"a":{"b":[1,2]}})"), J("[1,2]"));
+  EXPECT_EQ(EvalOk("{x: .a, y: (.a + 1)}", R"({"a":41})"), J(R"({"x":41,"y":42})"));
+  EXPECT_EQ(EvalOk(".s | ascii_upcase", R"({"s":"hi"})"), J(R"("HI")"));
+  EXPECT_EQ(EvalOk("[.[] | select(. > 1)]", "[1,2,3]"), J("[2,3]"));
+  EXPECT_EQ(EvalOk(".missing", "{}"), J("null"));
+}
+
+TEST(Expr, ConvertsNumbers) {
+  EXPECT_TRUE(EvalOk("3", "null").is_int64());
+  EXPECT_TRUE(EvalOk("1.5", "null").is_double());
+  EXPECT_EQ(EvalOk("2.0", "null"), json::value(2));
+  // Beyond 2^53 jq works in doubles: precision may be lost, documented in README.
+  EXPECT_TRUE(EvalOk(".", "18446744073709551615").is_number());
+  EXPECT_TRUE(EvalOk("nan", "null").is_null());
+  EXPECT_TRUE(EvalOk("infinite", "null").is_double());
+}
+
+TEST(Expr, ConvertsStringsWithUnicodeAndNul) {
+  EXPECT_EQ(EvalOk(".", R"("h\u00e9\u0000x")"), J(R"("h\u00e9\u0000x")"));
+  EXPECT_EQ(EvalOk("keys", R"({"b":1,"a":2})"), J(R"(["a","b"])"));
+}
+
+TEST(Expr, NoValueAndSeveralValuesAreErrors) {
+  Expr none = CompileExpr("empty").value();
+  Result<json::value> v = none.Eval(J("{}"));
+  ASSERT_FALSE(v);
+  EXPECT_EQ(v.error().code, Code::kInvalidArgument);
+  EXPECT_EQ(v.error().message, "expression yielded no value");
+  Expr many = CompileExpr(".[]").value();
+  v = many.Eval(J("[1,2]"));
+  ASSERT_FALSE(v);
+  EXPECT_EQ(v.error().message, "expression yielded more than one value");
+  Result<std::vector<json::value>> all = many.EvalAll(J("[1,2,3]"));
+  ASSERT_TRUE(all);
+  EXPECT_EQ(all->size(), 3u);
+}
+
+TEST(Expr, EvalAllIsBounded) {
+  Expr range = CompileExpr("range(20000)").value();
+  Result<std::vector<json::value>> all = range.EvalAll(J("null"));
+  ASSERT_FALSE(all);
+  EXPECT_EQ(all.error().code, Code::kInvalidArgument);
+}
+
+TEST(Expr, CompileErrorCarriesJqMessage) {
+  Result<Expr> bad = CompileExpr(".a | | .b");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, Code::kInvalidArgument);
+  EXPECT_NE(bad.error().message.find("syntax error"), std::string::npos) << bad.error().message;
+  // The sandbox prelude must not show in messages.
+  EXPECT_EQ(bad.error().message.find("$ENV"), std::string::npos) << bad.error().message;
+  Result<Expr> unknown = CompileExpr("nosuchfunction(1)");
+  ASSERT_FALSE(unknown);
+  EXPECT_NE(unknown.error().message.find("nosuchfunction"), std::string::npos);
+  EXPECT_FALSE(CompileExpr(""));
+  EXPECT_FALSE(CompileExpr("   "));
+  EXPECT_FALSE(CompileExpr(std::string(limits::kExpressionBytesMax + 1, '.')));
+  EXPECT_FALSE(CompileExpr(std::string_view(".a\0b", 4)));
+}
+
+TEST(Expr, RuntimeErrorCarriesJqMessage) {
+  Expr e = CompileExpr(".a + 1").value();
+  Result<json::value> v = e.Eval(J(R"({"a":"x"})"));
+  ASSERT_FALSE(v);
+  EXPECT_EQ(v.error().code, Code::kInvalidArgument);
+  EXPECT_NE(v.error().message.find("cannot be added"), std::string::npos) << v.error().message;
+  v = CompileExpr("error(\"boom\")").value().Eval(J("null"));
+  ASSERT_FALSE(v);
+  EXPECT_EQ(v.error().message, "jq: boom");
+  v = CompileExpr("error({code: 1})").value().Eval(J("null"));
+  ASSERT_FALSE(v);
+  EXPECT_EQ(v.error().message, R"(jq: {"code":1})");
+}
+
+TEST(Expr, EnvironmentAndInputsAreHidden) {
+  EXPECT_EQ(EvalOk("env", "null"), J("{}"));
+  EXPECT_EQ(EvalOk("$ENV", "null"), J("{}"));
+  EXPECT_EQ(EvalOk("[inputs]", "null"), J("[]"));
+  EXPECT_FALSE(CompileExpr("import \"foo\" as foo; .").has_value());
+}
+
+TEST(Expr, CacheReturnsSameProgram) {
+  Expr a = CompileExpr(".x").value();
+  Expr b = CompileExpr(".x").value();
+  EXPECT_EQ(&a.text(), &b.text());
+  EXPECT_FALSE(a.empty());
+  EXPECT_TRUE(Expr().empty());
+}
+
+TEST(Expr, ConcurrentEvaluationUsesPerThreadStates) {
+  Expr e = CompileExpr(".n * 2").value();
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&e, &failures, t] {
+      for (int i = 0; i < 200; ++i) {
+        json::object in;
+        in["n"] = t * 1000 + i;
+        Result<json::value> v = e.Eval(in);
+        if (!v || *v != json::value(2 * (t * 1000 + i))) {
+          ++failures;
+        }
+      }
+    });
+  }
+  for (std::thread& th : threads) {
+    th.join();
+  }
+  EXPECT_EQ(failures.load(), 0);
+}
+
+TEST(Standalone, RecognisesOnlyWholePlaceholders) {
+  EXPECT_EQ(StandaloneExpression("${{ .a }}"), ".a");
+  EXPECT_EQ(StandaloneExpression("  ${{.a}}  "), ".a");
+  EXPECT_EQ(StandaloneExpression("${{ {a: {b: 1}} }}"), "{a: {b: 1}}");
+  EXPECT_EQ(StandaloneExpression("${{ \"}}\" }}"), "\"}}\"");
+  EXPECT_FALSE(StandaloneExpression("x ${{ .a }}"));
+  EXPECT_FALSE(StandaloneExpression("${{ .a }} ${{ .b }}"));
+  EXPECT_FALSE(StandaloneExpression(".a"));
+  EXPECT_FALSE(StandaloneExpression("${{ .a"));
+}
+
+TEST(Template, StandaloneYieldsJsonValue) {
+  Problems problems;
+  Template t = Template::Compile(J(R"({"show":"${{ .items }}","n":3})"), "/c", problems);
+  ASSERT_TRUE(problems.empty());
+  EXPECT_FALSE(t.is_static());
+  Result<json::value> v = t.Render(J(R"({"items":[1,{"a":true}]})"));
+  ASSERT_TRUE(v) << v.error().message;
+  EXPECT_EQ(*v, J(R"({"show":[1,{"a":true}],"n":3})"));
+}
+
+TEST(Template, EmbeddedIsInterpolated) {
+  Problems problems;
+  Template t = Template::Compile(
+      J(R"({"url":"https://x/items?q=${{ .q }}&n=${{ .n }}&o=${{ .o }}","h":["a${{ .s }}"]})"),
+      "/c", problems);
+  ASSERT_TRUE(problems.empty());
+  Result<json::value> v = t.Render(J(R"({"q":"cats","n":2,"o":{"k":[1]},"s":null})"));
+  ASSERT_TRUE(v) << v.error().message;
+  EXPECT_EQ(*v, J(R"({"url":"https://x/items?q=cats&n=2&o={\"k\":[1]}","h":["anull"]})"));
+}
+
+TEST(Template, StaticTemplateIsReturnedAsIs) {
+  Problems problems;
+  Template t = Template::Compile(J(R"({"a":[1,"two",{"b":null}]})"), "/c", problems);
+  EXPECT_TRUE(t.is_static());
+  EXPECT_EQ(t.Render(json::value()).value(), J(R"({"a":[1,"two",{"b":null}]})"));
+  Template lit = Template::Literal(json::value("${{ .x }}"));
+  EXPECT_TRUE(lit.is_static());
+  EXPECT_EQ(lit.Render(json::value()).value(), json::value("${{ .x }}"));
+}
+
+TEST(Template, CompileProblemsCarryThePath) {
+  Problems problems;
+  Template t = Template::Compile(J(R"({"a":{"b/c":["ok","${{ .x | | }}"]},"d":"${{ .y"})"),
+                                 "/nodes/0/config", problems);
+  ASSERT_EQ(problems.size(), 2u);
+  EXPECT_EQ(problems[0].path, "/nodes/0/config/a/b~1c/1");
+  EXPECT_NE(problems[0].message.find("syntax error"), std::string::npos);
+  EXPECT_EQ(problems[1].path, "/nodes/0/config/d");
+  EXPECT_NE(problems[1].message.find("unterminated"), std::string::npos);
+  EXPECT_TRUE(t.is_static());
+}
+
+TEST(Template, RenderErrorNamesThePath) {
+  Problems problems;
+  Template t = Template::Compile(J(R"({"a":"${{ .x + 1 }}","b":"n=${{ empty }}"})"), "/c",
+                                 problems);
+  ASSERT_TRUE(problems.empty());
+  Result<json::value> v = t.Render(J(R"({"x":"s"})"));
+  ASSERT_FALSE(v);
+  EXPECT_TRUE(v.error().message.starts_with("/c/a: jq:")) << v.error().message;
+  v = t.Render(J(R"({"x":1})"));
+  ASSERT_FALSE(v);
+  EXPECT_EQ(v.error().message, "/c/b: expression yielded no value");
+}
+
+}  // namespace
+}  // namespace venture::workflow

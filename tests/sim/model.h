@@ -1,0 +1,102 @@
+// The workflow generator and the reference model shared by the engine property test
+// (src/engine/property_test.cc) and the deterministic simulation (tests/sim/sim_test.cc).
+//
+// Generate() builds a random DAG workflow (noop/fail/transform/sleep nodes, needs among earlier
+// nodes, join all/any, `if` from a small fixed set, on_failure, retry policies, foreach with
+// max_parallel) plus an outcome script: OutcomeOf() is a pure function of (node, item, attempt),
+// so the workers of every test agree with the model. Predict() is the reference model: a direct
+// computation, written independently of engine/core.cc, of each node's final status when the run
+// is not cut short, and of the run's final status. CheckFinal() compares an observed end state with
+// the prediction, allowing the one freedom the semantics leave: when a run fails (or is cancelled)
+// nodes that had not settled yet are cancelled.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/base.h"
+
+namespace venture::sim {
+
+enum class Outcome {
+  kOk,
+  kFailRetryable,  // code "transient", retryable
+  kFailFatal,      // code "fatal", retryable unless the policy lists "fatal" as non_retryable
+  kFailPermanent,  // code "permanent", retryable = false
+  kHang,           // no result ever arrives; the attempt's deadline fails it (retryable)
+};
+
+enum class IfKind { kNone, kTrue, kFalse, kInputFlag, kNeedSucceeded, kNeedOutputIs };
+
+struct NodeSpec {
+  std::string id;
+  std::string type;  // noop | fail | transform | sleep
+  std::vector<int> needs;
+  bool join_any = false;
+  IfKind if_kind = IfKind::kNone;
+  int if_need = -1;   // kNeedSucceeded / kNeedOutputIs
+  int if_value = 0;   // kNeedOutputIs
+  bool on_failure_continue = false;
+  bool has_retry = false;
+  int max_attempts = 1;
+  int64_t initial_ms = 1000;
+  double coefficient = 2.0;
+  int64_t max_ms = 300000;
+  double jitter = 0;
+  bool fatal_listed = false;  // "fatal" in non_retryable
+  bool foreach = false;
+  int items = 0;
+  int max_parallel = 0;  // 0 = absent
+  int64_t sleep_ms = 0;
+  Outcome fail_kind = Outcome::kFailRetryable;  // type fail: what every attempt reports
+  int fail_percent = 0;   // task nodes: chance an attempt fails
+  int hang_percent = 0;   // task nodes: chance an attempt hangs (when allowed)
+  uint64_t script = 0;
+};
+
+struct WorkflowSpec {
+  std::string name;
+  bool flag = false;  // inputs.flag
+  std::vector<NodeSpec> nodes;
+};
+
+struct GenOptions {
+  int nodes_max = 12;
+  bool allow_hang = true;
+};
+
+WorkflowSpec Generate(base::Random& random, const GenOptions& options);
+json::value ToDefinition(const WorkflowSpec& spec);
+json::value Inputs(const WorkflowSpec& spec);
+
+// What attempt `attempt` (1-based) of node `node` (item `index`, -1 for a plain node) does.
+Outcome OutcomeOf(const WorkflowSpec& spec, int node, int index, int attempt);
+// The output a successful attempt reports.
+json::value OutputOf(const WorkflowSpec& spec, int node, int index);
+// Error code and retryable flag a failing outcome reports.
+std::string ErrorCode(Outcome o);
+bool Retryable(Outcome o);
+
+struct Expected {
+  std::vector<std::string> nodes;  // ideal status of each node: succeeded|failed|skipped
+  std::string run;                 // succeeded | failed
+};
+
+Expected Predict(const WorkflowSpec& spec);
+
+struct Observed {
+  std::string run;
+  std::vector<std::string> nodes;
+  std::string error_node;  // run error's node ("" if none)
+  bool cancelled_by_operator = false;
+};
+
+// "" when the observation is allowed by the prediction, otherwise what is wrong.
+std::string CheckFinal(const WorkflowSpec& spec, const Expected& expected, const Observed& seen);
+
+// Seed from VENTURE_SIM_SEED (or fallback) and a count from VENTURE_SIM_RUNS (or fallback).
+uint64_t EnvSeed(uint64_t fallback);
+int EnvRuns(int fallback);
+
+}  // namespace venture::sim
