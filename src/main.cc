@@ -41,6 +41,13 @@ Result<base::SigningKey> LoadSigningKey(const std::string& dir) {
 }
 
 int Serve(const std::string& data_dir) {
+  // Block the signals before any thread starts (the store's writer is the first) so that only
+  // sigwait below receives them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   base::SetLogSink(stdout);
   std::error_code ec;
   std::filesystem::create_directories(data_dir, ec);
@@ -68,12 +75,6 @@ int Serve(const std::string& data_dir) {
   nodes::RegisterBuiltins(registry);
   engine::Engine engine(**store, *bus, clock, random, engine::Options{});
   nodes::WorkerPool workers(*bus, registry, clock, nodes::WorkerOptions{});
-  // Block the signals before any thread starts so that only sigwait below receives them.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   if (Status st = engine.Start(); !st) {
     std::cerr << "venture: " << st.error().ToString() << "\n";
     return cli::kExitError;

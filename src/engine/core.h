@@ -162,9 +162,9 @@ Decision DecideTick(RunState& state, const DecideContext& ctx, IrSource& irs);
 [[nodiscard]] Result<Decision> DecideCommand(RunState& state, Command command,
                                              const std::string& reason, const DecideContext& ctx,
                                              IrSource& irs);
-// Applies a JSON Patch to the run's definition. kInvalidArgument (with the problems joined) when
-// the result is invalid; kFailedPrecondition when it touches a settled or started node or the run is
-// terminal.
+// Applies a JSON Patch to the run's definition. kInvalidArgument (with the problems joined)
+// when the result is invalid; kFailedPrecondition when it touches a settled or started node or
+// the run is terminal.
 [[nodiscard]] Result<Decision> DecidePatch(RunState& state, const json::value& ops,
                                            const std::string& reason, const DecideContext& ctx,
                                            IrSource& irs);

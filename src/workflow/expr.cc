@@ -72,6 +72,16 @@ void CollectJqError(void* data, jv message) {
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) {
     text.pop_back();
   }
+  // One line per problem: jq's own prefix and shell hint go, the quoted source line follows ": ".
+  for (std::string_view noise : {std::string_view("jq: error: "),
+                                 std::string_view(" (Unix shell quoting issues?)")}) {
+    for (std::size_t at = text.find(noise); at != std::string::npos; at = text.find(noise)) {
+      text.erase(at, noise.size());
+    }
+  }
+  for (std::size_t at = text.find('\n'); at != std::string::npos; at = text.find('\n')) {
+    text.replace(at, 1, " ");
+  }
   if (text.empty() ||
       (text.starts_with("jq: ") && text.find("compile error") != std::string::npos)) {
     return;  // the "jq: 1 compile error" summary adds nothing

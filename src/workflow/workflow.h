@@ -31,8 +31,8 @@ struct Problem {
 };
 using Problems = std::vector<Problem>;
 
-// A compiled jq program. Copyable and cheap (shared). Evaluation yields exactly one value: a program
-// that yields none or several is an error (kInvalidArgument), as is a jq runtime error.
+// A compiled jq program. Copyable and cheap (shared). Evaluation yields exactly one value: a
+// program that yields none or several is an error (kInvalidArgument), as is a jq runtime error.
 class Expr {
  public:
   Expr() = default;

@@ -12,8 +12,8 @@
 // duplicates a result (with and without a dedup id), or holds it back and releases it later; the
 // store fails appends at a rate; the engine crashes (Engine and bus destroyed, new ones created
 // over the same store, Start() recovers). When nothing can move, the clock jumps to the next wake
-// (engine timers, result and task leases). At the end: no unfinished run, store Verify() ok, every run's
-// status and node statuses match the model, at most one settle event per node and per item.
+// (engine timers, result and task leases). At the end: no unfinished run, store Verify() ok, every
+// run's status and node statuses match the model, at most one settle event per node and per item.
 //
 // Reproduce a failing world with the printed command: VENTURE_SIM_SEED is the world's seed and
 // VENTURE_SIM_RUNS the number of worlds (consecutive seeds).
