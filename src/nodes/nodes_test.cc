@@ -50,11 +50,13 @@ TEST(Builtins, NoopFailTransform) {
 
   const json::value ctx = json::object{{"inputs", json::object{{"n", 20}}}};
   EXPECT_EQ(Execute(r, "transform", json::object{{"expr", ".inputs.n + 1"}}, ctx).output, 21);
-  EXPECT_EQ(Execute(r, "transform", json::object{{"expr", "${{ .inputs.n * 2 }}"}}, ctx).output, 40);
+  EXPECT_EQ(
+      Execute(r, "transform", json::object{{"expr", "${{ .inputs.n * 2 }}"}}, ctx).output, 40);
   Outcome bad = Execute(r, "transform", json::object{{"expr", ".inputs.n | | x"}}, ctx);
   EXPECT_EQ(bad.error_code, "expression_error");
   EXPECT_FALSE(bad.retryable);
-  Outcome runtime = Execute(r, "transform", json::object{{"expr", ".inputs.n | error(\"no\")"}}, ctx);
+  Outcome runtime =
+      Execute(r, "transform", json::object{{"expr", ".inputs.n | error(\"no\")"}}, ctx);
   EXPECT_EQ(runtime.error_code, "expression_error");
   EXPECT_EQ(Execute(r, "transform", json::object{}, ctx).error_code, "invalid_config");
 }
