@@ -4,6 +4,7 @@
 #include "bench/workloads.h"
 
 #include <algorithm>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -97,7 +98,7 @@ class Tracker {
 
 double Percentile(const std::vector<double>& sorted, double p) {
   if (sorted.empty()) return 0;
-  const auto i = static_cast<std::size_t>(p * static_cast<double>(sorted.size() - 1) + 0.5);
+  const auto i = static_cast<std::size_t>(std::lround(p * static_cast<double>(sorted.size() - 1)));
   return sorted[std::min(i, sorted.size() - 1)];
 }
 
@@ -141,7 +142,7 @@ Status Submit(Stack& s, Tracker& tracker, const std::string& workflow, int count
       std::unique_lock lock(mu);
       cv.wait(lock, [&] { return pending == 0; });
       lock.unlock();
-      if (!tracker.Wait(static_cast<std::size_t>(i + 1), Millis(60000))) {
+      if (!tracker.Wait(static_cast<std::size_t>(i) + 1, Millis(60000))) {
         return DeadlineExceeded("a run did not finish within 60 s");
       }
     }
@@ -149,6 +150,28 @@ Status Submit(Stack& s, Tracker& tracker, const std::string& workflow, int count
   std::unique_lock lock(mu);
   cv.wait(lock, [&] { return pending == 0; });
   return failure;
+}
+
+// Opens the store in `dir` and builds the bus, engine and worker pool on it (not started).
+Status OpenStack(const BenchOptions& o, const std::string& dir, Stack& s) {
+  storage::Options so;
+  so.signing_key = base::NewSigningKey();
+  so.fsync = o.fsync;
+  if (o.store == "memory") {
+    s.store = storage::NewMemoryStore(so, s.clock, s.random);
+  } else if (o.store == "sqlite") {
+    VENTURE_ASSIGN_OR_RETURN(s.store, storage::OpenSqlite(dir, so, s.clock, s.random));
+  } else {
+    return InvalidArgument("unknown store '" + o.store + "' (use sqlite or memory)");
+  }
+  s.bus = bus::NewMemoryBus(s.clock);
+  nodes::RegisterBuiltins(s.registry);
+  s.engine = std::make_unique<engine::Engine>(*s.store, *s.bus, s.clock, s.random,
+                                              engine::Options{});
+  nodes::WorkerOptions wo;
+  wo.threads = static_cast<std::size_t>(std::max(1, o.workers));
+  s.workers = std::make_unique<nodes::WorkerPool>(*s.bus, s.registry, s.clock, wo);
+  return Ok();
 }
 
 }  // namespace
@@ -167,23 +190,7 @@ Result<BenchResult> RunWorkload(const BenchOptions& o) {
     if (mkdtemp(tmpl.data()) == nullptr) return Unavailable("cannot create a temporary directory");
     dir = tmpl;
   }
-  storage::Options so;
-  so.signing_key = base::NewSigningKey();
-  so.fsync = o.fsync;
-  if (o.store == "memory") {
-    s.store = storage::NewMemoryStore(so, s.clock, s.random);
-  } else if (o.store == "sqlite") {
-    VENTURE_ASSIGN_OR_RETURN(s.store, storage::OpenSqlite(dir, so, s.clock, s.random));
-  } else {
-    return InvalidArgument("unknown store '" + o.store + "' (use sqlite or memory)");
-  }
-  s.bus = bus::NewMemoryBus(s.clock);
-  nodes::RegisterBuiltins(s.registry);
-  s.engine = std::make_unique<engine::Engine>(*s.store, *s.bus, s.clock, s.random,
-                                              engine::Options{});
-  nodes::WorkerOptions wo;
-  wo.threads = static_cast<std::size_t>(std::max(1, o.workers));
-  s.workers = std::make_unique<nodes::WorkerPool>(*s.bus, s.registry, s.clock, wo);
+  VENTURE_RETURN_IF_ERROR(OpenStack(o, dir, s));
   Tracker tracker(s.clock);
   for (const char* subject : {"run.succeeded", "run.failed", "run.cancelled"}) {
     VENTURE_ASSIGN_OR_RETURN(uint64_t sub, s.bus->Subscribe(subject, [&](const bus::Message& m) {

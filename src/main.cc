@@ -122,6 +122,7 @@ int Main(int argc, char** argv) {
 
   auto* serve = app.add_subcommand("serve", "Run the server (embedded store and bus)");
   std::string data_dir = "./venture-data";
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): read once at startup, before any thread exists.
   if (const char* env = std::getenv("VENTURE_DATA_DIR")) data_dir = env;
   serve->add_option("--data-dir", data_dir, "Data directory");
 

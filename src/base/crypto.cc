@@ -7,8 +7,8 @@
 namespace venture::base {
 
 void InitCrypto() {
-  static const int rc = sodium_init();
-  VENTURE_CHECK_MSG(rc >= 0, "libsodium failed to initialise");
+  static const int kSodiumInit = sodium_init();
+  VENTURE_CHECK_MSG(kSodiumInit >= 0, "libsodium failed to initialise");
 }
 
 Hash Blake2b(std::string_view data) {

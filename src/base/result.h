@@ -77,10 +77,14 @@ inline Error Cancelled(std::string m) { return {Code::kCancelled, std::move(m)};
     if (!venture_status_) return std::move(venture_status_).error(); \
   } while (false)
 
+// `lhs` may be a declaration (`auto x`) and `tmp` is a generated name, so neither can be
+// parenthesised.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define VENTURE_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
   auto tmp = (expr);                                  \
   if (!tmp) return std::move(tmp).error();            \
   lhs = std::move(*tmp)
+// NOLINTEND(bugprone-macro-parentheses)
 
 // VENTURE_ASSIGN_OR_RETURN(auto x, Foo()); assigns the value or returns the error.
 #define VENTURE_ASSIGN_OR_RETURN(lhs, expr) \
@@ -93,10 +97,12 @@ inline Error Cancelled(std::string m) { return {Code::kCancelled, std::move(m)};
     if (!venture_status_) co_return std::move(venture_status_).error(); \
   } while (false)
 
+// NOLINTBEGIN(bugprone-macro-parentheses): as VENTURE_ASSIGN_OR_RETURN_IMPL.
 #define VENTURE_CO_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
   auto tmp = (expr);                                     \
   if (!tmp) co_return std::move(tmp).error();            \
   lhs = std::move(*tmp)
+// NOLINTEND(bugprone-macro-parentheses)
 
 #define VENTURE_CO_ASSIGN_OR_RETURN(lhs, expr) \
   VENTURE_CO_ASSIGN_OR_RETURN_IMPL(VENTURE_CONCAT(venture_result_, __LINE__), lhs, expr)

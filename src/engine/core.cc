@@ -50,7 +50,6 @@ class Emitter {
   RunState& state() { return s_; }
   const DecideContext& ctx() { return ctx_; }
   Decision& decision() { return d_; }
-  IrSource& irs() { return irs_; }
 
  private:
   RunState& s_;
@@ -162,7 +161,9 @@ Status ApplyNodeSettle(NodeState& n, const std::string& type, const json::object
     st = NodeStatus::kCancelled;
   }
   SettleSlot(n.slot, st);
-  if (out) n.slot.output = *out;
+  // The output is the settle event's: a repeat node that fails or is cancelled must not keep
+  // showing the output of its last completed iteration (node.repeating sets it) as its own.
+  n.slot.output = out ? *out : json::value();
   if (err) n.slot.error = *err;
   if (const json::string* oc = base::FindString(data, "outcome")) n.outcome = std::string(*oc);
   for (Slot& item : n.item_slots) {
@@ -647,7 +648,7 @@ void FireTimers(Emitter& em) {
 }  // namespace
 
 Result<Decision> DecideSubmit(RunState& state, const std::string& run_id,
-                              std::shared_ptr<const Ir> ir, json::value inputs,
+                              const std::shared_ptr<const Ir>& ir, json::value inputs,
                               const std::string& replay_of, const json::object& seeded,
                               const DecideContext& ctx, IrSource& irs) {
   VENTURE_CHECK(ir != nullptr);

@@ -147,7 +147,7 @@ class IrSource {
 // A new run: run.submitted (+ run.started and the first dispatches unless frozen). `seeded` holds
 // outputs of nodes that a replay reuses (they settle as succeeded at once).
 [[nodiscard]] Result<Decision> DecideSubmit(RunState& state, const std::string& run_id,
-                                            std::shared_ptr<const workflow::Ir> ir,
+                                            const std::shared_ptr<const workflow::Ir>& ir,
                                             json::value inputs, const std::string& replay_of,
                                             const json::object& seeded, const DecideContext& ctx,
                                             IrSource& irs);

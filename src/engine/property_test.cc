@@ -1,16 +1,20 @@
-// Goal: the pure engine core (DecideSubmit / DecideResult / DecideTick / DecideCommand and Apply)
-// computes, for any workflow, the final statuses that the reference model in tests/sim/model.h
-// predicts, with a history that is exactly-once and well ordered.
+// Goal: the pure engine core (DecideSubmit / DecideResult / DecideTick / DecideCommand /
+// DecidePatch and Apply) computes, for any workflow, the final statuses that the reference model
+// in tests/sim/model.h predicts, with a history that is exactly-once and well ordered.
 //
-// Method: for each seed, generate a random DAG workflow and an outcome script (per node, item and
-// attempt: succeed, fail retryable, fail non-retryable, hang), compile it, and drive the core
-// directly: deliver the results of the emitted dispatches in a random order (hung attempts never
-// answer), re-deliver some results late as duplicates (which must emit nothing), pause, resume and
-// occasionally cancel, and when nothing is in flight move time to NextDue and DecideTick. Then
+// Method: for each seed, generate a random DAG workflow and an outcome script (per node, item,
+// repeat iteration and attempt: succeed, fail retryable, fail non-retryable, hang), compile it,
+// and drive the core directly: deliver the results of the emitted dispatches in a random order
+// (hung attempts never answer), re-deliver some results late as duplicates and forge results that
+// name another repeat iteration than the one in flight (both must emit nothing), pause, resume and
+// occasionally cancel, patch in new noop nodes that need a settled node (the model's spec grows
+// with them), check that a patch changing a settled node is refused with kFailedPrecondition and
+// leaves the state alone, and when nothing is in flight move time to NextDue and DecideTick. Then
 // check: the final run and node statuses against the model; folding Apply over every emitted event
 // from an empty RunState reproduces the state (operator==); the snapshot encoding round-trips; each
-// node and item settles at most once and every node's events follow the legal transition order;
-// foreach never exceeds max_parallel and outputs are in item order.
+// node and item settles at most once and every node's events follow the legal transition order
+// (repeat iterations counted, never past max_iterations); foreach never exceeds max_parallel and
+// outputs are in item order.
 //
 // Reproduce a failure with the printed command (VENTURE_SIM_SEED = the workflow's seed,
 // VENTURE_SIM_RUNS = how many consecutive seeds to run).
@@ -65,7 +69,7 @@ class TransitionChecker {
   std::string Check(const EventDraft& e);
 
  private:
-  enum class S { kPending, kReady, kRunning, kBackoff, kWaiting, kExpanded, kSettled };
+  enum class S { kPending, kReady, kRunning, kBackoff, kWaiting, kExpanded, kRepeat, kSettled };
   struct Item {
     S s = S::kPending;
     int attempt = 0;
@@ -73,10 +77,11 @@ class TransitionChecker {
   struct Node {
     S s = S::kPending;
     int attempt = 0;
+    int iteration = 0;  // repeat: completed iterations
     std::vector<Item> items;
   };
   std::string CheckItem(Node& n, const sim::NodeSpec& spec, const EventDraft& e, int index);
-  std::string CheckPlain(Node& n, const EventDraft& e);
+  std::string CheckPlain(Node& n, const sim::NodeSpec& spec, const EventDraft& e);
 
   const sim::WorkflowSpec& spec_;
   std::vector<Node> nodes_;
@@ -124,7 +129,8 @@ std::string TransitionChecker::CheckItem(Node& n, const sim::NodeSpec& spec, con
   return "";
 }
 
-std::string TransitionChecker::CheckPlain(Node& n, const EventDraft& e) {
+std::string TransitionChecker::CheckPlain(Node& n, const sim::NodeSpec& spec,
+                                          const EventDraft& e) {
   const int attempt = IntOf(e.data, "attempt");
   const bool fresh = n.s == S::kPending || n.s == S::kReady;
   if (e.type == "node.ready") {
@@ -140,8 +146,19 @@ std::string TransitionChecker::CheckPlain(Node& n, const EventDraft& e) {
     if (const json::array* items = base::FindArray(e.data, "items")) {
       n.items.assign(items->size(), Item{});
     }
+  } else if (e.type == "node.repeating") {
+    if (!spec.repeat || n.s != S::kRunning) {
+      return "repeating while no repeat attempt runs";
+    }
+    n.s = S::kRepeat;
+    if (++n.iteration != IntOf(e.data, "iteration") || n.iteration >= spec.max_iterations) {
+      return "repeating reports iteration " + std::to_string(IntOf(e.data, "iteration")) +
+             " after " + std::to_string(n.iteration) + " of at most " +
+             std::to_string(spec.max_iterations);
+    }
   } else if (e.type == "node.started") {
-    if (!(fresh && attempt == 1) && !(n.s == S::kBackoff && attempt == n.attempt + 1)) {
+    if (!((fresh || n.s == S::kRepeat) && attempt == 1) &&
+        !(n.s == S::kBackoff && attempt == n.attempt + 1)) {
       return "started out of order (attempt " + std::to_string(attempt) + ")";
     }
     n.s = S::kRunning;
@@ -196,18 +213,8 @@ std::string TransitionChecker::Check(const EventDraft& e) {
     failing_ = failing_ || (e.type == "node.failed" && !spec.on_failure_continue);
     return "";
   }
-  std::string why = CheckPlain(n, e);
+  std::string why = CheckPlain(n, spec, e);
   return why.empty() ? "" : "node " + e.node + ": " + why;
-}
-
-void Take(Decision d, Time now, Drive& out, std::vector<Dispatch>& pending) {
-  for (EventDraft& e : d.events) {
-    out.events.push_back(std::move(e));
-    out.times.push_back(now);
-  }
-  for (Dispatch& x : d.dispatches) {
-    pending.push_back(std::move(x));
-  }
 }
 
 TaskResult ResultOf(const sim::WorkflowSpec& spec, const Dispatch& d, sim::Outcome o) {
@@ -219,7 +226,7 @@ TaskResult ResultOf(const sim::WorkflowSpec& spec, const Dispatch& d, sim::Outco
   r.attempt = d.attempt;
   r.ok = o == sim::Outcome::kOk;
   if (r.ok) {
-    r.output = sim::OutputOf(spec, std::stoi(d.node.substr(1)), d.index);
+    r.output = sim::OutputOf(spec, std::stoi(d.node.substr(1)), d.index, r.iteration);
   } else {
     r.error_code = sim::ErrorCode(o);
     r.error_message = "scripted";
@@ -228,85 +235,196 @@ TaskResult ResultOf(const sim::WorkflowSpec& spec, const Dispatch& d, sim::Outco
   return r;
 }
 
+// Drives one run of the core with random actions. The spec grows with the nodes patched in.
+class Driver {
+ public:
+  Driver(sim::WorkflowSpec& spec, IrSource& irs, uint64_t seed)
+      : spec_(spec), irs_(irs), rnd_(seed ^ 0x5eed) {
+    ctx_.now = kStart;
+    ctx_.random = &rnd_;
+  }
+  Drive Run(std::shared_ptr<const workflow::Ir> ir);
+
+ private:
+  bool Act();
+  void Take(Decision d);
+  void Deliver();
+  void ExpectIgnored(const TaskResult& r, const char* what);
+  void PatchAdd();
+  void PatchSettled();
+  std::vector<int> Settled() const;
+
+  sim::WorkflowSpec& spec_;
+  IrSource& irs_;
+  base::SeededRandom rnd_;
+  DecideContext ctx_;
+  Drive out_;
+  std::vector<Dispatch> pending_;
+  std::vector<TaskResult> late_;
+  bool may_cancel_ = false;
+  bool paused_ = false;
+  int patches_ = 0;
+};
+
+void Driver::Take(Decision d) {
+  for (EventDraft& e : d.events) {
+    out_.events.push_back(std::move(e));
+    out_.times.push_back(ctx_.now);
+  }
+  for (Dispatch& x : d.dispatches) {
+    pending_.push_back(std::move(x));
+  }
+}
+
+void Driver::ExpectIgnored(const TaskResult& r, const char* what) {
+  Decision d = DecideResult(out_.state, r, ctx_, irs_);
+  if (!d.events.empty() || !d.dispatches.empty()) {
+    out_.error = std::string(what) + " of " + r.node + " (iteration " +
+                 std::to_string(r.iteration) + ", attempt " + std::to_string(r.attempt) +
+                 ") emitted " + (d.events.empty() ? "a dispatch" : d.events.front().type);
+  }
+}
+
+void Driver::Deliver() {
+  const std::size_t k = rnd_.Uniform(pending_.size());
+  const Dispatch d = pending_[k];
+  pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(k));
+  const int node = std::stoi(d.node.substr(1));
+  const sim::Outcome o =
+      sim::OutcomeOf(spec_, node, d.index, d.index >= 0 ? 0 : d.iteration, d.attempt);
+  if (o == sim::Outcome::kHang) {
+    return;
+  }
+  const TaskResult r = ResultOf(spec_, d, o);
+  if (d.index < 0 && rnd_.Uniform(6) == 0) {
+    // A result that names another iteration of this attempt, with the opposite outcome. (The
+    // dispatch may be older than the node's current iteration: never forge that one.)
+    const sim::Outcome flipped = r.ok ? sim::Outcome::kFailPermanent : sim::Outcome::kOk;
+    TaskResult forged = ResultOf(spec_, d, flipped);
+    forged.iteration = d.iteration > 0
+                           ? static_cast<int>(rnd_.Uniform(static_cast<uint64_t>(d.iteration)))
+                           : d.iteration + 1;
+    forged.output = "done";
+    if (forged.iteration != out_.state.nodes[static_cast<std::size_t>(node)].iteration) {
+      ExpectIgnored(forged, "a result of another iteration");
+    }
+  }
+  if (rnd_.Uniform(10) == 0) {
+    late_.push_back(r);
+  }
+  Take(DecideResult(out_.state, r, ctx_, irs_));
+}
+
+std::vector<int> Driver::Settled() const {
+  std::vector<int> settled;
+  for (std::size_t i = 0; i < out_.state.nodes.size(); ++i) {
+    if (IsSettled(out_.state.nodes[i].slot.status)) {
+      settled.push_back(static_cast<int>(i));
+    }
+  }
+  return settled;
+}
+
+void Driver::PatchAdd() {
+  const std::vector<int> settled = Settled();
+  const int need = settled.empty() || rnd_.Uniform(4) == 0
+                       ? -1
+                       : settled[rnd_.Uniform(settled.size())];
+  spec_.nodes.push_back(sim::AddedNode(spec_, need));
+  const json::value ops = json::array{json::object{
+      {"op", "add"},
+      {"path", "/nodes/-"},
+      {"value", sim::NodeDefinition(spec_, static_cast<int>(spec_.nodes.size()) - 1)}}};
+  auto d = DecidePatch(out_.state, ops, "t", ctx_, irs_);
+  if (!d) {
+    out_.error = "a patch adding " + spec_.nodes.back().id + " was refused: " + d.error().message;
+    return;
+  }
+  ++patches_;
+  Take(std::move(*d));
+}
+
+void Driver::PatchSettled() {
+  const std::vector<int> settled = Settled();
+  if (settled.empty()) {
+    return;
+  }
+  const int node = settled[rnd_.Uniform(settled.size())];
+  const json::value ops = json::array{json::object{{"op", "replace"},
+                                                   {"path", "/nodes/" + std::to_string(node) +
+                                                                "/timeout"},
+                                                   {"value", "45s"}}};
+  const RunState before = out_.state;
+  auto d = DecidePatch(out_.state, ops, "t", ctx_, irs_);
+  if (d) {
+    out_.error = "a patch changing settled node n" + std::to_string(node) + " was applied";
+  } else if (d.error().code != Code::kFailedPrecondition) {
+    out_.error = "a patch changing a settled node failed with " + d.error().ToString();
+  } else if (!(out_.state == before)) {
+    out_.error = "a refused patch changed the state";
+  }
+}
+
 // One random action; false when the run cannot move any more.
-bool Act(const sim::WorkflowSpec& spec, base::Random& rnd, DecideContext& ctx, IrSource& irs,
-         Drive& out, std::vector<Dispatch>& pending, std::vector<TaskResult>& late,
-         bool may_cancel, bool& paused) {
-  const uint64_t roll = rnd.Uniform(100);
-  if (!pending.empty() && roll < 70) {
-    const std::size_t k = rnd.Uniform(pending.size());
-    const Dispatch d = pending[k];
-    pending.erase(pending.begin() + static_cast<std::ptrdiff_t>(k));
-    const sim::Outcome o = sim::OutcomeOf(spec, std::stoi(d.node.substr(1)), d.index, d.attempt);
-    if (o == sim::Outcome::kHang) {
-      return true;
-    }
-    const TaskResult r = ResultOf(spec, d, o);
-    if (rnd.Uniform(10) == 0) {
-      late.push_back(r);
-    }
-    Take(DecideResult(out.state, r, ctx, irs), ctx.now, out, pending);
-  } else if (!late.empty() && roll < 78) {
-    const TaskResult r = late[rnd.Uniform(late.size())];
-    Decision d = DecideResult(out.state, r, ctx, irs);
-    if (!d.events.empty() || !d.dispatches.empty()) {
-      out.error = "a duplicate result of " + r.node + " emitted " + d.events.front().type;
-    }
+bool Driver::Act() {
+  const uint64_t roll = rnd_.Uniform(100);
+  if (!pending_.empty() && roll < 70) {
+    Deliver();
+  } else if (!late_.empty() && roll < 78) {
+    ExpectIgnored(late_[rnd_.Uniform(late_.size())], "a duplicate result");
   } else if (roll < 82) {
-    auto d = DecideCommand(out.state, paused ? Command::kResume : Command::kPause, "t", ctx, irs);
+    auto d = DecideCommand(out_.state, paused_ ? Command::kResume : Command::kPause, "t", ctx_,
+                           irs_);
     if (!d) {
-      out.error = "pause/resume refused: " + d.error().message;
+      out_.error = "pause/resume refused: " + d.error().message;
       return false;
     }
-    paused = !paused;
-    Take(std::move(*d), ctx.now, out, pending);
-  } else if (roll < 83 && may_cancel) {
-    auto d = DecideCommand(out.state, Command::kCancel, "t", ctx, irs);
-    out.cancelled = true;
-    Take(std::move(*d), ctx.now, out, pending);
-  } else if (!pending.empty()) {
-    Take(DecideTick(out.state, ctx, irs), ctx.now, out, pending);
-  } else if (auto due = NextDue(out.state)) {
-    ctx.now = std::max(ctx.now, *due);
-    Take(DecideTick(out.state, ctx, irs), ctx.now, out, pending);
-  } else if (paused) {
-    paused = false;
-    Take(*DecideCommand(out.state, Command::kResume, "t", ctx, irs), ctx.now, out, pending);
+    paused_ = !paused_;
+    Take(std::move(*d));
+  } else if (roll < 83 && may_cancel_) {
+    auto d = DecideCommand(out_.state, Command::kCancel, "t", ctx_, irs_);
+    out_.cancelled = true;
+    Take(std::move(*d));
+  } else if (roll < 85) {
+    if (patches_ < 3 && rnd_.Uniform(2) == 0) {
+      PatchAdd();
+    } else {
+      PatchSettled();
+    }
+  } else if (!pending_.empty()) {
+    Take(DecideTick(out_.state, ctx_, irs_));
+  } else if (auto due = NextDue(out_.state)) {
+    ctx_.now = std::max(ctx_.now, *due);
+    Take(DecideTick(out_.state, ctx_, irs_));
+  } else if (paused_) {
+    paused_ = false;
+    Take(*DecideCommand(out_.state, Command::kResume, "t", ctx_, irs_));
   } else {
     return false;
   }
   return true;
 }
 
-Drive Run(const sim::WorkflowSpec& spec, std::shared_ptr<const workflow::Ir> ir, IrSource& irs,
-          uint64_t seed) {
-  base::SeededRandom rnd(seed ^ 0x5eed);
-  DecideContext ctx;
-  ctx.now = kStart;
-  ctx.random = &rnd;
-  Drive out;
-  std::vector<Dispatch> pending;
-  std::vector<TaskResult> late;
-  auto d = DecideSubmit(out.state, "run_1", ir, sim::Inputs(spec), "", {}, ctx, irs);
+Drive Driver::Run(std::shared_ptr<const workflow::Ir> ir) {
+  auto d = DecideSubmit(out_.state, "run_1", ir, sim::Inputs(spec_), "", {}, ctx_, irs_);
   if (!d) {
-    out.error = "DecideSubmit: " + d.error().message;
-    return out;
+    out_.error = "DecideSubmit: " + d.error().message;
+    return out_;
   }
-  Take(std::move(*d), ctx.now, out, pending);
-  const bool may_cancel = rnd.Uniform(20) == 0;
-  bool paused = false;
-  for (int step = 0; step < 100000 && out.error.empty(); ++step) {
-    if (IsTerminal(out.state.status)) {
-      return out;
+  Take(std::move(*d));
+  may_cancel_ = rnd_.Uniform(20) == 0;
+  for (int step = 0; step < 100000 && out_.error.empty(); ++step) {
+    if (IsTerminal(out_.state.status)) {
+      return out_;
     }
-    if (!Act(spec, rnd, ctx, irs, out, pending, late, may_cancel, paused)) {
+    if (!Act()) {
       break;
     }
   }
-  if (out.error.empty()) {
-    out.error = "the run is stuck in status " + std::string(RunStatusName(out.state.status));
+  if (out_.error.empty()) {
+    out_.error = "the run is stuck in status " + std::string(RunStatusName(out_.state.status));
   }
-  return out;
+  return out_;
 }
 
 std::string CheckOutputs(const sim::WorkflowSpec& spec, const RunState& s) {
@@ -317,7 +435,7 @@ std::string CheckOutputs(const sim::WorkflowSpec& spec, const RunState& s) {
     }
     json::array want;
     for (int k = 0; k < n.items; ++k) {
-      want.push_back(sim::OutputOf(spec, static_cast<int>(i), k));
+      want.push_back(sim::OutputOf(spec, static_cast<int>(i), k, 0));
     }
     if (s.nodes[i].slot.output != json::value(want)) {
       return "foreach " + n.id + " output " + base::CompactJson(s.nodes[i].slot.output) +
@@ -353,14 +471,14 @@ std::string CheckHistory(const sim::WorkflowSpec& spec, const Drive& d, IrSource
 
 std::string CheckOne(uint64_t seed) {
   base::SeededRandom gen(seed);
-  const sim::WorkflowSpec spec = sim::Generate(gen, sim::GenOptions{});
+  sim::WorkflowSpec spec = sim::Generate(gen, sim::GenOptions{});
   MapIrSource irs;
   auto ir = irs.CompileDefinition(sim::ToDefinition(spec));
   if (ir == nullptr) {
     return "the generated definition does not compile: " +
            base::CompactJson(sim::ToDefinition(spec));
   }
-  Drive d = Run(spec, ir, irs, seed);
+  Drive d = Driver(spec, irs, seed).Run(ir);
   if (!d.error.empty()) {
     return d.error;
   }
@@ -392,7 +510,7 @@ TEST(EnginePropertyTest, RandomWorkflowsMatchTheReferenceModel) {
       ADD_FAILURE() << "seed " << seed << ": " << why << "\n  definition: "
                     << base::CompactJson(sim::ToDefinition(sim::Generate(gen, {})))
                     << "\n  reproduce: VENTURE_SIM_SEED=" << seed
-                    << " VENTURE_SIM_RUNS=1 build/h-sim/src/engine/engine_property_test";
+                    << " VENTURE_SIM_RUNS=1 " << ::testing::internal::GetArgvs()[0];
     }
   }
   std::printf("property: %d workflows from seed %llu, %d failed\n", runs,

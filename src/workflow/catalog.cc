@@ -212,7 +212,7 @@ void ValidateApproval(const json::value& config, const std::string& path, Proble
 }
 
 const std::array<NodeTypeSpec, 6>& Catalog() {
-  static const std::array<NodeTypeSpec, 6> catalog = {{
+  static const std::array<NodeTypeSpec, 6> kCatalog = {{
       {"approval", Execution::kGate, false, ValidateApproval},
       {"fail", Execution::kTask, false, ValidateFail},
       {"http", Execution::kTask, false, ValidateHttp},
@@ -220,7 +220,7 @@ const std::array<NodeTypeSpec, 6>& Catalog() {
       {"sleep", Execution::kTimer, false, ValidateSleep},
       {"transform", Execution::kTask, true, ValidateTransform},
   }};
-  return catalog;
+  return kCatalog;
 }
 
 }  // namespace

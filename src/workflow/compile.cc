@@ -13,16 +13,16 @@ using internal::Child;
 using internal::Quote;
 
 const std::vector<std::string>& TopFields() {
-  static const std::vector<std::string> fields = {"name",     "description", "inputs",
-                                                  "defaults", "nodes",       "output"};
-  return fields;
+  static const std::vector<std::string> kFields = {"name",     "description", "inputs",
+                                                   "defaults", "nodes",       "output"};
+  return kFields;
 }
 
 const std::vector<std::string>& NodeFields() {
-  static const std::vector<std::string> fields = {
+  static const std::vector<std::string> kFields = {
       "id",      "type",  "needs",   "join",    "if",         "foreach", "max_parallel",
       "repeat",  "retry", "timeout", "on_failure", "config"};
-  return fields;
+  return kFields;
 }
 
 // Walks the whole document once for the bounds that apply everywhere.

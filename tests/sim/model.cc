@@ -70,6 +70,12 @@ void GenType(base::Random& r, NodeSpec& n, const GenOptions& o) {
     n.foreach = true;
     n.items = Pick(r, 5);
     n.max_parallel = Chance(r, 50) ? 1 + Pick(r, 3) : 0;
+  } else if (Chance(r, 30)) {
+    n.repeat = true;
+    n.until = Chance(r, 50) ? UntilKind::kIterationAtLeast : UntilKind::kOutputDone;
+    n.until_iterations = 1 + Pick(r, 3);
+    n.max_iterations = 1 + Pick(r, 4);
+    n.interval_ms = 100 * Pick(r, 4);
   }
 }
 
@@ -124,6 +130,15 @@ json::value ConfigJson(const NodeSpec& n) {
   return json::object();
 }
 
+json::value RepeatJson(const NodeSpec& n) {
+  const std::string until = n.until == UntilKind::kIterationAtLeast
+                                ? ".iteration >= " + std::to_string(n.until_iterations)
+                                : ".output == \"done\"";
+  return json::object{{"until", "${{ " + until + " }}"},
+                      {"max_iterations", n.max_iterations},
+                      {"interval", FormatDuration(Millis(n.interval_ms))}};
+}
+
 json::value NodeJson(const WorkflowSpec& spec, const NodeSpec& n) {
   json::object o{{"id", n.id}, {"type", n.type}, {"config", ConfigJson(n)}, {"timeout", "30s"}};
   if (!n.needs.empty()) {
@@ -142,6 +157,9 @@ json::value NodeJson(const WorkflowSpec& spec, const NodeSpec& n) {
   }
   if (n.has_retry) {
     o["retry"] = RetryJson(n);
+  }
+  if (n.repeat) {
+    o["repeat"] = RepeatJson(n);
   }
   if (n.foreach) {
     std::string list = "[";
@@ -164,12 +182,12 @@ bool WillRetry(const NodeSpec& n, Outcome o, int attempt) {
   return !(o == Outcome::kFailFatal && n.fatal_listed);
 }
 
-// The final status of one slot (a plain node or one item): attempts until one succeeds or fails
-// for good.
-bool SlotSucceeds(const WorkflowSpec& spec, int node, int index) {
+// The final status of one slot (a plain node or one item) in one repeat iteration: attempts
+// until one succeeds or fails for good.
+bool SlotSucceeds(const WorkflowSpec& spec, int node, int index, int iteration) {
   const NodeSpec& n = spec.nodes[static_cast<std::size_t>(node)];
   for (int attempt = 1;; ++attempt) {
-    const Outcome o = OutcomeOf(spec, node, index, attempt);
+    const Outcome o = OutcomeOf(spec, node, index, iteration, attempt);
     if (o == Outcome::kOk) {
       return true;
     }
@@ -177,6 +195,24 @@ bool SlotSucceeds(const WorkflowSpec& spec, int node, int index) {
       return false;
     }
   }
+}
+
+// A repeat node: the iteration (0-based) after which `until` holds, or -1 when an iteration
+// fails or max_iterations pass without it (code max_iterations).
+int RepeatEnds(const WorkflowSpec& spec, int node) {
+  const NodeSpec& n = spec.nodes[static_cast<std::size_t>(node)];
+  for (int iteration = 0; iteration < n.max_iterations; ++iteration) {
+    if (!SlotSucceeds(spec, node, -1, iteration)) {
+      return -1;
+    }
+    const bool done = n.until == UntilKind::kIterationAtLeast
+                          ? iteration + 1 >= n.until_iterations
+                          : OutputOf(spec, node, -1, iteration) == json::value("done");
+    if (done) {
+      return iteration;
+    }
+  }
+  return -1;
 }
 
 json::value IdealOutput(const WorkflowSpec& spec, const std::vector<std::string>& status,
@@ -188,11 +224,11 @@ json::value IdealOutput(const WorkflowSpec& spec, const std::vector<std::string>
   if (n.foreach) {
     json::array out;
     for (int k = 0; k < n.items; ++k) {
-      out.push_back(OutputOf(spec, node, k));
+      out.push_back(OutputOf(spec, node, k, 0));
     }
     return out;
   }
-  return OutputOf(spec, node, -1);
+  return OutputOf(spec, node, -1, n.repeat ? RepeatEnds(spec, node) : 0);
 }
 
 bool IfHolds(const WorkflowSpec& spec, const std::vector<std::string>& status, const NodeSpec& n) {
@@ -248,12 +284,28 @@ json::value ToDefinition(const WorkflowSpec& spec) {
 
 json::value Inputs(const WorkflowSpec& spec) { return json::object{{"flag", spec.flag}}; }
 
-Outcome OutcomeOf(const WorkflowSpec& spec, int node, int index, int attempt) {
+json::value NodeDefinition(const WorkflowSpec& spec, int node) {
+  return NodeJson(spec, spec.nodes[static_cast<std::size_t>(node)]);
+}
+
+NodeSpec AddedNode(const WorkflowSpec& spec, int need) {
+  NodeSpec n;
+  n.id = "n" + std::to_string(spec.nodes.size());
+  n.type = "noop";
+  if (need >= 0) {
+    n.needs.push_back(need);
+  }
+  n.script = Mix(spec.nodes.size());
+  return n;
+}
+
+Outcome OutcomeOf(const WorkflowSpec& spec, int node, int index, int iteration, int attempt) {
   const NodeSpec& n = spec.nodes[static_cast<std::size_t>(node)];
   if (n.type == "fail") {
     return n.fail_kind;
   }
-  const uint64_t key = static_cast<uint64_t>(index + 2) * uint64_t{1000003} +
+  const uint64_t key = (static_cast<uint64_t>(index + 2) * uint64_t{1000003} +
+                        static_cast<uint64_t>(iteration)) * uint64_t{1009} +
                        static_cast<uint64_t>(attempt);
   const uint64_t h = Mix(n.script ^ Mix(key));
   const int roll = static_cast<int>(h % 100);
@@ -269,11 +321,19 @@ Outcome OutcomeOf(const WorkflowSpec& spec, int node, int index, int attempt) {
   return Outcome::kOk;
 }
 
-json::value OutputOf(const WorkflowSpec&, int node, int index) {
+json::value OutputOf(const WorkflowSpec& spec, int node, int index, int iteration) {
   if (index >= 0) {
     return json::value(index * 10);
   }
-  return json::value(node % 3);
+  const NodeSpec& n = spec.nodes[static_cast<std::size_t>(node)];
+  if (!n.repeat) {
+    return json::value(node % 3);
+  }
+  if (n.until == UntilKind::kIterationAtLeast) {
+    return json::value((node + iteration) % 3);  // the last iteration's output is the node's
+  }
+  const uint64_t h = Mix(n.script ^ Mix(uint64_t{0xd0e} + static_cast<uint64_t>(iteration)));
+  return json::value(h % 100 < 40 ? "done" : "more");
 }
 
 std::string ErrorCode(Outcome o) {
@@ -311,7 +371,8 @@ Expected Predict(const WorkflowSpec& spec) {
       bool ok = true;
       const int slots = n.foreach ? n.items : 1;
       for (int k = 0; k < slots && ok; ++k) {
-        ok = SlotSucceeds(spec, static_cast<int>(i), n.foreach ? k : -1);
+        ok = n.repeat ? RepeatEnds(spec, static_cast<int>(i)) >= 0
+                      : SlotSucceeds(spec, static_cast<int>(i), n.foreach ? k : -1, 0);
       }
       status = ok ? "succeeded" : "failed";
     }

@@ -3,10 +3,13 @@
 //
 // Generate() builds a random DAG workflow (noop/fail/transform/sleep nodes, needs among earlier
 // nodes, join all/any, `if` from a small fixed set, on_failure, retry policies, foreach with
-// max_parallel) plus an outcome script: OutcomeOf() is a pure function of (node, item, attempt),
-// so the workers of every test agree with the model. Predict() is the reference model: a direct
-// computation, written independently of engine/core.cc, of each node's final status when the run
-// is not cut short, and of the run's final status. CheckFinal() compares an observed end state with
+// max_parallel, repeat with `until` from a small fixed set) plus an outcome script: OutcomeOf()
+// and OutputOf() are pure functions of (node, item, iteration, attempt), so the workers of every
+// test agree with the model. AddedNode() makes the noop node a test patches into a running run.
+// Predict() is the reference model: a direct computation, written independently of
+// engine/core.cc, of each node's final status when the run is not cut short (a repeat node
+// succeeds when `until` holds after an iteration within max_iterations, else fails), and of the
+// run's final status. CheckFinal() compares an observed end state with
 // the prediction, allowing the one freedom the semantics leave: when a run fails (or is cancelled)
 // nodes that had not settled yet are cancelled.
 #pragma once
@@ -29,6 +32,10 @@ enum class Outcome {
 
 enum class IfKind { kNone, kTrue, kFalse, kInputFlag, kNeedSucceeded, kNeedOutputIs };
 
+// repeat.until: ".iteration >= until_iterations", or ".output == \"done\"" where each
+// iteration's output is "done" or "more" by the script.
+enum class UntilKind { kIterationAtLeast, kOutputDone };
+
 struct NodeSpec {
   std::string id;
   std::string type;  // noop | fail | transform | sleep
@@ -49,6 +56,11 @@ struct NodeSpec {
   int items = 0;
   int max_parallel = 0;  // 0 = absent
   int64_t sleep_ms = 0;
+  bool repeat = false;  // plain task nodes only (not foreach, not sleep)
+  UntilKind until = UntilKind::kIterationAtLeast;
+  int until_iterations = 1;  // kIterationAtLeast
+  int max_iterations = 1;
+  int64_t interval_ms = 0;
   Outcome fail_kind = Outcome::kFailRetryable;  // type fail: what every attempt reports
   int fail_percent = 0;   // task nodes: chance an attempt fails
   int hang_percent = 0;   // task nodes: chance an attempt hangs (when allowed)
@@ -69,11 +81,17 @@ struct GenOptions {
 WorkflowSpec Generate(base::Random& random, const GenOptions& options);
 json::value ToDefinition(const WorkflowSpec& spec);
 json::value Inputs(const WorkflowSpec& spec);
+// The definition of one node (what ToDefinition puts in "nodes"), e.g. for a patch's "add" op.
+json::value NodeDefinition(const WorkflowSpec& spec, int node);
+// A noop node that always succeeds, with id "n<nodes.size()>" and `need` as its only need (-1:
+// none), for a test to append to the spec when it patches the node into a running run.
+NodeSpec AddedNode(const WorkflowSpec& spec, int need);
 
-// What attempt `attempt` (1-based) of node `node` (item `index`, -1 for a plain node) does.
-Outcome OutcomeOf(const WorkflowSpec& spec, int node, int index, int attempt);
-// The output a successful attempt reports.
-json::value OutputOf(const WorkflowSpec& spec, int node, int index);
+// What attempt `attempt` (1-based) of node `node` (item `index`, -1 for a plain node) in repeat
+// iteration `iteration` (0-based, Dispatch::iteration; 0 for items and non-repeat nodes) does.
+Outcome OutcomeOf(const WorkflowSpec& spec, int node, int index, int iteration, int attempt);
+// The output a successful attempt reports (the same for every attempt of an iteration).
+json::value OutputOf(const WorkflowSpec& spec, int node, int index, int iteration);
 // Error code and retryable flag a failing outcome reports.
 std::string ErrorCode(Outcome o);
 bool Retryable(Outcome o);

@@ -7,13 +7,23 @@
 // sequence of Engine + bus incarnations. The test plays the clients (StartRun with idempotency
 // keys, retried with the same key after kUnavailable, sometimes repeated after success) and the
 // workers (Pull "tasks.<type>", decide the outcome from the workflow's outcome script, enqueue the
-// result on engine::kResultsQueue, Ack). Faults, all drawn from the world's seed: a worker drops a
-// task without acking (lease expiry redelivers it), sends the result and crashes before the ack,
-// duplicates a result (with and without a dedup id), or holds it back and releases it later; the
-// store fails appends at a rate; the engine crashes (Engine and bus destroyed, new ones created
-// over the same store, Start() recovers). When nothing can move, the clock jumps to the next wake
-// (engine timers, result and task leases). At the end: no unfinished run, store Verify() ok, every
-// run's status and node statuses match the model, at most one settle event per node and per item.
+// result on engine::kResultsQueue, Ack; the outcome and output depend on the task's repeat
+// iteration). Faults, all drawn from the world's seed: a worker drops a task without acking (lease
+// expiry redelivers it), sends the result and crashes before the ack, duplicates a result (with
+// and without a dedup id), holds it back and releases it later, or forges a result that names an
+// iteration other than the task's (an earlier one of a repeat node, or iteration 1 of a node
+// without repeat) with the opposite outcome, which the engine must ignore; the store fails appends
+// at a rate; the engine crashes (Engine and bus destroyed, new ones created over the same store,
+// Start() recovers). The driver also plays the operator: it freezes and unfreezes the engine at
+// random points (the freeze outlives engine crashes: it is a store setting), patches running runs
+// with a new noop node that needs a settled node or nothing (the run's spec grows with it, so the
+// model predicts the new node too), and checks that a patch changing a settled node is refused
+// with kFailedPrecondition and leaves the run's version alone. When nothing can move, the clock
+// jumps to the next wake (engine timers, result and task leases), or a frozen engine is unfrozen.
+// At the end: the engine is unfrozen, no unfinished run, store Verify() ok, every run's status and
+// node statuses match the model, at most one settle event per node and per item, and in the
+// global event log no node.started or run.started lies between a control.frozen and the next
+// control.unfrozen, whose counts match the freezes and unfreezes that succeeded.
 //
 // Reproduce a failing world with the printed command: VENTURE_SIM_SEED is the world's seed and
 // VENTURE_SIM_RUNS the number of worlds (consecutive seeds).
@@ -21,6 +31,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <unordered_map>
 
 #include "bus/bus.h"
@@ -43,8 +54,11 @@ struct Faults {
   int crash_after_send = 0; // percent: result sent, worker crashes before the ack
   int duplicate = 0;        // percent: result enqueued twice
   int hold = 0;             // percent: result held back and released later
+  int stale = 0;            // percent: a forged result of another iteration comes first
   double append_failure = 0;
   int engine_crash_permille = 0;  // per loop iteration
+  int freeze_permille = 0;        // per loop iteration while unfrozen
+  int patch_permille = 0;         // per loop iteration
 };
 
 Faults FaultsFor(base::Random& r) {
@@ -56,8 +70,11 @@ Faults FaultsFor(base::Random& r) {
   f.crash_after_send = static_cast<int>(r.Uniform(5));
   f.duplicate = static_cast<int>(r.Uniform(10));
   f.hold = static_cast<int>(r.Uniform(15));
+  f.stale = static_cast<int>(r.Uniform(20));
   f.append_failure = r.Uniform(3) == 0 ? 0.0 : 0.02 * static_cast<double>(r.Uniform(5));
   f.engine_crash_permille = static_cast<int>(r.Uniform(8));
+  f.freeze_permille = static_cast<int>(r.Uniform(5));
+  f.patch_permille = static_cast<int>(r.Uniform(30));
   return f;
 }
 
@@ -83,7 +100,11 @@ class World {
   // "" when every check passes.
   std::string Run();
   int64_t events() const { return events_; }
+  int64_t repeats() const { return repeats_; }
   int crashes() const { return crashes_; }
+  int freezes() const { return freezes_; }
+  int patches() const { return patches_; }
+  int stale() const { return stale_; }
 
  private:
   Status Boot();
@@ -91,9 +112,15 @@ class World {
   bool WorkerRound();
   void Handle(const bus::Delivery& d);
   void SendResult(const engine::TaskResult& r, bool duplicate);
+  void SendStale(const engine::TaskResult& r, bool repeat);
   bool ReleaseHeld(bool all);
+  std::string ToggleFreeze();
+  std::string PatchSome();
+  std::string PatchSettled(std::size_t i, const std::vector<int>& settled);
+  std::optional<Time> NextWake();
   std::string Check();
   std::string CheckRun(std::size_t i);
+  std::string CheckFreeze();
 
   uint64_t seed_;
   base::SeededRandom rnd_;
@@ -108,7 +135,13 @@ class World {
   std::unordered_map<std::string, std::size_t> spec_of_;
   std::vector<json::value> held_;
   int64_t events_ = 0;
+  int64_t repeats_ = 0;  // node.repeating events: a repeat node began another iteration
   int crashes_ = 0;
+  bool frozen_ = false;  // the last Freeze/Unfreeze that succeeded
+  int freezes_ = 0;      // successful Freeze calls
+  int unfreezes_ = 0;
+  int patches_ = 0;      // nodes patched in
+  int stale_ = 0;        // forged results of another iteration
 };
 
 bool Chance(base::Random& r, int percent) { return static_cast<int>(r.Uniform(100)) < percent; }
@@ -156,9 +189,30 @@ std::string World::StartNext() {
 }
 
 void World::SendResult(const engine::TaskResult& r, bool duplicate) {
-  const std::string dedup = duplicate && Chance(rnd_, 50) ? "" :
-      "r/" + r.run + "/" + r.node + "/" + std::to_string(r.index) + "/" + std::to_string(r.attempt);
+  const std::string dedup = duplicate && Chance(rnd_, 50)
+                                ? ""
+                                : engine::AttemptKey(r.run, r.node, r.index, r.iteration,
+                                                     r.attempt);
   (void)bus_->Enqueue(engine::kResultsQueue, dedup, engine::EncodeResult(r));
+}
+
+// A result of the same attempt number in an iteration that is not the task's, with the opposite
+// outcome: an earlier iteration of a repeat node (iterations only grow, so it is stale for good),
+// or iteration 1 of a node without repeat (which never has one).
+void World::SendStale(const engine::TaskResult& r, bool repeat) {
+  if (repeat && r.iteration == 0) {
+    return;
+  }
+  engine::TaskResult forged = r;
+  forged.iteration = repeat ? static_cast<int>(rnd_.Uniform(static_cast<uint64_t>(r.iteration)))
+                            : r.iteration + 1;
+  forged.ok = !r.ok;
+  forged.output = "done";
+  forged.error_code = forged.ok ? "" : "permanent";
+  forged.error_message = "forged";
+  forged.retryable = false;
+  ++stale_;
+  (void)bus_->Enqueue(engine::kResultsQueue, "", engine::EncodeResult(forged));
 }
 
 void World::Handle(const bus::Delivery& d) {
@@ -169,7 +223,8 @@ void World::Handle(const bus::Delivery& d) {
   VENTURE_CHECK(task.has_value());
   const WorkflowSpec& spec = specs_[spec_of_.at(task->run)];
   const int node = std::stoi(task->node.substr(1));
-  const Outcome o = OutcomeOf(spec, node, task->index, task->attempt);
+  const int iteration = task->index >= 0 ? 0 : task->iteration;
+  const Outcome o = OutcomeOf(spec, node, task->index, iteration, task->attempt);
   if (o == Outcome::kHang) {
     (void)bus_->Ack(d);  // the executor hangs and gives up silently: the deadline fires
     return;
@@ -178,15 +233,18 @@ void World::Handle(const bus::Delivery& d) {
   r.run = task->run;
   r.node = task->node;
   r.index = task->index;
-  r.iteration = task->index >= 0 ? 0 : task->iteration;
+  r.iteration = iteration;
   r.attempt = task->attempt;
   r.ok = o == Outcome::kOk;
   if (r.ok) {
-    r.output = OutputOf(spec, node, task->index);
+    r.output = OutputOf(spec, node, task->index, iteration);
   } else {
     r.error_code = ErrorCode(o);
     r.error_message = "scripted";
     r.retryable = Retryable(o);
+  }
+  if (task->index < 0 && Chance(rnd_, faults_.stale)) {
+    SendStale(r, spec.nodes[static_cast<std::size_t>(node)].repeat);
   }
   if (Chance(rnd_, faults_.hold)) {
     held_.push_back(engine::EncodeResult(r));
@@ -229,6 +287,97 @@ bool World::ReleaseHeld(bool all) {
   return any;
 }
 
+std::string World::ToggleFreeze() {
+  const Status st = frozen_ ? engine_->Unfreeze() : engine_->Freeze("sim");
+  if (!st) {
+    // kUnavailable: the append failed and nothing was written; the caller tries again later.
+    return st.error().code == Code::kUnavailable ? "" : "freeze: " + st.error().ToString();
+  }
+  frozen_ = !frozen_;
+  ++(frozen_ ? freezes_ : unfreezes_);
+  if (engine_->frozen() != frozen_) {
+    return "Engine::frozen() disagrees after a successful Freeze/Unfreeze";
+  }
+  return "";
+}
+
+// Patches a random unfinished run: a new noop node that needs a settled node (or nothing), or
+// (see PatchSettled) a change to a settled node that must be refused.
+std::string World::PatchSome() {
+  if (run_ids_.empty()) {
+    return "";
+  }
+  const std::size_t i = rnd_.Uniform(run_ids_.size());
+  const std::string& id = run_ids_[i];
+  auto row = store_->GetRun(id);
+  auto nodes = store_->GetNodes(id);
+  if (!row || !nodes || storage::IsTerminalRunStatus(row->status)) {
+    return "";
+  }
+  std::vector<int> settled;
+  for (const storage::NodeRow& n : *nodes) {
+    if (n.status == "succeeded" || n.status == "failed" || n.status == "skipped") {
+      settled.push_back(std::stoi(n.node.substr(1)));
+    }
+  }
+  if (!settled.empty() && Chance(rnd_, 30)) {
+    return PatchSettled(i, settled);
+  }
+  WorkflowSpec next = specs_[i];
+  const int need = settled.empty() || Chance(rnd_, 25)
+                       ? -1
+                       : settled[rnd_.Uniform(settled.size())];
+  next.nodes.push_back(AddedNode(next, need));
+  const json::value ops = json::array{json::object{
+      {"op", "add"},
+      {"path", "/nodes/-"},
+      {"value", NodeDefinition(next, static_cast<int>(next.nodes.size()) - 1)}}};
+  auto version = engine_->Patch(id, ops, "sim");
+  if (!version) {
+    return version.error().code == Code::kUnavailable
+               ? ""
+               : "run " + id + ": a patch adding a node failed: " + version.error().ToString();
+  }
+  specs_[i] = std::move(next);
+  ++patches_;
+  return "";
+}
+
+std::string World::PatchSettled(std::size_t i, const std::vector<int>& settled) {
+  const std::string& id = run_ids_[i];
+  const int node = settled[rnd_.Uniform(settled.size())];
+  const json::value ops = json::array{json::object{
+      {"op", "replace"},
+      {"path", "/nodes/" + std::to_string(node) + "/timeout"},
+      {"value", "45s"}}};
+  auto before = store_->GetRun(id);
+  auto version = engine_->Patch(id, ops, "sim");
+  auto after = store_->GetRun(id);
+  if (version) {
+    return "run " + id + ": a patch changing settled node n" + std::to_string(node) +
+           " was applied";
+  }
+  if (version.error().code != Code::kFailedPrecondition) {
+    return "run " + id + ": a patch changing a settled node failed with " +
+           version.error().ToString();
+  }
+  if (!before || !after || before->version != after->version) {
+    return "run " + id + ": a refused patch changed the run's version";
+  }
+  return "";
+}
+
+std::optional<Time> World::NextWake() {
+  std::optional<Time> wake = engine_->NextWake();
+  for (const char* type : kTaskTypes) {
+    auto t = bus_->NextWake(engine::TaskQueue(type));
+    if (t && (!wake || *t < *wake)) {
+      wake = t;
+    }
+  }
+  return wake;
+}
+
 std::string World::Run() {
   if (auto st = Boot(); !st) {
     return "Start: " + st.error().ToString();
@@ -244,6 +393,17 @@ std::string World::Run() {
       }
       progress = true;
     }
+    const uint64_t freeze_roll = rnd_.Uniform(1000);
+    if (freeze_roll < static_cast<uint64_t>(frozen_ ? 30 : faults_.freeze_permille)) {
+      if (std::string why = ToggleFreeze(); !why.empty()) {
+        return why;
+      }
+    }
+    if (static_cast<int>(rnd_.Uniform(1000)) < faults_.patch_permille) {
+      if (std::string why = PatchSome(); !why.empty()) {
+        return why;
+      }
+    }
     progress = engine_->Step() > 0 || progress;
     progress = WorkerRound() || progress;
     progress = (!held_.empty() && ReleaseHeld(!progress)) || progress;
@@ -257,12 +417,12 @@ std::string World::Run() {
     if (progress || run_ids_.size() < specs_.size()) {
       continue;
     }
-    std::optional<Time> wake = engine_->NextWake();
-    for (const char* type : kTaskTypes) {
-      auto t = bus_->NextWake(engine::TaskQueue(type));
-      if (t && (!wake || *t < *wake)) {
-        wake = t;
+    const std::optional<Time> wake = NextWake();
+    if (frozen_ && (!wake || Chance(rnd_, 50))) {
+      if (std::string why = ToggleFreeze(); !why.empty()) {
+        return why;
       }
+      continue;
     }
     if (!wake) {
       break;
@@ -307,6 +467,7 @@ std::string World::CheckRun(std::size_t i) {
   events_ += static_cast<int64_t>(events->size());
   std::map<std::string, int> settles;
   for (const storage::Event& e : *events) {
+    repeats_ += e.type == "node.repeating" ? 1 : 0;
     const bool node_settle = e.type == "node.succeeded" || e.type == "node.failed" ||
                              e.type == "node.skipped" || e.type == "node.cancelled";
     const bool item_settle = e.type == "node.item_succeeded" || e.type == "node.item_failed";
@@ -316,6 +477,44 @@ std::string World::CheckRun(std::size_t i) {
         (item_settle && ++settles[e.node + "#" + std::to_string(index)] > 1)) {
       return "run " + id + ": " + e.node + " settles twice (" + e.type + ")";
     }
+  }
+  return "";
+}
+
+// The kill switch, from the global event log: while frozen (between a control.frozen and the next
+// control.unfrozen, by seq) no task is dispatched (node.started) and no run starts (run.started).
+std::string World::CheckFreeze() {
+  storage::EventFilter f;
+  f.limit = limits::kReadPageMax;
+  bool frozen = false;
+  int freezes = 0;
+  int unfreezes = 0;
+  while (true) {
+    auto events = store_->ReadEvents(f);
+    if (!events) {
+      return "ReadEvents: " + events.error().ToString();
+    }
+    for (const storage::Event& e : *events) {
+      if (e.type == "control.frozen" || e.type == "control.unfrozen") {
+        frozen = e.type == "control.frozen";
+        ++(frozen ? freezes : unfreezes);
+      } else if (frozen && (e.type == "node.started" || e.type == "run.started")) {
+        return "event seq " + std::to_string(e.seq) + " " + e.type + " of run " + e.run +
+               " lies inside a freeze";
+      }
+    }
+    if (events->size() < f.limit) {
+      break;
+    }
+    f.after_seq = events->back().seq;
+  }
+  if (frozen || frozen_ || engine_->frozen()) {
+    return "the world ends frozen";
+  }
+  if (freezes != freezes_ || unfreezes != unfreezes_) {
+    return "the log holds " + std::to_string(freezes) + " freezes and " +
+           std::to_string(unfreezes) + " unfreezes, the driver made " + std::to_string(freezes_) +
+           " and " + std::to_string(unfreezes_);
   }
   return "";
 }
@@ -334,7 +533,7 @@ std::string World::Check() {
       return why;
     }
   }
-  return "";
+  return CheckFreeze();
 }
 
 TEST(EngineSimTest, RandomWorldsMatchTheReferenceModel) {
@@ -344,25 +543,35 @@ TEST(EngineSimTest, RandomWorldsMatchTheReferenceModel) {
   base::RealClock real;
   const int64_t started = real.MonotonicNs();
   int64_t events = 0;
+  int64_t repeats = 0;
   int crashes = 0;
+  int freezes = 0;
+  int patches = 0;
+  int stale = 0;
   int failed = 0;
   for (int w = 0; w < worlds && failed < 3; ++w) {
     const uint64_t seed = base_seed + static_cast<uint64_t>(w);
     World world(seed);
     const std::string why = world.Run();
     events += world.events();
+    repeats += world.repeats();
     crashes += world.crashes();
+    freezes += world.freezes();
+    patches += world.patches();
+    stale += world.stale();
     if (!why.empty()) {
       ++failed;
       ADD_FAILURE() << "world seed " << seed << ": " << why << "\n  reproduce: VENTURE_SIM_SEED="
-                    << seed << " VENTURE_SIM_RUNS=1 build/h-sim/tests/sim/engine_sim_test";
+                    << seed << " VENTURE_SIM_RUNS=1 " << ::testing::internal::GetArgvs()[0];
     }
   }
   const double secs = static_cast<double>(real.MonotonicNs() - started) / 1e9;
-  std::printf("sim: %d worlds x %d runs from seed %llu: %lld events, %d engine crashes, "
+  std::printf("sim: %d worlds x %d runs from seed %llu: %lld events (%lld repeat iterations), "
+              "%d engine crashes, %d freezes, %d patched nodes, %d forged stale results, "
               "%d failed worlds, %.1f s\n",
               worlds, kRunsPerWorld, static_cast<unsigned long long>(base_seed),
-              static_cast<long long>(events), crashes, failed, secs);
+              static_cast<long long>(events), static_cast<long long>(repeats), crashes, freezes,
+              patches, stale, failed, secs);
 }
 
 }  // namespace
