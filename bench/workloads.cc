@@ -20,7 +20,7 @@
 namespace venture::bench {
 namespace {
 
-json::value Definition(const BenchOptions& o) {
+json::value definition(const BenchOptions& o) {
   json::array nodes;
   if (o.workload == "B") {
     nodes.push_back(json::object{{"id", "start"}, {"type", "noop"}});
@@ -49,30 +49,30 @@ class Tracker {
  public:
   explicit Tracker(base::Clock& clock) : clock_(clock) {}
 
-  void Submitted(const std::string& run, int64_t t_ns) {
+  void submitted(const std::string& run, int64_t t_ns) {
     std::lock_guard lock(mu_);
     submitted_[run] = t_ns;
   }
-  void Terminal(const bus::Message& m) {
-    const int64_t now = clock_.MonotonicNs();
+  void terminal(const bus::Message& m) {
+    const int64_t now = clock_.monotonic_ns();
     const json::object* o = m.data.if_object();
     if (o == nullptr) return;
     std::lock_guard lock(mu_);
-    done_[base::StringOr(*o, "run", "")] = {now, m.subject == "run.succeeded"};
+    done_[base::string_or(*o, "run", "")] = {now, m.subject == "run.succeeded"};
     cv_.notify_all();
   }
   // Waits until `count` runs have finished (bounded: the engine must finish them).
-  bool Wait(std::size_t count, Millis timeout) {
+  bool wait(std::size_t count, Millis timeout) {
     std::unique_lock lock(mu_);
     return cv_.wait_for(lock, timeout, [&] { return done_.size() >= count; });
   }
-  void Reset() {
+  void reset() {
     std::lock_guard lock(mu_);
     submitted_.clear();
     done_.clear();
   }
   // Latencies in ms of runs submitted and finished; counts successes.
-  std::vector<double> Latencies(int& succeeded, int& failed, int64_t& last_ns) {
+  std::vector<double> latencies(int& succeeded, int& failed, int64_t& last_ns) {
     std::lock_guard lock(mu_);
     std::vector<double> out;
     succeeded = failed = 0;
@@ -96,7 +96,7 @@ class Tracker {
   std::unordered_map<std::string, std::pair<int64_t, bool>> done_;
 };
 
-double Percentile(const std::vector<double>& sorted, double p) {
+double percentile(const std::vector<double>& sorted, double p) {
   if (sorted.empty()) return 0;
   const auto i = static_cast<std::size_t>(std::lround(p * static_cast<double>(sorted.size() - 1)));
   return sorted[std::min(i, sorted.size() - 1)];
@@ -112,7 +112,7 @@ struct Stack {
   std::unique_ptr<nodes::WorkerPool> workers;
 };
 
-Status Submit(Stack& s, Tracker& tracker, const std::string& workflow, int count, bool closed) {
+Status submit(Stack& s, Tracker& tracker, const std::string& workflow, int count, bool closed) {
   std::mutex mu;
   std::condition_variable cv;
   int pending = 0;
@@ -121,29 +121,29 @@ Status Submit(Stack& s, Tracker& tracker, const std::string& workflow, int count
     engine::StartRequest req;
     req.workflow = workflow;
     workflow::Problems problems;
-    const int64_t t = s.clock.MonotonicNs();
+    const int64_t t = s.clock.monotonic_ns();
     {
       std::lock_guard lock(mu);
       ++pending;
     }
-    Status st = s.engine->StartRunAsync(std::move(req), problems,
-                                        [&, t](Result<engine::StartResponse> r) {
-      std::lock_guard lock(mu);
-      if (r) {
-        tracker.Submitted(r->id, t);
-      } else {
-        failure = r.error();
-      }
-      --pending;
-      cv.notify_all();
-    });
+    Status st = s.engine->start_run_async(std::move(req), problems,
+                                          [&, t](Result<engine::StartResponse> r) {
+                                            std::lock_guard lock(mu);
+                                            if (r) {
+                                              tracker.submitted(r->id, t);
+                                            } else {
+                                              failure = r.error();
+                                            }
+                                            --pending;
+                                            cv.notify_all();
+                                          });
     if (!st) return st;
     if (closed) {
       std::unique_lock lock(mu);
       cv.wait(lock, [&] { return pending == 0; });
       lock.unlock();
-      if (!tracker.Wait(static_cast<std::size_t>(i) + 1, Millis(60000))) {
-        return DeadlineExceeded("a run did not finish within 60 s");
+      if (!tracker.wait(static_cast<std::size_t>(i) + 1, Millis(60000))) {
+        return deadline_exceeded_error("a run did not finish within 60 s");
       }
     }
   }
@@ -153,32 +153,32 @@ Status Submit(Stack& s, Tracker& tracker, const std::string& workflow, int count
 }
 
 // Opens the store in `dir` and builds the bus, engine and worker pool on it (not started).
-Status OpenStack(const BenchOptions& o, const std::string& dir, Stack& s) {
+Status open_stack(const BenchOptions& o, const std::string& dir, Stack& s) {
   storage::Options so;
-  so.signing_key = base::NewSigningKey();
+  so.signing_key = base::new_signing_key();
   so.fsync = o.fsync;
   if (o.store == "memory") {
-    s.store = storage::NewMemoryStore(so, s.clock, s.random);
+    s.store = storage::new_memory_store(so, s.clock, s.random);
   } else if (o.store == "sqlite") {
-    VENTURE_ASSIGN_OR_RETURN(s.store, storage::OpenSqlite(dir, so, s.clock, s.random));
+    VENTURE_ASSIGN_OR_RETURN(s.store, storage::open_sqlite(dir, so, s.clock, s.random));
   } else {
-    return InvalidArgument("unknown store '" + o.store + "' (use sqlite or memory)");
+    return invalid_argument_error("unknown store '" + o.store + "' (use sqlite or memory)");
   }
-  s.bus = bus::NewMemoryBus(s.clock);
-  nodes::RegisterBuiltins(s.registry);
-  s.engine = std::make_unique<engine::Engine>(*s.store, *s.bus, s.clock, s.random,
-                                              engine::Options{});
+  s.bus = bus::new_memory_bus(s.clock);
+  nodes::register_builtins(s.registry);
+  s.engine =
+      std::make_unique<engine::Engine>(*s.store, *s.bus, s.clock, s.random, engine::Options{});
   nodes::WorkerOptions wo;
   wo.threads = static_cast<std::size_t>(std::max(1, o.workers));
   s.workers = std::make_unique<nodes::WorkerPool>(*s.bus, s.registry, s.clock, wo);
-  return Ok();
+  return ok();
 }
 
 }  // namespace
 
-Result<BenchResult> RunWorkload(const BenchOptions& o) {
+Result<BenchResult> run_workload(const BenchOptions& o) {
   if (o.workload != "A" && o.workload != "B" && o.workload != "C" && o.workload != "L") {
-    return InvalidArgument("unknown workload '" + o.workload + "' (use A, B, C or L)");
+    return invalid_argument_error("unknown workload '" + o.workload + "' (use A, B, C or L)");
   }
   const int runs = o.runs > 0 ? o.runs : o.workload == "C" ? 20000 : o.workload == "L" ? 100 : 1000;
   const int warmup = o.warmup >= 0 ? o.warmup : (o.workload == "L" ? 5 : 20);
@@ -187,51 +187,52 @@ Result<BenchResult> RunWorkload(const BenchOptions& o) {
   const bool temp = dir.empty();
   if (temp) {
     std::string tmpl = (std::filesystem::temp_directory_path() / "venture-bench-XXXXXX").string();
-    if (mkdtemp(tmpl.data()) == nullptr) return Unavailable("cannot create a temporary directory");
+    if (mkdtemp(tmpl.data()) == nullptr)
+      return unavailable_error("cannot create a temporary directory");
     dir = tmpl;
   }
-  VENTURE_RETURN_IF_ERROR(OpenStack(o, dir, s));
+  VENTURE_RETURN_IF_ERROR(open_stack(o, dir, s));
   Tracker tracker(s.clock);
   for (const char* subject : {"run.succeeded", "run.failed", "run.cancelled"}) {
-    VENTURE_ASSIGN_OR_RETURN(uint64_t sub, s.bus->Subscribe(subject, [&](const bus::Message& m) {
-      tracker.Terminal(m);
+    VENTURE_ASSIGN_OR_RETURN(uint64_t sub, s.bus->subscribe(subject, [&](const bus::Message& m) {
+      tracker.terminal(m);
     }));
     (void)sub;
   }
-  VENTURE_RETURN_IF_ERROR(s.engine->Start());
-  s.workers->Start();
+  VENTURE_RETURN_IF_ERROR(s.engine->start());
+  s.workers->start();
   workflow::Problems problems;
   VENTURE_ASSIGN_OR_RETURN(engine::RegisterResponse reg,
-                           s.engine->RegisterWorkflow(Definition(o), "", problems));
+                           s.engine->register_workflow(definition(o), "", problems));
   const bool closed = o.workload == "L";
-  VENTURE_RETURN_IF_ERROR(Submit(s, tracker, reg.name, warmup, closed));
-  if (!tracker.Wait(static_cast<std::size_t>(warmup), Millis(120000))) {
-    return DeadlineExceeded("warm-up runs did not finish");
+  VENTURE_RETURN_IF_ERROR(submit(s, tracker, reg.name, warmup, closed));
+  if (!tracker.wait(static_cast<std::size_t>(warmup), Millis(120000))) {
+    return deadline_exceeded_error("warm-up runs did not finish");
   }
-  tracker.Reset();
+  tracker.reset();
   const engine::EngineStats before = s.engine->stats();
-  const int64_t t0 = s.clock.MonotonicNs();
-  VENTURE_RETURN_IF_ERROR(Submit(s, tracker, reg.name, runs, closed));
-  const int64_t t_submitted = s.clock.MonotonicNs();
-  const bool all = tracker.Wait(static_cast<std::size_t>(runs), Millis(600000));
+  const int64_t t0 = s.clock.monotonic_ns();
+  VENTURE_RETURN_IF_ERROR(submit(s, tracker, reg.name, runs, closed));
+  const int64_t t_submitted = s.clock.monotonic_ns();
+  const bool all = tracker.wait(static_cast<std::size_t>(runs), Millis(600000));
   const engine::EngineStats after = s.engine->stats();
-  s.workers->Stop();
-  s.engine->Stop();
+  s.workers->stop();
+  s.engine->stop();
 
   BenchResult r;
   r.workload = o.workload;
   r.runs = runs;
   r.store = o.store;
   int64_t last_ns = 0;
-  std::vector<double> lat = tracker.Latencies(r.succeeded, r.failed, last_ns);
+  std::vector<double> lat = tracker.latencies(r.succeeded, r.failed, last_ns);
   const int k = o.workload == "B" ? o.width + 2 : o.workload == "C" ? 1 : o.steps;
   r.steps = static_cast<int64_t>(r.succeeded) * k;
   r.wall_s = static_cast<double>(std::max(last_ns, t_submitted) - t0) / 1e9;
   r.steps_per_s = r.wall_s > 0 ? static_cast<double>(r.steps) / r.wall_s : 0;
   r.runs_per_s = r.wall_s > 0 ? r.succeeded / r.wall_s : 0;
   r.submit_per_s = runs / (static_cast<double>(t_submitted - t0) / 1e9);
-  r.p50_ms = Percentile(lat, 0.50);
-  r.p99_ms = Percentile(lat, 0.99);
+  r.p50_ms = percentile(lat, 0.50);
+  r.p99_ms = percentile(lat, 0.99);
   r.per_step_p50_ms = r.p50_ms / k;
   r.appends = after.appends - before.appends;
   r.events = after.events - before.events;
@@ -242,25 +243,32 @@ Result<BenchResult> RunWorkload(const BenchOptions& o) {
     std::error_code ec;
     std::filesystem::remove_all(dir, ec);
   }
-  if (!all) return DeadlineExceeded("not every run finished within 600 s");
+  if (!all) return deadline_exceeded_error("not every run finished within 600 s");
   return r;
 }
 
-json::object ToJson(const BenchResult& r) {
-  return json::object{{"workload", r.workload},       {"runs", r.runs},
-                      {"steps", r.steps},             {"succeeded", r.succeeded},
-                      {"failed", r.failed},           {"wall_s", r.wall_s},
-                      {"steps_per_s", r.steps_per_s}, {"runs_per_s", r.runs_per_s},
-                      {"submit_per_s", r.submit_per_s}, {"p50_ms", r.p50_ms},
-                      {"p99_ms", r.p99_ms},           {"per_step_p50_ms", r.per_step_p50_ms},
-                      {"group_commits", r.appends},   {"events", r.events},
+json::object to_json(const BenchResult& r) {
+  return json::object{{"workload", r.workload},
+                      {"runs", r.runs},
+                      {"steps", r.steps},
+                      {"succeeded", r.succeeded},
+                      {"failed", r.failed},
+                      {"wall_s", r.wall_s},
+                      {"steps_per_s", r.steps_per_s},
+                      {"runs_per_s", r.runs_per_s},
+                      {"submit_per_s", r.submit_per_s},
+                      {"p50_ms", r.p50_ms},
+                      {"p99_ms", r.p99_ms},
+                      {"per_step_p50_ms", r.per_step_p50_ms},
+                      {"group_commits", r.appends},
+                      {"events", r.events},
                       {"store", r.store}};
 }
 
-std::string ToJsonLine(const BenchResult& r) {
+std::string to_json_line(const BenchResult& r) {
   std::string out = "{";
   bool first = true;
-  for (const auto& kv : ToJson(r)) {
+  for (const auto& kv : to_json(r)) {
     if (!first) out += ",";
     first = false;
     out += json::serialize(json::string_view(kv.key()));
@@ -276,7 +284,7 @@ std::string ToJsonLine(const BenchResult& r) {
   return out + "}";
 }
 
-void PrintTable(const BenchResult& r, std::ostream& out) {
+void print_table(const BenchResult& r, std::ostream& out) {
   out << "workload " << r.workload << " (" << r.store << ")\n"
       << "  runs         " << r.runs << " (" << r.succeeded << " succeeded, " << r.failed
       << " failed)\n"

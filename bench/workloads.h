@@ -11,10 +11,10 @@
 namespace venture::bench {
 
 struct BenchOptions {
-  std::string workload = "A";  // A | B | C | L
-  int runs = 0;                // 0 = the workload's default (A/B 1000, C 20000, L 100)
-  int steps = 10;              // K for A and L
-  int width = 8;               // W for B
+  std::string workload = "A";    // A | B | C | L
+  int runs = 0;                  // 0 = the workload's default (A/B 1000, C 20000, L 100)
+  int steps = 10;                // K for A and L
+  int width = 8;                 // W for B
   std::string store = "sqlite";  // sqlite | memory
   std::string data_dir;          // "" = a fresh temporary directory, removed afterwards
   int warmup = -1;               // -1 = 20 (5 for L)
@@ -40,10 +40,10 @@ struct BenchResult {
   std::string store;
 };
 
-[[nodiscard]] Result<BenchResult> RunWorkload(const BenchOptions& options);
-json::object ToJson(const BenchResult& r);
+[[nodiscard]] Result<BenchResult> run_workload(const BenchOptions& options);
+json::object to_json(const BenchResult& r);
 // One JSON object on one line, with decimals printed plainly ("12.345", not "1.2345E1").
-std::string ToJsonLine(const BenchResult& r);
-void PrintTable(const BenchResult& r, std::ostream& out);
+std::string to_json_line(const BenchResult& r);
+void print_table(const BenchResult& r, std::ostream& out);
 
 }  // namespace venture::bench

@@ -18,29 +18,29 @@ namespace {
 
 // Loads the checkpoint signing key from dir/signing.key (a 32-byte seed, hex), creating it
 // (mode 0600) on first start.
-Result<base::SigningKey> LoadSigningKey(const std::string& dir) {
+Result<base::SigningKey> load_signing_key(const std::string& dir) {
   const std::filesystem::path path = std::filesystem::path(dir) / "signing.key";
   std::ifstream in(path);
   std::string hex;
   if (in >> hex) {
-    VENTURE_ASSIGN_OR_RETURN(std::string seed, base::Unhex(hex));
-    if (seed.size() != 32) return DataLoss(path.string() + " does not hold a 32-byte seed");
-    return base::SigningKeyFromSeed(
+    VENTURE_ASSIGN_OR_RETURN(std::string seed, base::unhex(hex));
+    if (seed.size() != 32) return data_loss_error(path.string() + " does not hold a 32-byte seed");
+    return base::signing_key_from_seed(
         std::span(reinterpret_cast<const uint8_t*>(seed.data()), seed.size()));
   }
-  const std::string seed_hex = base::RandomSecretHex();
-  VENTURE_ASSIGN_OR_RETURN(std::string seed, base::Unhex(seed_hex));
+  const std::string seed_hex = base::random_secret_hex();
+  VENTURE_ASSIGN_OR_RETURN(std::string seed, base::unhex(seed_hex));
   std::ofstream out(path, std::ios::trunc);
-  if (!out) return Unavailable("cannot write " + path.string());
+  if (!out) return unavailable_error("cannot write " + path.string());
   out << seed_hex << "\n";
   out.close();
-  std::filesystem::permissions(path, std::filesystem::perms::owner_read |
-                                         std::filesystem::perms::owner_write);
-  return base::SigningKeyFromSeed(
+  std::filesystem::permissions(
+      path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  return base::signing_key_from_seed(
       std::span(reinterpret_cast<const uint8_t*>(seed.data()), seed.size()));
 }
 
-int Serve(const std::string& data_dir) {
+int serve(const std::string& data_dir) {
   // Block the signals before any thread starts (the store's writer is the first) so that only
   // sigwait below receives them.
   sigset_t signals;
@@ -48,7 +48,7 @@ int Serve(const std::string& data_dir) {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  base::SetLogSink(stdout);
+  base::set_log_sink(stdout);
   std::error_code ec;
   std::filesystem::create_directories(data_dir, ec);
   if (ec) {
@@ -56,7 +56,7 @@ int Serve(const std::string& data_dir) {
               << "\n";
     return cli::kExitError;
   }
-  auto key = LoadSigningKey(data_dir);
+  auto key = load_signing_key(data_dir);
   if (!key) {
     std::cerr << "venture: " << key.error().message << "\n";
     return cli::kExitError;
@@ -65,47 +65,47 @@ int Serve(const std::string& data_dir) {
   base::RealRandom random;
   storage::Options so;
   so.signing_key = *key;
-  auto store = storage::OpenSqlite(data_dir, so, clock, random);
+  auto store = storage::open_sqlite(data_dir, so, clock, random);
   if (!store) {
     std::cerr << "venture: " << store.error().message << "\n";
     return cli::kExitError;
   }
-  auto bus = bus::NewMemoryBus(clock);
+  auto bus = bus::new_memory_bus(clock);
   nodes::Registry registry;
-  nodes::RegisterBuiltins(registry);
+  nodes::register_builtins(registry);
   engine::Engine engine(**store, *bus, clock, random, engine::Options{});
   nodes::WorkerPool workers(*bus, registry, clock, nodes::WorkerOptions{});
-  if (Status st = engine.Start(); !st) {
-    std::cerr << "venture: " << st.error().ToString() << "\n";
+  if (Status st = engine.start(); !st) {
+    std::cerr << "venture: " << st.error().to_string() << "\n";
     return cli::kExitError;
   }
-  workers.Start();
-  base::LogInfo("venture serving (embedded engine; the HTTP API arrives with issue #3)",
-                {{"data_dir", data_dir}});
+  workers.start();
+  base::log_info("venture serving (embedded engine; the HTTP API arrives with issue #3)",
+                 {{"data_dir", data_dir}});
   int sig = 0;
   sigwait(&signals, &sig);
-  base::LogInfo("shutting down", {{"signal", sig}});
-  workers.Stop();
-  engine.Stop();
+  base::log_info("shutting down", {{"signal", sig}});
+  workers.stop();
+  engine.stop();
   return cli::kExitOk;
 }
 
-int Bench(const bench::BenchOptions& options, const std::string& output) {
-  base::SetLogLevel(base::LogLevel::kWarn);  // keep stdout/stderr for the result
-  auto r = bench::RunWorkload(options);
+int bench(const bench::BenchOptions& options, const std::string& output) {
+  base::set_log_level(base::LogLevel::kWarn);  // keep stdout/stderr for the result
+  auto r = bench::run_workload(options);
   if (!r) {
-    std::cerr << "venture bench: " << r.error().ToString() << "\n";
+    std::cerr << "venture bench: " << r.error().to_string() << "\n";
     return r.error().code == Code::kInvalidArgument ? cli::kExitUsage : cli::kExitError;
   }
   if (output == "json") {
-    std::cout << bench::ToJsonLine(*r) << "\n";
+    std::cout << bench::to_json_line(*r) << "\n";
   } else {
-    bench::PrintTable(*r, std::cout);
+    bench::print_table(*r, std::cout);
   }
   return cli::kExitOk;
 }
 
-int Main(int argc, char** argv) {
+int main(int argc, char** argv) {
   CLI::App app{"Venture: governed, durable orchestration for AI-agent workflows", "venture"};
   app.require_subcommand(1);
   std::string output = "table";
@@ -120,11 +120,11 @@ int Main(int argc, char** argv) {
   validate->add_option("-o,--output", output, "table|json")
       ->check(CLI::IsMember({"table", "json"}));
 
-  auto* serve = app.add_subcommand("serve", "Run the server (embedded store and bus)");
+  auto* serve_cmd = app.add_subcommand("serve", "Run the server (embedded store and bus)");
   std::string data_dir = "./venture-data";
   // NOLINTNEXTLINE(concurrency-mt-unsafe): read once at startup, before any thread exists.
   if (const char* env = std::getenv("VENTURE_DATA_DIR")) data_dir = env;
-  serve->add_option("--data-dir", data_dir, "Data directory");
+  serve_cmd->add_option("--data-dir", data_dir, "Data directory");
 
   auto* bench_cmd = app.add_subcommand("bench", "Run a benchmark workload in-process");
   bench::BenchOptions bo;
@@ -147,16 +147,16 @@ int Main(int argc, char** argv) {
     return rc == 0 ? cli::kExitOk : cli::kExitUsage;
   }
   if (version->parsed()) {
-    std::cout << cli::VersionString() << "\n";
+    std::cout << cli::version_string() << "\n";
     return cli::kExitOk;
   }
-  if (validate->parsed()) return cli::ValidateFiles(files, output == "json", std::cout);
-  if (serve->parsed()) return Serve(data_dir);
-  if (bench_cmd->parsed()) return Bench(bo, output);
+  if (validate->parsed()) return cli::validate_files(files, output == "json", std::cout);
+  if (serve_cmd->parsed()) return serve(data_dir);
+  if (bench_cmd->parsed()) return bench(bo, output);
   return cli::kExitUsage;
 }
 
 }  // namespace
 }  // namespace venture
 
-int main(int argc, char** argv) { return venture::Main(argc, argv); }
+int main(int argc, char** argv) { return venture::main(argc, argv); }

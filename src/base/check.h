@@ -3,19 +3,19 @@
 #pragma once
 
 namespace venture::base {
-[[noreturn]] void CheckFailed(const char* file, int line, const char* expr, const char* msg);
+[[noreturn]] void check_failed(const char* file, int line, const char* expr, const char* msg);
 }  // namespace venture::base
 
 #define VENTURE_CHECK(cond)                                              \
   do {                                                                   \
     if (!(cond)) [[unlikely]] {                                          \
-      ::venture::base::CheckFailed(__FILE__, __LINE__, #cond, nullptr);  \
+      ::venture::base::check_failed(__FILE__, __LINE__, #cond, nullptr); \
     }                                                                    \
   } while (false)
 
-#define VENTURE_CHECK_MSG(cond, msg)                                     \
-  do {                                                                   \
-    if (!(cond)) [[unlikely]] {                                          \
-      ::venture::base::CheckFailed(__FILE__, __LINE__, #cond, (msg));    \
-    }                                                                    \
+#define VENTURE_CHECK_MSG(cond, msg)                                   \
+  do {                                                                 \
+    if (!(cond)) [[unlikely]] {                                        \
+      ::venture::base::check_failed(__FILE__, __LINE__, #cond, (msg)); \
+    }                                                                  \
   } while (false)

@@ -6,19 +6,19 @@
 
 namespace venture::base {
 
-void InitCrypto() {
+void init_crypto() {
   static const int kSodiumInit = sodium_init();
   VENTURE_CHECK_MSG(kSodiumInit >= 0, "libsodium failed to initialise");
 }
 
-Hash Blake2b(std::string_view data) {
+Hash blake2b(std::string_view data) {
   Hash h{};
   crypto_generichash(h.data(), h.size(), reinterpret_cast<const unsigned char*>(data.data()),
                      data.size(), nullptr, 0);
   return h;
 }
 
-Hash Blake2b(std::span<const uint8_t> a, std::string_view b) {
+Hash blake2b(std::span<const uint8_t> a, std::string_view b) {
   crypto_generichash_state st;
   crypto_generichash_init(&st, nullptr, 0, 32);
   crypto_generichash_update(&st, a.data(), a.size());
@@ -28,7 +28,7 @@ Hash Blake2b(std::span<const uint8_t> a, std::string_view b) {
   return h;
 }
 
-Hash Blake2bPair(const Hash& left, const Hash& right) {
+Hash blake2b_pair(const Hash& left, const Hash& right) {
   // Domain-separated from leaves by a prefix byte so a leaf can never pose as an inner node.
   uint8_t buf[65];
   buf[0] = 1;
@@ -39,7 +39,7 @@ Hash Blake2bPair(const Hash& left, const Hash& right) {
   return h;
 }
 
-std::string Hex(std::span<const uint8_t> bytes) {
+std::string hex(std::span<const uint8_t> bytes) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
   out.reserve(bytes.size() * 2);
@@ -50,8 +50,8 @@ std::string Hex(std::span<const uint8_t> bytes) {
   return out;
 }
 
-Result<std::string> Unhex(std::string_view hex) {
-  if (hex.size() % 2 != 0) return InvalidArgument("hex string of odd length");
+Result<std::string> unhex(std::string_view hex) {
+  if (hex.size() % 2 != 0) return invalid_argument_error("hex string of odd length");
   auto nibble = [](char c) -> int {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -63,63 +63,63 @@ Result<std::string> Unhex(std::string_view hex) {
   for (std::size_t i = 0; i < hex.size(); i += 2) {
     const int hi = nibble(hex[i]);
     const int lo = nibble(hex[i + 1]);
-    if (hi < 0 || lo < 0) return InvalidArgument("not a hex string");
+    if (hi < 0 || lo < 0) return invalid_argument_error("not a hex string");
     out += static_cast<char>(hi * 16 + lo);
   }
   return out;
 }
 
-std::string B2(const Hash& h) { return "b2:" + Hex(h); }
+std::string b2(const Hash& h) { return "b2:" + hex(h); }
 
-Result<Hash> ParseB2(std::string_view text) {
+Result<Hash> parse_b2(std::string_view text) {
   if (text.size() != 3 + 64 || text.substr(0, 3) != "b2:") {
-    return InvalidArgument("not a b2: hash");
+    return invalid_argument_error("not a b2: hash");
   }
-  VENTURE_ASSIGN_OR_RETURN(std::string raw, Unhex(text.substr(3)));
+  VENTURE_ASSIGN_OR_RETURN(std::string raw, unhex(text.substr(3)));
   Hash h{};
   std::copy(raw.begin(), raw.end(), reinterpret_cast<char*>(h.data()));
   return h;
 }
 
-Hash MerkleRoot(std::span<const Hash> leaves) {
+Hash merkle_root(std::span<const Hash> leaves) {
   if (leaves.empty()) return Hash{};
   std::vector<Hash> level(leaves.begin(), leaves.end());
   while (level.size() > 1) {
     std::vector<Hash> next;
     next.reserve((level.size() + 1) / 2);
     for (std::size_t i = 0; i < level.size(); i += 2) {
-      next.push_back(i + 1 < level.size() ? Blake2bPair(level[i], level[i + 1]) : level[i]);
+      next.push_back(i + 1 < level.size() ? blake2b_pair(level[i], level[i + 1]) : level[i]);
     }
     level = std::move(next);
   }
   return level[0];
 }
 
-SigningKey NewSigningKey() {
-  InitCrypto();
+SigningKey new_signing_key() {
+  init_crypto();
   SigningKey k;
   crypto_sign_keypair(k.public_key.data(), k.secret_key.data());
   return k;
 }
 
-SigningKey SigningKeyFromSeed(std::span<const uint8_t> seed32) {
-  InitCrypto();
+SigningKey signing_key_from_seed(std::span<const uint8_t> seed32) {
+  init_crypto();
   VENTURE_CHECK(seed32.size() == crypto_sign_SEEDBYTES);
   SigningKey k;
   crypto_sign_seed_keypair(k.public_key.data(), k.secret_key.data(), seed32.data());
   return k;
 }
 
-std::array<uint8_t, 64> Sign(const SigningKey& key, std::string_view message) {
+std::array<uint8_t, 64> sign(const SigningKey& key, std::string_view message) {
   std::array<uint8_t, 64> sig{};
   crypto_sign_detached(sig.data(), nullptr, reinterpret_cast<const unsigned char*>(message.data()),
                        message.size(), key.secret_key.data());
   return sig;
 }
 
-bool VerifySignature(std::span<const uint8_t> public_key, std::span<const uint8_t> signature,
-                     std::string_view message) {
-  InitCrypto();
+bool verify_signature(std::span<const uint8_t> public_key, std::span<const uint8_t> signature,
+                      std::string_view message) {
+  init_crypto();
   if (public_key.size() != crypto_sign_PUBLICKEYBYTES || signature.size() != crypto_sign_BYTES) {
     return false;
   }
@@ -128,11 +128,11 @@ bool VerifySignature(std::span<const uint8_t> public_key, std::span<const uint8_
                                      message.size(), public_key.data()) == 0;
 }
 
-std::string RandomSecretHex() {
-  InitCrypto();
+std::string random_secret_hex() {
+  init_crypto();
   uint8_t buf[32];
   randombytes_buf(buf, sizeof buf);
-  return Hex(buf);
+  return hex(buf);
 }
 
 }  // namespace venture::base

@@ -6,7 +6,7 @@
 namespace venture::base {
 namespace {
 
-void LineColumn(std::string_view text, std::size_t offset, std::size_t& line, std::size_t& col) {
+void line_column(std::string_view text, std::size_t offset, std::size_t& line, std::size_t& col) {
   line = 1;
   col = 1;
   for (std::size_t i = 0; i < offset && i < text.size(); ++i) {
@@ -22,7 +22,7 @@ void LineColumn(std::string_view text, std::size_t offset, std::size_t& line, st
 }  // namespace
 
 // Strings without characters that need escaping (the common case) are copied as they are.
-void AppendJsonString(std::string_view s, std::string& out) {
+void append_json_string(std::string_view s, std::string& out) {
   for (char c : s) {
     if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20) {
       out += json::serialize(json::string_view(s.data(), s.size()));
@@ -36,7 +36,7 @@ void AppendJsonString(std::string_view s, std::string& out) {
 
 namespace {
 
-void Canonical(const json::value& v, std::string& out) {
+void canonical(const json::value& v, std::string& out) {
   switch (v.kind()) {
     case json::kind::object: {
       const json::object& o = v.get_object();
@@ -50,9 +50,9 @@ void Canonical(const json::value& v, std::string& out) {
       for (const auto* kv : items) {
         if (!first) out += ',';
         first = false;
-        AppendJsonString(kv->key(), out);
+        append_json_string(kv->key(), out);
         out += ':';
-        Canonical(kv->value(), out);
+        canonical(kv->value(), out);
       }
       out += '}';
       return;
@@ -63,13 +63,13 @@ void Canonical(const json::value& v, std::string& out) {
       for (const auto& e : v.get_array()) {
         if (!first) out += ',';
         first = false;
-        Canonical(e, out);
+        canonical(e, out);
       }
       out += ']';
       return;
     }
     case json::kind::string:
-      AppendJsonString(v.get_string(), out);
+      append_json_string(v.get_string(), out);
       return;
     default:
       out += json::serialize(v);
@@ -78,10 +78,11 @@ void Canonical(const json::value& v, std::string& out) {
 
 }  // namespace
 
-Result<json::value> ParseJson(std::string_view text, ParseLimits limits) {
+Result<json::value> parse_json(std::string_view text, ParseLimits limits) {
   if (text.size() > limits.bytes_max) {
-    return ResourceExhausted("JSON document of " + std::to_string(text.size()) +
-                             " bytes exceeds the limit of " + std::to_string(limits.bytes_max));
+    return resource_exhausted_error("JSON document of " + std::to_string(text.size()) +
+                                    " bytes exceeds the limit of " +
+                                    std::to_string(limits.bytes_max));
   }
   json::parse_options opts;
   opts.max_depth = limits.depth_max;
@@ -91,58 +92,60 @@ Result<json::value> ParseJson(std::string_view text, ParseLimits limits) {
   if (!ec && n < text.size()) {
     // Trailing content after a complete value.
     std::size_t line = 0, col = 0;
-    LineColumn(text, n, line, col);
-    return InvalidArgument("line " + std::to_string(line) + ", column " + std::to_string(col) +
-                           ": unexpected content after the JSON value");
+    line_column(text, n, line, col);
+    return invalid_argument_error("line " + std::to_string(line) + ", column " +
+                                  std::to_string(col) +
+                                  ": unexpected content after the JSON value");
   }
   if (!ec) p.finish(ec);
   if (ec) {
     std::size_t line = 0, col = 0;
-    LineColumn(text, n, line, col);
+    line_column(text, n, line, col);
     if (ec == json::error::too_deep) {
-      return ResourceExhausted("JSON nesting deeper than " + std::to_string(limits.depth_max));
+      return resource_exhausted_error("JSON nesting deeper than " +
+                                      std::to_string(limits.depth_max));
     }
-    return InvalidArgument("line " + std::to_string(line) + ", column " + std::to_string(col) +
-                           ": " + ec.message());
+    return invalid_argument_error("line " + std::to_string(line) + ", column " +
+                                  std::to_string(col) + ": " + ec.message());
   }
   return p.release();
 }
 
-Result<json::value> ParseJson(std::string_view text) {
-  return ParseJson(text, {limits::kEventBytesMax, limits::kJsonDepthMax});
+Result<json::value> parse_json(std::string_view text) {
+  return parse_json(text, {limits::kEventBytesMax, limits::kJsonDepthMax});
 }
 
-std::string CanonicalJson(const json::value& v) {
+std::string canonical_json(const json::value& v) {
   std::string out;
-  Canonical(v, out);
+  canonical(v, out);
   return out;
 }
 
-void AppendCanonicalJson(const json::value& v, std::string& out) { Canonical(v, out); }
+void append_canonical_json(const json::value& v, std::string& out) { canonical(v, out); }
 
-std::string CompactJson(const json::value& v) { return json::serialize(v); }
+std::string compact_json(const json::value& v) { return json::serialize(v); }
 
-const json::string* FindString(const json::object& o, std::string_view key) {
+const json::string* find_string(const json::object& o, std::string_view key) {
   const json::value* v = o.if_contains(key);
   return v ? v->if_string() : nullptr;
 }
 
-const json::object* FindObject(const json::object& o, std::string_view key) {
+const json::object* find_object(const json::object& o, std::string_view key) {
   const json::value* v = o.if_contains(key);
   return v ? v->if_object() : nullptr;
 }
 
-const json::array* FindArray(const json::object& o, std::string_view key) {
+const json::array* find_array(const json::object& o, std::string_view key) {
   const json::value* v = o.if_contains(key);
   return v ? v->if_array() : nullptr;
 }
 
-std::string StringOr(const json::object& o, std::string_view key, std::string_view fallback) {
-  const json::string* s = FindString(o, key);
+std::string string_or(const json::object& o, std::string_view key, std::string_view fallback) {
+  const json::string* s = find_string(o, key);
   return s ? std::string(*s) : std::string(fallback);
 }
 
-int64_t IntOr(const json::object& o, std::string_view key, int64_t fallback) {
+int64_t int_or(const json::object& o, std::string_view key, int64_t fallback) {
   const json::value* v = o.if_contains(key);
   if (v == nullptr) return fallback;
   if (v->is_int64()) return v->get_int64();
@@ -152,7 +155,7 @@ int64_t IntOr(const json::object& o, std::string_view key, int64_t fallback) {
   return fallback;
 }
 
-std::string EscapePointerToken(std::string_view token) {
+std::string escape_pointer_token(std::string_view token) {
   std::string out;
   out.reserve(token.size());
   for (char c : token) {

@@ -22,27 +22,27 @@ struct ParseLimits {
 
 // Parses one JSON document; kInvalidArgument with "line L, column C: reason" on bad input,
 // kResourceExhausted when over the limits. Never throws.
-[[nodiscard]] Result<json::value> ParseJson(std::string_view text, ParseLimits limits);
-[[nodiscard]] Result<json::value> ParseJson(std::string_view text);  // default limits
+[[nodiscard]] Result<json::value> parse_json(std::string_view text, ParseLimits limits);
+[[nodiscard]] Result<json::value> parse_json(std::string_view text);  // default limits
 
 // Canonical serialization (sorted keys, compact).
-std::string CanonicalJson(const json::value& v);
+std::string canonical_json(const json::value& v);
 // Appends s as a JSON string literal (escaped as Boost.JSON escapes).
-void AppendJsonString(std::string_view s, std::string& out);
+void append_json_string(std::string_view s, std::string& out);
 // Appends the canonical form of v to out (no intermediate string; for hot paths).
-void AppendCanonicalJson(const json::value& v, std::string& out);
+void append_canonical_json(const json::value& v, std::string& out);
 // Compact serialization in insertion order (cheaper; for storage and the wire).
-std::string CompactJson(const json::value& v);
+std::string compact_json(const json::value& v);
 
 // Nullptr if absent or of the wrong kind.
-const json::string* FindString(const json::object& o, std::string_view key);
-const json::object* FindObject(const json::object& o, std::string_view key);
-const json::array* FindArray(const json::object& o, std::string_view key);
-std::string StringOr(const json::object& o, std::string_view key, std::string_view fallback);
-int64_t IntOr(const json::object& o, std::string_view key, int64_t fallback);
+const json::string* find_string(const json::object& o, std::string_view key);
+const json::object* find_object(const json::object& o, std::string_view key);
+const json::array* find_array(const json::object& o, std::string_view key);
+std::string string_or(const json::object& o, std::string_view key, std::string_view fallback);
+int64_t int_or(const json::object& o, std::string_view key, int64_t fallback);
 
 // Escapes a JSON Pointer reference token (RFC 6901: ~ -> ~0, / -> ~1).
-std::string EscapePointerToken(std::string_view token);
+std::string escape_pointer_token(std::string_view token);
 
 }  // namespace base
 }  // namespace venture

@@ -22,7 +22,7 @@ inline constexpr std::size_t kJsonDepthMax = 64;
 inline constexpr std::size_t kStringBytesMax = 1 << 20;  // any single string in a definition
 inline constexpr std::size_t kTagLengthMax = 63;
 inline constexpr std::size_t kDescriptionBytesMax = 16 << 10;
-inline constexpr std::size_t kValidationProblemsMax = 1000;  // problems reported per document
+inline constexpr std::size_t kValidationProblemsMax = 1000;   // problems reported per document
 inline constexpr std::size_t kPatternSubjectBytesMax = 4096;  // inputs checked by `pattern`
 
 // Runs and nodes.

@@ -30,7 +30,7 @@ enum class Code : int {
 };
 
 // Stable snake_case name of a code ("invalid_argument"), used in events and problem types.
-std::string_view CodeName(Code code);
+std::string_view code_name(Code code);
 
 struct Error {
   Code code = Code::kInternal;
@@ -40,7 +40,7 @@ struct Error {
   Error(Code c, std::string m) : code(c), message(std::move(m)) {}
 
   // "invalid_argument: message"
-  std::string ToString() const;
+  std::string to_string() const;
   friend bool operator==(const Error&, const Error&) = default;
 };
 
@@ -51,19 +51,27 @@ template <class T>
 using Result = boost::system::result<T, Error>;
 using Status = Result<void>;
 
-inline Status Ok() { return {}; }
+inline Status ok() { return {}; }
 
-inline Error InvalidArgument(std::string m) { return {Code::kInvalidArgument, std::move(m)}; }
-inline Error NotFound(std::string m) { return {Code::kNotFound, std::move(m)}; }
-inline Error AlreadyExists(std::string m) { return {Code::kAlreadyExists, std::move(m)}; }
-inline Error FailedPrecondition(std::string m) { return {Code::kFailedPrecondition, std::move(m)}; }
-inline Error Aborted(std::string m) { return {Code::kAborted, std::move(m)}; }
-inline Error Unavailable(std::string m) { return {Code::kUnavailable, std::move(m)}; }
-inline Error ResourceExhausted(std::string m) { return {Code::kResourceExhausted, std::move(m)}; }
-inline Error DataLoss(std::string m) { return {Code::kDataLoss, std::move(m)}; }
-inline Error Internal(std::string m) { return {Code::kInternal, std::move(m)}; }
-inline Error DeadlineExceeded(std::string m) { return {Code::kDeadlineExceeded, std::move(m)}; }
-inline Error Cancelled(std::string m) { return {Code::kCancelled, std::move(m)}; }
+inline Error invalid_argument_error(std::string m) {
+  return {Code::kInvalidArgument, std::move(m)};
+}
+inline Error not_found_error(std::string m) { return {Code::kNotFound, std::move(m)}; }
+inline Error already_exists_error(std::string m) { return {Code::kAlreadyExists, std::move(m)}; }
+inline Error failed_precondition_error(std::string m) {
+  return {Code::kFailedPrecondition, std::move(m)};
+}
+inline Error aborted_error(std::string m) { return {Code::kAborted, std::move(m)}; }
+inline Error unavailable_error(std::string m) { return {Code::kUnavailable, std::move(m)}; }
+inline Error resource_exhausted_error(std::string m) {
+  return {Code::kResourceExhausted, std::move(m)};
+}
+inline Error data_loss_error(std::string m) { return {Code::kDataLoss, std::move(m)}; }
+inline Error internal_error(std::string m) { return {Code::kInternal, std::move(m)}; }
+inline Error deadline_exceeded_error(std::string m) {
+  return {Code::kDeadlineExceeded, std::move(m)};
+}
+inline Error cancelled_error(std::string m) { return {Code::kCancelled, std::move(m)}; }
 
 }  // namespace venture
 
@@ -71,9 +79,9 @@ inline Error Cancelled(std::string m) { return {Code::kCancelled, std::move(m)};
 #define VENTURE_CONCAT(a, b) VENTURE_CONCAT_INNER(a, b)
 
 // Returns the error of a Result/Status expression from the enclosing function.
-#define VENTURE_RETURN_IF_ERROR(expr)                            \
-  do {                                                           \
-    auto&& venture_status_ = (expr);                             \
+#define VENTURE_RETURN_IF_ERROR(expr)                                \
+  do {                                                               \
+    auto&& venture_status_ = (expr);                                 \
     if (!venture_status_) return std::move(venture_status_).error(); \
   } while (false)
 
@@ -91,9 +99,9 @@ inline Error Cancelled(std::string m) { return {Code::kCancelled, std::move(m)};
   VENTURE_ASSIGN_OR_RETURN_IMPL(VENTURE_CONCAT(venture_result_, __LINE__), lhs, expr)
 
 // Coroutine twins.
-#define VENTURE_CO_RETURN_IF_ERROR(expr)                            \
-  do {                                                              \
-    auto&& venture_status_ = (expr);                                \
+#define VENTURE_CO_RETURN_IF_ERROR(expr)                                \
+  do {                                                                  \
+    auto&& venture_status_ = (expr);                                    \
     if (!venture_status_) co_return std::move(venture_status_).error(); \
   } while (false)
 

@@ -9,7 +9,7 @@ namespace venture {
 namespace {
 
 // Days since 1970-01-01 for a civil date (Howard Hinnant's algorithm).
-int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {
+int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
   y -= m <= 2;
   const int64_t era = (y >= 0 ? y : y - 399) / 400;
   const auto yoe = static_cast<unsigned>(y - era * 400);
@@ -18,7 +18,7 @@ int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {
   return era * 146097 + static_cast<int64_t>(doe) - 719468;
 }
 
-void CivilFromDays(int64_t z, int64_t& y, unsigned& m, unsigned& d) {
+void civil_from_days(int64_t z, int64_t& y, unsigned& m, unsigned& d) {
   z += 719468;
   const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
   const auto doe = static_cast<unsigned>(z - era * 146097);
@@ -31,7 +31,7 @@ void CivilFromDays(int64_t z, int64_t& y, unsigned& m, unsigned& d) {
   y += m <= 2;
 }
 
-bool ParseDigits(std::string_view s, std::size_t pos, std::size_t n, int64_t& out) {
+bool parse_digits(std::string_view s, std::size_t pos, std::size_t n, int64_t& out) {
   if (pos + n > s.size()) return false;
   out = 0;
   for (std::size_t i = pos; i < pos + n; ++i) {
@@ -43,8 +43,8 @@ bool ParseDigits(std::string_view s, std::size_t pos, std::size_t n, int64_t& ou
 
 }  // namespace
 
-std::string FormatTime(Time t) {
-  const int64_t ms = ToUnixMs(t);
+std::string format_time(Time t) {
+  const int64_t ms = to_unix_ms(t);
   int64_t days = ms / 86400000;
   int64_t rem = ms % 86400000;
   if (rem < 0) {
@@ -54,7 +54,7 @@ std::string FormatTime(Time t) {
   int64_t y = 0;
   unsigned m = 0;
   unsigned d = 0;
-  CivilFromDays(days, y, m, d);
+  civil_from_days(days, y, m, d);
   char buf[40];
   std::snprintf(buf, sizeof buf, "%04" PRId64 "-%02u-%02uT%02d:%02d:%02d.%03dZ", y, m, d,
                 static_cast<int>(rem / 3600000), static_cast<int>(rem / 60000 % 60),
@@ -62,57 +62,65 @@ std::string FormatTime(Time t) {
   return buf;
 }
 
-Result<Time> ParseTime(std::string_view s) {
+Result<Time> parse_time(std::string_view s) {
   // YYYY-MM-DDTHH:MM:SS[.fff]Z
   int64_t y = 0, mo = 0, d = 0, h = 0, mi = 0, se = 0, frac = 0;
-  bool ok = s.size() >= 20 && ParseDigits(s, 0, 4, y) && s[4] == '-' && ParseDigits(s, 5, 2, mo) &&
-            s[7] == '-' && ParseDigits(s, 8, 2, d) && (s[10] == 'T' || s[10] == 't') &&
-            ParseDigits(s, 11, 2, h) && s[13] == ':' && ParseDigits(s, 14, 2, mi) &&
-            s[16] == ':' && ParseDigits(s, 17, 2, se);
+  bool ok = s.size() >= 20 && parse_digits(s, 0, 4, y) && s[4] == '-' &&
+            parse_digits(s, 5, 2, mo) && s[7] == '-' && parse_digits(s, 8, 2, d) &&
+            (s[10] == 'T' || s[10] == 't') && parse_digits(s, 11, 2, h) && s[13] == ':' &&
+            parse_digits(s, 14, 2, mi) && s[16] == ':' && parse_digits(s, 17, 2, se);
   std::size_t pos = 19;
   if (ok && pos < s.size() && s[pos] == '.') {
-    ok = ParseDigits(s, pos + 1, 3, frac);
+    ok = parse_digits(s, pos + 1, 3, frac);
     pos += 4;
   }
   ok = ok && pos + 1 == s.size() && (s[pos] == 'Z' || s[pos] == 'z');
   ok = ok && mo >= 1 && mo <= 12 && d >= 1 && d <= 31 && h < 24 && mi < 60 && se < 61;
   if (!ok) {
-    return InvalidArgument("not an RFC 3339 UTC time: '" + std::string(s.substr(0, 64)) + "'");
+    return invalid_argument_error("not an RFC 3339 UTC time: '" + std::string(s.substr(0, 64)) +
+                                  "'");
   }
-  const int64_t days = DaysFromCivil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d));
-  return FromUnixMs(((days * 24 + h) * 60 + mi) * 60000 + se * 1000 + frac);
+  const int64_t days = days_from_civil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d));
+  return from_unix_ms(((days * 24 + h) * 60 + mi) * 60000 + se * 1000 + frac);
 }
 
-Result<Millis> ParseDuration(std::string_view text) {
+Result<Millis> parse_duration(std::string_view text) {
   std::size_t i = 0;
   int64_t n = 0;
   while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
     n = n * 10 + (text[i] - '0');
     if (n > limits::kDurationMax.count()) {
-      return InvalidArgument("duration '" + std::string(text.substr(0, 32)) + "' is too long");
+      return invalid_argument_error("duration '" + std::string(text.substr(0, 32)) +
+                                    "' is too long");
     }
     ++i;
   }
   const std::string_view unit = text.substr(i);
   int64_t scale = 0;
   if (i > 0) {
-    if (unit == "ms") scale = 1;
-    else if (unit == "s") scale = 1000;
-    else if (unit == "m") scale = 60000;
-    else if (unit == "h") scale = 3600000;
-    else if (unit == "d") scale = 86400000;
+    if (unit == "ms")
+      scale = 1;
+    else if (unit == "s")
+      scale = 1000;
+    else if (unit == "m")
+      scale = 60000;
+    else if (unit == "h")
+      scale = 3600000;
+    else if (unit == "d")
+      scale = 86400000;
   }
   if (scale == 0) {
-    return InvalidArgument("'" + std::string(text.substr(0, 32)) +
-                           "' is not a duration (use e.g. 250ms, 30s, 5m, 2h, 1d)");
+    return invalid_argument_error("'" + std::string(text.substr(0, 32)) +
+                                  "' is not a duration (use e.g. 250ms, 30s, 5m, 2h, 1d)");
   }
   if (n > limits::kDurationMax.count() / scale) {
-    return InvalidArgument("duration '" + std::string(text) + "' exceeds the maximum of 365d");
+    return invalid_argument_error("duration '" + std::string(text) +
+                                  "' exceeds the maximum of 365d");
   }
   return Millis(n * scale);
 }
 
-std::string FormatDuration(Millis d) {
+std::string format_duration(Millis d) {
   const int64_t ms = d.count();
   if (ms != 0 && ms % 86400000 == 0) return std::to_string(ms / 86400000) + "d";
   if (ms != 0 && ms % 3600000 == 0) return std::to_string(ms / 3600000) + "h";
@@ -123,88 +131,88 @@ std::string FormatDuration(Millis d) {
 
 namespace base {
 
-Time RealClock::Now() {
+Time RealClock::now() {
   return std::chrono::time_point_cast<Millis>(std::chrono::system_clock::now());
 }
 
-int64_t RealClock::MonotonicNs() {
+int64_t RealClock::monotonic_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
 
-Time ManualClock::Now() {
+Time ManualClock::now() {
   std::lock_guard lock(mu_);
   return now_;
 }
 
-int64_t ManualClock::MonotonicNs() {
+int64_t ManualClock::monotonic_ns() {
   std::lock_guard lock(mu_);
-  return ToUnixMs(now_) * 1000000;
+  return to_unix_ms(now_) * 1000000;
 }
 
-void ManualClock::Advance(Millis d) {
+void ManualClock::advance(Millis d) {
   std::lock_guard lock(mu_);
   now_ += d;
 }
 
-void ManualClock::Set(Time t) {
+void ManualClock::set(Time t) {
   std::lock_guard lock(mu_);
   now_ = t;
 }
 
-uint64_t Random::Uniform(uint64_t n) {
+uint64_t Random::uniform(uint64_t n) {
   VENTURE_CHECK(n > 0);
   // Lemire's nearly-divisionless method is overkill here; rejection keeps it unbiased.
   const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
-  uint64_t x = Next();
-  while (x >= limit) x = Next();
+  uint64_t x = next();
+  while (x >= limit) x = next();
   return x % n;
 }
 
-double Random::UniformDouble() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
+double Random::uniform_double() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
 
 namespace {
-uint64_t SplitMix(uint64_t& x) {
+uint64_t split_mix(uint64_t& x) {
   uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);
 }
-uint64_t Rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 }  // namespace
 
 SeededRandom::SeededRandom(uint64_t seed) {
-  for (uint64_t& s : s_) s = SplitMix(seed);
+  for (uint64_t& s : s_) s = split_mix(seed);
 }
 
-uint64_t SeededRandom::Next() {
+uint64_t SeededRandom::next() {
   std::lock_guard lock(mu_);
-  const uint64_t result = Rotl(s_[1] * 5, 7) * 9;
+  const uint64_t result = rotl(s_[1] * 5, 7) * 9;
   const uint64_t t = s_[1] << 17;
   s_[2] ^= s_[0];
   s_[3] ^= s_[1];
   s_[1] ^= s_[2];
   s_[0] ^= s_[3];
   s_[2] ^= t;
-  s_[3] = Rotl(s_[3], 45);
+  s_[3] = rotl(s_[3], 45);
   return result;
 }
 
 namespace {
-uint64_t EntropySeed() {
+uint64_t entropy_seed() {
   std::random_device rd;
   return (static_cast<uint64_t>(rd()) << 32) ^ rd();
 }
 }  // namespace
 
-RealRandom::RealRandom() : inner_(EntropySeed()) {}
-uint64_t RealRandom::Next() { return inner_.Next(); }
+RealRandom::RealRandom() : inner_(entropy_seed()) {}
+uint64_t RealRandom::next() { return inner_.next(); }
 
-std::string NewId(std::string_view prefix, Clock& clock, Random& random) {
-  const auto ms = static_cast<uint64_t>(ToUnixMs(clock.Now()));
-  const uint64_t r1 = random.Next();
-  const uint64_t r2 = random.Next();
+std::string new_id(std::string_view prefix, Clock& clock, Random& random) {
+  const auto ms = static_cast<uint64_t>(to_unix_ms(clock.now()));
+  const uint64_t r1 = random.next();
+  const uint64_t r2 = random.next();
   uint8_t b[16];
   for (int i = 0; i < 6; ++i) b[i] = static_cast<uint8_t>(ms >> (40 - 8 * i));
   b[6] = static_cast<uint8_t>(0x70 | ((r1 >> 8) & 0x0f));
@@ -223,7 +231,7 @@ std::string NewId(std::string_view prefix, Clock& clock, Random& random) {
   return out;
 }
 
-bool IsId(std::string_view text, std::string_view prefix) {
+bool is_id(std::string_view text, std::string_view prefix) {
   if (text.size() != prefix.size() + 1 + 36) return false;
   if (text.substr(0, prefix.size()) != prefix || text[prefix.size()] != '_') return false;
   const std::string_view u = text.substr(prefix.size() + 1);

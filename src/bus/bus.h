@@ -5,7 +5,7 @@
 // Key types: Bus (the interface), Delivery (one leased message). Implementation here: NewMemoryBus
 // (in-process, the embedded default and the simulation's bus). NATS JetStream comes later (#5).
 //
-// Threading: every method is thread-safe. Subscribe handlers and OnReady callbacks run on the
+// Threading: every method is thread-safe. Subscribe handlers and on_ready callbacks run on the
 // publishing/enqueuing thread, outside the bus's locks, must be cheap, must not throw and must not
 // call back into the bus. A handler unsubscribed (or a callback replaced) while a Publish (Enqueue)
 // is in flight on another thread may still be called once more by that Publish (Enqueue).
@@ -50,41 +50,41 @@ class Bus {
 
   // Topics. Subjects are dot-separated tokens; a pattern may use `*` (one token) and a final `>`
   // (one or more tokens), as in NATS. Delivery is at-most-once and in publish order per publisher.
-  [[nodiscard]] virtual Status Publish(std::string_view subject, json::value data) = 0;
+  [[nodiscard]] virtual Status publish(std::string_view subject, json::value data) = 0;
   using Handler = std::function<void(const Message&)>;
-  [[nodiscard]] virtual Result<uint64_t> Subscribe(std::string_view pattern, Handler handler) = 0;
-  virtual void Unsubscribe(uint64_t subscription) = 0;
+  [[nodiscard]] virtual Result<uint64_t> subscribe(std::string_view pattern, Handler handler) = 0;
+  virtual void unsubscribe(uint64_t subscription) = 0;
 
   // Work queues. Enqueue with a non-empty dedup_id that is already in the queue (ready, delayed or
   // leased) is a successful no-op. kResourceExhausted when the queue holds limits::kQueueDepthMax
   // messages (ready + delayed + leased). A message that comes back from a lease (expiry or Nack)
   // after limits::kDeliveriesMax deliveries is dropped and counted as dead.
-  [[nodiscard]] virtual Status Enqueue(std::string_view queue, std::string dedup_id,
+  [[nodiscard]] virtual Status enqueue(std::string_view queue, std::string dedup_id,
                                        json::value payload) = 0;
   // Up to `max` ready messages, each leased for `lease` (capped at limits::kLeaseMax). First
   // redelivers messages whose lease has expired (deliveries + 1). Never blocks.
-  [[nodiscard]] virtual Result<std::vector<Delivery>> Pull(std::string_view queue, std::size_t max,
+  [[nodiscard]] virtual Result<std::vector<Delivery>> pull(std::string_view queue, std::size_t max,
                                                            Millis lease) = 0;
   // Removes the message. kNotFound if the lease is stale (the message was redelivered).
-  [[nodiscard]] virtual Status Ack(const Delivery& d) = 0;
+  [[nodiscard]] virtual Status ack(const Delivery& d) = 0;
   // Returns the message to the queue, visible again after `delay`. kNotFound if stale.
-  [[nodiscard]] virtual Status Nack(const Delivery& d, Millis delay) = 0;
+  [[nodiscard]] virtual Status nack(const Delivery& d, Millis delay) = 0;
   // Extends the lease to now + extend. kNotFound if stale.
-  [[nodiscard]] virtual Status Heartbeat(Delivery& d, Millis extend) = 0;
+  [[nodiscard]] virtual Status heartbeat(Delivery& d, Millis extend) = 0;
 
   // `callback` runs after every Enqueue/Nack to `queue` and when a lease of it expires on Pull, so
   // a consumer can sleep on its own condition variable. One callback per queue; replaces.
-  virtual void OnReady(std::string_view queue, std::function<void()> callback) = 0;
+  virtual void on_ready(std::string_view queue, std::function<void()> callback) = 0;
 
-  [[nodiscard]] virtual Result<QueueStats> Stats(std::string_view queue) = 0;
+  [[nodiscard]] virtual Result<QueueStats> stats(std::string_view queue) = 0;
   // The earliest time a delayed or leased message of `queue` becomes pullable again (for sleepers);
   // nullopt when there is none.
-  virtual std::optional<Time> NextWake(std::string_view queue) = 0;
+  virtual std::optional<Time> next_wake(std::string_view queue) = 0;
 };
 
-std::unique_ptr<Bus> NewMemoryBus(base::Clock& clock);
+std::unique_ptr<Bus> new_memory_bus(base::Clock& clock);
 
 // True if subject matches pattern (NATS rules above).
-bool SubjectMatches(std::string_view pattern, std::string_view subject);
+bool subject_matches(std::string_view pattern, std::string_view subject);
 
 }  // namespace venture::bus

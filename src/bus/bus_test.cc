@@ -1,7 +1,7 @@
 // Goal: the in-process bus keeps the contract of bus.h: NATS subject matching, topic delivery and
 // unsubscription, and work queues with de-duplication, a depth bound, leases that expire into
 // redelivery (the old lease going stale), heartbeats, delayed nacks, dead-lettering after
-// limits::kDeliveriesMax deliveries, OnReady notifications, and exactly-once acknowledgement of
+// limits::kDeliveriesMax deliveries, on_ready notifications, and exactly-once acknowledgement of
 // every message under concurrent producers and consumers.
 // Method: table tests for matching; a ManualClock drives every time-dependent case, so nothing
 // sleeps and every outcome is deterministic; the concurrency test counts acks per message id and
@@ -20,28 +20,28 @@ namespace {
 
 constexpr Millis kLease{10000};
 
-Time Start() { return FromUnixMs(1'700'000'000'000); }
+Time start() { return from_unix_ms(1'700'000'000'000); }
 
 class BusTest : public ::testing::Test {
  protected:
-  base::ManualClock clock_{Start()};
-  std::unique_ptr<Bus> bus_ = NewMemoryBus(clock_);
+  base::ManualClock clock_{start()};
+  std::unique_ptr<Bus> bus_ = new_memory_bus(clock_);
 
-  Delivery PullOne(std::string_view queue, Millis lease = kLease) {
-    auto got = bus_->Pull(queue, 1, lease);
+  Delivery pull_one(std::string_view queue, Millis lease = kLease) {
+    auto got = bus_->pull(queue, 1, lease);
     EXPECT_TRUE(got.has_value());
     EXPECT_EQ(got->size(), 1U);
     return got->empty() ? Delivery{} : got->front();
   }
 
-  std::size_t PullCount(std::string_view queue) {
-    auto got = bus_->Pull(queue, 1000, kLease);
+  std::size_t pull_count(std::string_view queue) {
+    auto got = bus_->pull(queue, 1000, kLease);
     EXPECT_TRUE(got.has_value());
     return got->size();
   }
 
-  QueueStats StatsOf(std::string_view queue) {
-    auto stats = bus_->Stats(queue);
+  QueueStats stats_of(std::string_view queue) {
+    auto stats = bus_->stats(queue);
     EXPECT_TRUE(stats.has_value());
     return *stats;
   }
@@ -94,7 +94,7 @@ TEST(SubjectMatchesTest, Table) {
       {"runs.*.events", "runs.run_1.events", true},
   };
   for (const Case& c : cases) {
-    EXPECT_EQ(SubjectMatches(c.pattern, c.subject), c.match)
+    EXPECT_EQ(subject_matches(c.pattern, c.subject), c.match)
         << "pattern '" << c.pattern << "' subject '" << c.subject << "'";
   }
 }
@@ -103,62 +103,62 @@ TEST(SubjectMatchesTest, Table) {
 
 TEST_F(BusTest, PublishCallsMatchingHandlersInSubscriptionOrder) {
   std::vector<std::string> seen;
-  auto s1 = bus_->Subscribe("runs.>", [&](const Message& m) { seen.push_back("1:" + m.subject); });
-  auto s2 = bus_->Subscribe("runs.*.done", [&](const Message& m) {
+  auto s1 = bus_->subscribe("runs.>", [&](const Message& m) { seen.push_back("1:" + m.subject); });
+  auto s2 = bus_->subscribe("runs.*.done", [&](const Message& m) {
     seen.push_back("2:" + m.subject + ":" + json::serialize(m.data));
   });
-  auto s3 = bus_->Subscribe("other", [&](const Message& m) { seen.push_back("3:" + m.subject); });
+  auto s3 = bus_->subscribe("other", [&](const Message& m) { seen.push_back("3:" + m.subject); });
   ASSERT_TRUE(s1 && s2 && s3);
   EXPECT_NE(*s1, *s2);
-  ASSERT_TRUE(bus_->Publish("runs.r1.done", json::value(7)));
-  ASSERT_TRUE(bus_->Publish("runs.r1.started", nullptr));
-  ASSERT_TRUE(bus_->Publish("nobody.listens", nullptr));
+  ASSERT_TRUE(bus_->publish("runs.r1.done", json::value(7)));
+  ASSERT_TRUE(bus_->publish("runs.r1.started", nullptr));
+  ASSERT_TRUE(bus_->publish("nobody.listens", nullptr));
   EXPECT_EQ(seen,
             (std::vector<std::string>{"1:runs.r1.done", "2:runs.r1.done:7", "1:runs.r1.started"}));
 }
 
 TEST_F(BusTest, UnsubscribeStopsDelivery) {
   int calls = 0;
-  auto sub = bus_->Subscribe("a.*", [&](const Message&) { ++calls; });
+  auto sub = bus_->subscribe("a.*", [&](const Message&) { ++calls; });
   ASSERT_TRUE(sub);
-  ASSERT_TRUE(bus_->Publish("a.b", nullptr));
-  bus_->Unsubscribe(*sub);
-  ASSERT_TRUE(bus_->Publish("a.b", nullptr));
+  ASSERT_TRUE(bus_->publish("a.b", nullptr));
+  bus_->unsubscribe(*sub);
+  ASSERT_TRUE(bus_->publish("a.b", nullptr));
   EXPECT_EQ(calls, 1);
-  bus_->Unsubscribe(*sub);  // idempotent
-  bus_->Unsubscribe(12345);
+  bus_->unsubscribe(*sub);  // idempotent
+  bus_->unsubscribe(12345);
 }
 
 TEST_F(BusTest, InvalidSubjectsAndPatternsAreRejected) {
-  EXPECT_EQ(bus_->Publish("a..b", nullptr).error().code, Code::kInvalidArgument);
-  EXPECT_EQ(bus_->Publish("a.*", nullptr).error().code, Code::kInvalidArgument);
-  EXPECT_EQ(bus_->Publish("", nullptr).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(bus_->publish("a..b", nullptr).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(bus_->publish("a.*", nullptr).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(bus_->publish("", nullptr).error().code, Code::kInvalidArgument);
   auto handler = [](const Message&) {};
-  EXPECT_EQ(bus_->Subscribe("a.>.b", handler).error().code, Code::kInvalidArgument);
-  EXPECT_EQ(bus_->Subscribe("", handler).error().code, Code::kInvalidArgument);
-  EXPECT_EQ(bus_->Subscribe("a", nullptr).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(bus_->subscribe("a.>.b", handler).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(bus_->subscribe("", handler).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(bus_->subscribe("a", nullptr).error().code, Code::kInvalidArgument);
 }
 
 TEST_F(BusTest, SubscriberCountIsBounded) {
   std::vector<uint64_t> ids;
   for (std::size_t i = 0; i < limits::kTopicSubscribersMax; ++i) {
-    auto sub = bus_->Subscribe("x", [](const Message&) {});
+    auto sub = bus_->subscribe("x", [](const Message&) {});
     ASSERT_TRUE(sub);
     ids.push_back(*sub);
   }
-  auto over = bus_->Subscribe("x", [](const Message&) {});
+  auto over = bus_->subscribe("x", [](const Message&) {});
   ASSERT_FALSE(over);
   EXPECT_EQ(over.error().code, Code::kResourceExhausted);
-  bus_->Unsubscribe(ids.front());
-  EXPECT_TRUE(bus_->Subscribe("x", [](const Message&) {}));
+  bus_->unsubscribe(ids.front());
+  EXPECT_TRUE(bus_->subscribe("x", [](const Message&) {}));
 }
 
 // ---- Work queues ----
 
 TEST_F(BusTest, EnqueuePullAckInFifoOrder) {
-  ASSERT_TRUE(bus_->Enqueue("q", "", json::value(1)));
-  ASSERT_TRUE(bus_->Enqueue("q", "", json::value(2)));
-  auto got = bus_->Pull("q", 10, kLease);
+  ASSERT_TRUE(bus_->enqueue("q", "", json::value(1)));
+  ASSERT_TRUE(bus_->enqueue("q", "", json::value(2)));
+  auto got = bus_->pull("q", 10, kLease);
   ASSERT_TRUE(got);
   ASSERT_EQ(got->size(), 2U);
   const Delivery& first = (*got)[0];
@@ -168,246 +168,246 @@ TEST_F(BusTest, EnqueuePullAckInFifoOrder) {
   EXPECT_NE(first.message_id, (*got)[1].message_id);
   EXPECT_NE(first.lease, (*got)[1].lease);
   EXPECT_EQ(first.deliveries, 1);
-  EXPECT_EQ(first.lease_until, Start() + kLease);
-  EXPECT_EQ(StatsOf("q").leased, 2U);
-  ASSERT_TRUE(bus_->Ack(first));
-  EXPECT_EQ(bus_->Ack(first).error().code, Code::kNotFound);  // already acked
-  ASSERT_TRUE(bus_->Ack((*got)[1]));
-  EXPECT_EQ(PullCount("q"), 0U);
-  const QueueStats stats = StatsOf("q");
+  EXPECT_EQ(first.lease_until, start() + kLease);
+  EXPECT_EQ(stats_of("q").leased, 2U);
+  ASSERT_TRUE(bus_->ack(first));
+  EXPECT_EQ(bus_->ack(first).error().code, Code::kNotFound);  // already acked
+  ASSERT_TRUE(bus_->ack((*got)[1]));
+  EXPECT_EQ(pull_count("q"), 0U);
+  const QueueStats stats = stats_of("q");
   EXPECT_EQ(stats.ready + stats.leased + stats.dead, 0U);
 }
 
 TEST_F(BusTest, PullRespectsMaxAndCapsTheLease) {
   for (int i = 0; i < 5; ++i) {
-    ASSERT_TRUE(bus_->Enqueue("q", "", json::value(i)));
+    ASSERT_TRUE(bus_->enqueue("q", "", json::value(i)));
   }
-  auto got = bus_->Pull("q", 3, limits::kLeaseMax * 10);
+  auto got = bus_->pull("q", 3, limits::kLeaseMax * 10);
   ASSERT_TRUE(got);
   ASSERT_EQ(got->size(), 3U);
-  EXPECT_EQ(got->front().lease_until, Start() + limits::kLeaseMax);
-  EXPECT_EQ(bus_->Pull("q", 0, kLease)->size(), 0U);
-  EXPECT_EQ(StatsOf("q").ready, 2U);
+  EXPECT_EQ(got->front().lease_until, start() + limits::kLeaseMax);
+  EXPECT_EQ(bus_->pull("q", 0, kLease)->size(), 0U);
+  EXPECT_EQ(stats_of("q").ready, 2U);
 }
 
 TEST_F(BusTest, BadArgumentsAndUnknownQueues) {
-  EXPECT_EQ(bus_->Enqueue("", "", nullptr).error().code, Code::kInvalidArgument);
-  EXPECT_EQ(bus_->Pull("q", 1, Millis(0)).error().code, Code::kInvalidArgument);
-  EXPECT_EQ(bus_->Pull("", 1, kLease).error().code, Code::kInvalidArgument);
-  EXPECT_EQ(bus_->Pull("never", 1, kLease)->size(), 0U);
-  EXPECT_EQ(StatsOf("never").ready, 0U);
-  EXPECT_FALSE(bus_->NextWake("never"));
+  EXPECT_EQ(bus_->enqueue("", "", nullptr).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(bus_->pull("q", 1, Millis(0)).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(bus_->pull("", 1, kLease).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(bus_->pull("never", 1, kLease)->size(), 0U);
+  EXPECT_EQ(stats_of("never").ready, 0U);
+  EXPECT_FALSE(bus_->next_wake("never"));
   Delivery ghost;
   ghost.queue = "never";
-  EXPECT_EQ(bus_->Ack(ghost).error().code, Code::kNotFound);
-  EXPECT_EQ(bus_->Nack(ghost, Millis(0)).error().code, Code::kNotFound);
-  EXPECT_EQ(bus_->Heartbeat(ghost, kLease).error().code, Code::kNotFound);
-  ASSERT_TRUE(bus_->Enqueue("q", "", nullptr));
-  Delivery d = PullOne("q");
-  EXPECT_EQ(bus_->Nack(d, Millis(-1)).error().code, Code::kInvalidArgument);
-  EXPECT_EQ(bus_->Heartbeat(d, Millis(0)).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(bus_->ack(ghost).error().code, Code::kNotFound);
+  EXPECT_EQ(bus_->nack(ghost, Millis(0)).error().code, Code::kNotFound);
+  EXPECT_EQ(bus_->heartbeat(ghost, kLease).error().code, Code::kNotFound);
+  ASSERT_TRUE(bus_->enqueue("q", "", nullptr));
+  Delivery d = pull_one("q");
+  EXPECT_EQ(bus_->nack(d, Millis(-1)).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(bus_->heartbeat(d, Millis(0)).error().code, Code::kInvalidArgument);
   ghost.queue = "q";
   ghost.message_id = d.message_id;
   ghost.lease = d.lease + 1000;
-  EXPECT_EQ(bus_->Ack(ghost).error().code, Code::kNotFound);
+  EXPECT_EQ(bus_->ack(ghost).error().code, Code::kNotFound);
 }
 
 TEST_F(BusTest, DuplicateDedupIdIsANoOpWhileTheMessageExists) {
-  ASSERT_TRUE(bus_->Enqueue("q", "task-1", json::value(1)));
-  ASSERT_TRUE(bus_->Enqueue("q", "task-1", json::value(2)));  // ready
-  EXPECT_EQ(StatsOf("q").ready, 1U);
-  Delivery d = PullOne("q");
+  ASSERT_TRUE(bus_->enqueue("q", "task-1", json::value(1)));
+  ASSERT_TRUE(bus_->enqueue("q", "task-1", json::value(2)));  // ready
+  EXPECT_EQ(stats_of("q").ready, 1U);
+  Delivery d = pull_one("q");
   EXPECT_EQ(d.dedup_id, "task-1");
   EXPECT_EQ(d.payload, json::value(1));
-  ASSERT_TRUE(bus_->Enqueue("q", "task-1", json::value(3)));  // leased
-  EXPECT_EQ(PullCount("q"), 0U);
-  ASSERT_TRUE(bus_->Nack(d, Millis(5000)));
-  ASSERT_TRUE(bus_->Enqueue("q", "task-1", json::value(4)));  // delayed
-  EXPECT_EQ(StatsOf("q").ready, 1U);
-  clock_.Advance(Millis(5000));
-  d = PullOne("q");
+  ASSERT_TRUE(bus_->enqueue("q", "task-1", json::value(3)));  // leased
+  EXPECT_EQ(pull_count("q"), 0U);
+  ASSERT_TRUE(bus_->nack(d, Millis(5000)));
+  ASSERT_TRUE(bus_->enqueue("q", "task-1", json::value(4)));  // delayed
+  EXPECT_EQ(stats_of("q").ready, 1U);
+  clock_.advance(Millis(5000));
+  d = pull_one("q");
   EXPECT_EQ(d.payload, json::value(1));
-  ASSERT_TRUE(bus_->Ack(d));
-  ASSERT_TRUE(bus_->Enqueue("q", "task-1", json::value(5)));  // gone: accepted again
-  EXPECT_EQ(PullOne("q").payload, json::value(5));
+  ASSERT_TRUE(bus_->ack(d));
+  ASSERT_TRUE(bus_->enqueue("q", "task-1", json::value(5)));  // gone: accepted again
+  EXPECT_EQ(pull_one("q").payload, json::value(5));
   // Empty dedup ids never collide, and dedup ids are per queue.
-  ASSERT_TRUE(bus_->Enqueue("q", "", nullptr));
-  ASSERT_TRUE(bus_->Enqueue("q", "", nullptr));
-  ASSERT_TRUE(bus_->Enqueue("other", "task-1", nullptr));
-  EXPECT_EQ(StatsOf("q").ready, 2U);
-  EXPECT_EQ(StatsOf("other").ready, 1U);
+  ASSERT_TRUE(bus_->enqueue("q", "", nullptr));
+  ASSERT_TRUE(bus_->enqueue("q", "", nullptr));
+  ASSERT_TRUE(bus_->enqueue("other", "task-1", nullptr));
+  EXPECT_EQ(stats_of("q").ready, 2U);
+  EXPECT_EQ(stats_of("other").ready, 1U);
 }
 
 TEST_F(BusTest, QueueDepthIsBounded) {
-  ASSERT_TRUE(bus_->Enqueue("q", "first", nullptr));
+  ASSERT_TRUE(bus_->enqueue("q", "first", nullptr));
   for (std::size_t i = 1; i < limits::kQueueDepthMax; ++i) {
-    ASSERT_TRUE(bus_->Enqueue("q", "", nullptr));
+    ASSERT_TRUE(bus_->enqueue("q", "", nullptr));
   }
-  auto full = bus_->Enqueue("q", "", nullptr);
+  auto full = bus_->enqueue("q", "", nullptr);
   ASSERT_FALSE(full);
   EXPECT_EQ(full.error().code, Code::kResourceExhausted);
-  EXPECT_TRUE(bus_->Enqueue("q", "first", nullptr));  // a duplicate is still a no-op
-  EXPECT_TRUE(bus_->Enqueue("other", "", nullptr));   // the bound is per queue
-  Delivery d = PullOne("q");
+  EXPECT_TRUE(bus_->enqueue("q", "first", nullptr));  // a duplicate is still a no-op
+  EXPECT_TRUE(bus_->enqueue("other", "", nullptr));   // the bound is per queue
+  Delivery d = pull_one("q");
   // A leased message still counts towards the depth.
-  EXPECT_EQ(bus_->Enqueue("q", "", nullptr).error().code, Code::kResourceExhausted);
-  ASSERT_TRUE(bus_->Ack(d));
-  EXPECT_TRUE(bus_->Enqueue("q", "", nullptr));
+  EXPECT_EQ(bus_->enqueue("q", "", nullptr).error().code, Code::kResourceExhausted);
+  ASSERT_TRUE(bus_->ack(d));
+  EXPECT_TRUE(bus_->enqueue("q", "", nullptr));
 }
 
 TEST_F(BusTest, ExpiredLeaseRedeliversAndTheOldLeaseGoesStale) {
-  ASSERT_TRUE(bus_->Enqueue("q", "t", json::value("x")));
-  Delivery first = PullOne("q");
-  EXPECT_EQ(bus_->NextWake("q"), Start() + kLease);
-  clock_.Advance(kLease - Millis(1));
-  EXPECT_EQ(PullCount("q"), 0U);  // not expired yet
-  clock_.Advance(Millis(1));
-  Delivery second = PullOne("q");
+  ASSERT_TRUE(bus_->enqueue("q", "t", json::value("x")));
+  Delivery first = pull_one("q");
+  EXPECT_EQ(bus_->next_wake("q"), start() + kLease);
+  clock_.advance(kLease - Millis(1));
+  EXPECT_EQ(pull_count("q"), 0U);  // not expired yet
+  clock_.advance(Millis(1));
+  Delivery second = pull_one("q");
   EXPECT_EQ(second.message_id, first.message_id);
   EXPECT_EQ(second.dedup_id, "t");
   EXPECT_EQ(second.payload, json::value("x"));
   EXPECT_EQ(second.deliveries, 2);
   EXPECT_NE(second.lease, first.lease);
-  EXPECT_EQ(second.lease_until, Start() + kLease * 2);
-  EXPECT_EQ(bus_->Ack(first).error().code, Code::kNotFound);
-  EXPECT_EQ(bus_->Heartbeat(first, kLease).error().code, Code::kNotFound);
-  EXPECT_EQ(bus_->Nack(first, Millis(0)).error().code, Code::kNotFound);
-  ASSERT_TRUE(bus_->Ack(second));
-  EXPECT_FALSE(bus_->NextWake("q"));
+  EXPECT_EQ(second.lease_until, start() + kLease * 2);
+  EXPECT_EQ(bus_->ack(first).error().code, Code::kNotFound);
+  EXPECT_EQ(bus_->heartbeat(first, kLease).error().code, Code::kNotFound);
+  EXPECT_EQ(bus_->nack(first, Millis(0)).error().code, Code::kNotFound);
+  ASSERT_TRUE(bus_->ack(second));
+  EXPECT_FALSE(bus_->next_wake("q"));
 }
 
 TEST_F(BusTest, ExpiredLeaseIsHonouredUntilTheMessageIsPulledAgain) {
-  ASSERT_TRUE(bus_->Enqueue("q", "", nullptr));
-  Delivery d = PullOne("q");
-  clock_.Advance(kLease * 2);
-  ASSERT_TRUE(bus_->Ack(d));
-  EXPECT_EQ(PullCount("q"), 0U);
+  ASSERT_TRUE(bus_->enqueue("q", "", nullptr));
+  Delivery d = pull_one("q");
+  clock_.advance(kLease * 2);
+  ASSERT_TRUE(bus_->ack(d));
+  EXPECT_EQ(pull_count("q"), 0U);
 }
 
 TEST_F(BusTest, HeartbeatExtendsTheLease) {
-  ASSERT_TRUE(bus_->Enqueue("q", "", nullptr));
-  Delivery d = PullOne("q");
-  clock_.Advance(Millis(8000));
-  ASSERT_TRUE(bus_->Heartbeat(d, kLease));
-  EXPECT_EQ(d.lease_until, Start() + Millis(18000));
-  EXPECT_EQ(bus_->NextWake("q"), Start() + Millis(18000));
-  clock_.Advance(Millis(8000));  // past the original lease
-  EXPECT_EQ(PullCount("q"), 0U);
-  ASSERT_TRUE(bus_->Heartbeat(d, limits::kLeaseMax * 2));  // capped
-  EXPECT_EQ(d.lease_until, Start() + Millis(16000) + limits::kLeaseMax);
-  clock_.Advance(limits::kLeaseMax);
-  Delivery again = PullOne("q");
+  ASSERT_TRUE(bus_->enqueue("q", "", nullptr));
+  Delivery d = pull_one("q");
+  clock_.advance(Millis(8000));
+  ASSERT_TRUE(bus_->heartbeat(d, kLease));
+  EXPECT_EQ(d.lease_until, start() + Millis(18000));
+  EXPECT_EQ(bus_->next_wake("q"), start() + Millis(18000));
+  clock_.advance(Millis(8000));  // past the original lease
+  EXPECT_EQ(pull_count("q"), 0U);
+  ASSERT_TRUE(bus_->heartbeat(d, limits::kLeaseMax * 2));  // capped
+  EXPECT_EQ(d.lease_until, start() + Millis(16000) + limits::kLeaseMax);
+  clock_.advance(limits::kLeaseMax);
+  Delivery again = pull_one("q");
   EXPECT_EQ(again.deliveries, 2);
-  EXPECT_EQ(bus_->Heartbeat(d, kLease).error().code, Code::kNotFound);
+  EXPECT_EQ(bus_->heartbeat(d, kLease).error().code, Code::kNotFound);
 }
 
 TEST_F(BusTest, NackWithDelayMakesTheMessagePullableLater) {
-  ASSERT_TRUE(bus_->Enqueue("q", "", json::value(1)));
-  Delivery d = PullOne("q");
-  ASSERT_TRUE(bus_->Nack(d, Millis(5000)));
-  EXPECT_EQ(bus_->Ack(d).error().code, Code::kNotFound);  // the lease ended with the nack
-  EXPECT_EQ(StatsOf("q").ready, 1U);
-  EXPECT_EQ(StatsOf("q").leased, 0U);
-  EXPECT_EQ(bus_->NextWake("q"), Start() + Millis(5000));
-  clock_.Advance(Millis(4999));
-  EXPECT_EQ(PullCount("q"), 0U);
-  clock_.Advance(Millis(1));
-  Delivery again = PullOne("q");
+  ASSERT_TRUE(bus_->enqueue("q", "", json::value(1)));
+  Delivery d = pull_one("q");
+  ASSERT_TRUE(bus_->nack(d, Millis(5000)));
+  EXPECT_EQ(bus_->ack(d).error().code, Code::kNotFound);  // the lease ended with the nack
+  EXPECT_EQ(stats_of("q").ready, 1U);
+  EXPECT_EQ(stats_of("q").leased, 0U);
+  EXPECT_EQ(bus_->next_wake("q"), start() + Millis(5000));
+  clock_.advance(Millis(4999));
+  EXPECT_EQ(pull_count("q"), 0U);
+  clock_.advance(Millis(1));
+  Delivery again = pull_one("q");
   EXPECT_EQ(again.message_id, d.message_id);
   EXPECT_EQ(again.deliveries, 2);
-  ASSERT_TRUE(bus_->Nack(again, Millis(0)));  // no delay: ready at once
-  EXPECT_EQ(PullOne("q").deliveries, 3);
+  ASSERT_TRUE(bus_->nack(again, Millis(0)));  // no delay: ready at once
+  EXPECT_EQ(pull_one("q").deliveries, 3);
 }
 
 TEST_F(BusTest, NextWakeIsTheEarliestOfDelayedAndLeased) {
-  ASSERT_TRUE(bus_->Enqueue("q", "", nullptr));
-  ASSERT_TRUE(bus_->Enqueue("q", "", nullptr));
-  EXPECT_FALSE(bus_->NextWake("q"));  // ready messages need no wake-up
-  Delivery a = PullOne("q", Millis(9000));
-  Delivery b = PullOne("q", Millis(3000));
-  EXPECT_EQ(bus_->NextWake("q"), Start() + Millis(3000));
-  ASSERT_TRUE(bus_->Nack(b, Millis(1000)));
-  EXPECT_EQ(bus_->NextWake("q"), Start() + Millis(1000));
-  ASSERT_TRUE(bus_->Ack(a));
-  EXPECT_EQ(bus_->NextWake("q"), Start() + Millis(1000));
+  ASSERT_TRUE(bus_->enqueue("q", "", nullptr));
+  ASSERT_TRUE(bus_->enqueue("q", "", nullptr));
+  EXPECT_FALSE(bus_->next_wake("q"));  // ready messages need no wake-up
+  Delivery a = pull_one("q", Millis(9000));
+  Delivery b = pull_one("q", Millis(3000));
+  EXPECT_EQ(bus_->next_wake("q"), start() + Millis(3000));
+  ASSERT_TRUE(bus_->nack(b, Millis(1000)));
+  EXPECT_EQ(bus_->next_wake("q"), start() + Millis(1000));
+  ASSERT_TRUE(bus_->ack(a));
+  EXPECT_EQ(bus_->next_wake("q"), start() + Millis(1000));
 }
 
 TEST_F(BusTest, DeadLettersAfterMaxDeliveriesByExpiry) {
-  base::SetLogLevel(base::LogLevel::kError);  // the dead-letter warning is expected
-  ASSERT_TRUE(bus_->Enqueue("q", "poison", nullptr));
-  ASSERT_TRUE(bus_->Enqueue("q", "fine", nullptr));
+  base::set_log_level(base::LogLevel::kError);  // the dead-letter warning is expected
+  ASSERT_TRUE(bus_->enqueue("q", "poison", nullptr));
+  ASSERT_TRUE(bus_->enqueue("q", "fine", nullptr));
   for (std::size_t i = 1; i <= limits::kDeliveriesMax; ++i) {
-    auto got = bus_->Pull("q", 10, Millis(1000));
+    auto got = bus_->pull("q", 10, Millis(1000));
     ASSERT_TRUE(got);
     for (const Delivery& d : *got) {
       if (d.dedup_id == "fine") {
-        ASSERT_TRUE(bus_->Ack(d));
+        ASSERT_TRUE(bus_->ack(d));
       } else {
         EXPECT_EQ(d.deliveries, static_cast<int>(i));
       }
     }
-    clock_.Advance(Millis(1000));
+    clock_.advance(Millis(1000));
   }
-  EXPECT_EQ(PullCount("q"), 0U);
-  const QueueStats stats = StatsOf("q");
+  EXPECT_EQ(pull_count("q"), 0U);
+  const QueueStats stats = stats_of("q");
   EXPECT_EQ(stats.dead, 1U);
   EXPECT_EQ(stats.ready + stats.leased, 0U);
-  ASSERT_TRUE(bus_->Enqueue("q", "poison", nullptr));  // its dedup id was released
-  EXPECT_EQ(PullOne("q").deliveries, 1);
-  base::SetLogLevel(base::LogLevel::kInfo);
+  ASSERT_TRUE(bus_->enqueue("q", "poison", nullptr));  // its dedup id was released
+  EXPECT_EQ(pull_one("q").deliveries, 1);
+  base::set_log_level(base::LogLevel::kInfo);
 }
 
 TEST_F(BusTest, DeadLettersAfterMaxDeliveriesByNack) {
-  base::SetLogLevel(base::LogLevel::kError);
-  ASSERT_TRUE(bus_->Enqueue("q", "", nullptr));
+  base::set_log_level(base::LogLevel::kError);
+  ASSERT_TRUE(bus_->enqueue("q", "", nullptr));
   for (std::size_t i = 1; i <= limits::kDeliveriesMax; ++i) {
-    Delivery d = PullOne("q");
+    Delivery d = pull_one("q");
     EXPECT_EQ(d.deliveries, static_cast<int>(i));
-    ASSERT_TRUE(bus_->Nack(d, Millis(0)));
+    ASSERT_TRUE(bus_->nack(d, Millis(0)));
   }
-  EXPECT_EQ(PullCount("q"), 0U);
-  EXPECT_EQ(StatsOf("q").dead, 1U);
-  EXPECT_EQ(StatsOf("q").ready, 0U);
-  base::SetLogLevel(base::LogLevel::kInfo);
+  EXPECT_EQ(pull_count("q"), 0U);
+  EXPECT_EQ(stats_of("q").dead, 1U);
+  EXPECT_EQ(stats_of("q").ready, 0U);
+  base::set_log_level(base::LogLevel::kInfo);
 }
 
 TEST_F(BusTest, OnReadyFiresOnEnqueueNackAndExpiry) {
   int calls = 0;
-  bus_->OnReady("q", [&] { ++calls; });
-  ASSERT_TRUE(bus_->Enqueue("q", "a", nullptr));
+  bus_->on_ready("q", [&] { ++calls; });
+  ASSERT_TRUE(bus_->enqueue("q", "a", nullptr));
   EXPECT_EQ(calls, 1);
-  ASSERT_TRUE(bus_->Enqueue("q", "a", nullptr));  // duplicate: nothing new to pull
+  ASSERT_TRUE(bus_->enqueue("q", "a", nullptr));  // duplicate: nothing new to pull
   EXPECT_EQ(calls, 1);
-  ASSERT_TRUE(bus_->Enqueue("other", "", nullptr));  // another queue
+  ASSERT_TRUE(bus_->enqueue("other", "", nullptr));  // another queue
   EXPECT_EQ(calls, 1);
-  Delivery d = PullOne("q");
+  Delivery d = pull_one("q");
   EXPECT_EQ(calls, 1);  // an ordinary pull does not notify
-  ASSERT_TRUE(bus_->Nack(d, Millis(0)));
+  ASSERT_TRUE(bus_->nack(d, Millis(0)));
   EXPECT_EQ(calls, 2);
-  d = PullOne("q");
-  clock_.Advance(kLease);
-  EXPECT_EQ(PullOne("q").deliveries, 3);  // the expiry, found by this pull, notifies
+  d = pull_one("q");
+  clock_.advance(kLease);
+  EXPECT_EQ(pull_one("q").deliveries, 3);  // the expiry, found by this pull, notifies
   EXPECT_EQ(calls, 3);
   int replaced = 0;
-  bus_->OnReady("q", [&] { ++replaced; });  // one callback per queue: replaces
-  ASSERT_TRUE(bus_->Enqueue("q", "", nullptr));
+  bus_->on_ready("q", [&] { ++replaced; });  // one callback per queue: replaces
+  ASSERT_TRUE(bus_->enqueue("q", "", nullptr));
   EXPECT_EQ(calls, 3);
   EXPECT_EQ(replaced, 1);
-  bus_->OnReady("q", nullptr);  // clears
-  ASSERT_TRUE(bus_->Enqueue("q", "", nullptr));
+  bus_->on_ready("q", nullptr);  // clears
+  ASSERT_TRUE(bus_->enqueue("q", "", nullptr));
   EXPECT_EQ(replaced, 1);
 }
 
 TEST_F(BusTest, CallbacksRunOutsideTheLockAndMayUseTheBus) {
   std::size_t seen_ready = 0;
-  bus_->OnReady("q", [&] { seen_ready = bus_->Stats("q")->ready; });
-  ASSERT_TRUE(bus_->Enqueue("q", "", nullptr));
+  bus_->on_ready("q", [&] { seen_ready = bus_->stats("q")->ready; });
+  ASSERT_TRUE(bus_->enqueue("q", "", nullptr));
   EXPECT_EQ(seen_ready, 1U);
   int inner = 0;
-  ASSERT_TRUE(bus_->Subscribe(
-      "outer", [&](const Message&) { EXPECT_TRUE(bus_->Publish("inner", nullptr)); }));
-  ASSERT_TRUE(bus_->Subscribe("inner", [&](const Message&) { ++inner; }));
-  ASSERT_TRUE(bus_->Publish("outer", nullptr));
+  ASSERT_TRUE(bus_->subscribe(
+      "outer", [&](const Message&) { EXPECT_TRUE(bus_->publish("inner", nullptr)); }));
+  ASSERT_TRUE(bus_->subscribe("inner", [&](const Message&) { ++inner; }));
+  ASSERT_TRUE(bus_->publish("outer", nullptr));
   EXPECT_EQ(inner, 1);
 }
 
@@ -420,21 +420,21 @@ TEST_F(BusTest, ConcurrentProducersAndConsumersAckEveryMessageExactlyOnce) {
   std::vector<std::atomic<int>> acks(kTotal);
   std::atomic<int> acked{0};
   std::atomic<int> notified{0};
-  bus_->OnReady("work", [&] { notified.fetch_add(1, std::memory_order_relaxed); });
+  bus_->on_ready("work", [&] { notified.fetch_add(1, std::memory_order_relaxed); });
   std::vector<std::thread> threads;
   threads.reserve(kProducers + 2);
   for (int p = 0; p < kProducers; ++p) {
     threads.emplace_back([&, p] {
       for (int i = 0; i < kPerProducer; ++i) {
         const int n = p * kPerProducer + i;
-        ASSERT_TRUE(bus_->Enqueue("work", "m" + std::to_string(n), json::value(n)));
+        ASSERT_TRUE(bus_->enqueue("work", "m" + std::to_string(n), json::value(n)));
       }
     });
   }
   for (int c = 0; c < 2; ++c) {
     threads.emplace_back([&] {
       while (acked.load() < kTotal) {
-        auto got = bus_->Pull("work", 64, kLease);
+        auto got = bus_->pull("work", 64, kLease);
         ASSERT_TRUE(got);
         if (got->empty()) {
           std::this_thread::yield();
@@ -442,7 +442,7 @@ TEST_F(BusTest, ConcurrentProducersAndConsumersAckEveryMessageExactlyOnce) {
         }
         for (const Delivery& d : *got) {
           EXPECT_EQ(d.deliveries, 1);
-          ASSERT_TRUE(bus_->Ack(d));
+          ASSERT_TRUE(bus_->ack(d));
           acks[static_cast<std::size_t>(d.payload.as_int64())].fetch_add(1);
           acked.fetch_add(1);
         }
@@ -456,28 +456,28 @@ TEST_F(BusTest, ConcurrentProducersAndConsumersAckEveryMessageExactlyOnce) {
     ASSERT_EQ(acks[static_cast<std::size_t>(n)].load(), 1) << "message " << n;
   }
   EXPECT_EQ(notified.load(), kTotal);
-  const QueueStats stats = StatsOf("work");
+  const QueueStats stats = stats_of("work");
   EXPECT_EQ(stats.ready + stats.leased + stats.dead, 0U);
 }
 
 TEST_F(BusTest, ConcurrentPublishSubscribeAndUnsubscribe) {
   std::atomic<int> delivered{0};
-  auto kept = bus_->Subscribe("events.>", [&](const Message&) { delivered.fetch_add(1); });
+  auto kept = bus_->subscribe("events.>", [&](const Message&) { delivered.fetch_add(1); });
   ASSERT_TRUE(kept);
   std::vector<std::thread> threads;
   threads.reserve(3);
   for (int p = 0; p < 2; ++p) {
     threads.emplace_back([&] {
       for (int i = 0; i < 2000; ++i) {
-        ASSERT_TRUE(bus_->Publish("events.e" + std::to_string(i), json::value(i)));
+        ASSERT_TRUE(bus_->publish("events.e" + std::to_string(i), json::value(i)));
       }
     });
   }
   threads.emplace_back([&] {
     for (int i = 0; i < 2000; ++i) {
-      auto sub = bus_->Subscribe("events.*", [](const Message&) {});
+      auto sub = bus_->subscribe("events.*", [](const Message&) {});
       ASSERT_TRUE(sub);
-      bus_->Unsubscribe(*sub);
+      bus_->unsubscribe(*sub);
     }
   });
   for (std::thread& t : threads) {

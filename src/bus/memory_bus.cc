@@ -11,7 +11,7 @@
 // Topics. Subscriptions live in an id-ordered map under `topics_mu_`; Publish collects the
 // matching handlers under the lock and calls them after releasing it.
 //
-// Callbacks (handlers, OnReady) are shared_ptr copies taken under a lock and run outside it, so a
+// Callbacks (handlers, on_ready) are shared_ptr copies taken under a lock and run outside it, so a
 // callback may call back into the bus without deadlocking, and one replaced or unsubscribed while
 // a publish/enqueue is in flight may still run once more.
 #include <atomic>
@@ -76,19 +76,19 @@ struct DeadLetter {
   int deliveries = 0;
 };
 
-// Work collected under a queue's lock and done after releasing it: the OnReady notification and
+// Work collected under a queue's lock and done after releasing it: the on_ready notification and
 // the dead-letter log lines (I/O never happens under the lock).
 struct AfterUnlock {
   std::shared_ptr<const Callback> notify;
   std::vector<DeadLetter> dead;
 
-  void Run(std::string_view queue) const {
+  void run(std::string_view queue) const {
     for (const DeadLetter& d : dead) {
-      base::LogWarn("bus: message dead-lettered after too many deliveries",
-                    {{"queue", queue},
-                     {"message_id", d.message_id},
-                     {"dedup_id", d.dedup_id},
-                     {"deliveries", d.deliveries}});
+      base::log_warn("bus: message dead-lettered after too many deliveries",
+                     {{"queue", queue},
+                      {"message_id", d.message_id},
+                      {"dedup_id", d.dedup_id},
+                      {"deliveries", d.deliveries}});
     }
     if (notify) {
       (*notify)();
@@ -97,7 +97,7 @@ struct AfterUnlock {
 };
 
 // Removes a message that will never be delivered again (acked or dead). Caller holds q.mu.
-void Erase(Queue& q, std::unordered_map<uint64_t, Entry>::iterator it) {
+void erase(Queue& q, std::unordered_map<uint64_t, Entry>::iterator it) {
   if (!it->second.dedup_id.empty()) {
     q.dedup.erase(it->second.dedup_id);
   }
@@ -107,13 +107,13 @@ void Erase(Queue& q, std::unordered_map<uint64_t, Entry>::iterator it) {
 // Moves a message that came back from a lease (expiry or Nack) to ready/delayed, or to the dead
 // count once it has been delivered limits::kDeliveriesMax times. Caller holds q.mu and has already
 // removed the message's lease from q.leases.
-void Requeue(Queue& q, std::unordered_map<uint64_t, Entry>::iterator it, Time visible_at, Time now,
+void requeue(Queue& q, std::unordered_map<uint64_t, Entry>::iterator it, Time visible_at, Time now,
              AfterUnlock& after) {
   Entry& e = it->second;
   if (static_cast<std::size_t>(e.deliveries) >= limits::kDeliveriesMax) {
     after.dead.push_back({it->first, e.dedup_id, e.deliveries});
     ++q.dead;
-    Erase(q, it);
+    erase(q, it);
     return;
   }
   e.lease = 0;
@@ -128,14 +128,14 @@ void Requeue(Queue& q, std::unordered_map<uint64_t, Entry>::iterator it, Time vi
 
 // Returns expired leases to the queue and makes due delayed messages ready. Caller holds q.mu.
 // Returns true if an expired lease was processed.
-bool Reclaim(Queue& q, Time now, AfterUnlock& after) {
+bool reclaim(Queue& q, Time now, AfterUnlock& after) {
   bool expired = false;
   while (!q.leases.empty() && q.leases.begin()->at <= now) {
     const uint64_t id = q.leases.begin()->id;
     q.leases.erase(q.leases.begin());
     auto it = q.entries.find(id);
     VENTURE_CHECK(it != q.entries.end() && it->second.state == State::kLeased);
-    Requeue(q, it, now, now, after);
+    requeue(q, it, now, now, after);
     expired = true;
   }
   while (!q.delayed.empty() && q.delayed.top().at <= now) {
@@ -149,25 +149,25 @@ bool Reclaim(Queue& q, Time now, AfterUnlock& after) {
   return expired;
 }
 
-Time Later(Time now, Millis d, Millis cap) { return now + std::min(d, cap); }
+Time later(Time now, Millis d, Millis cap) { return now + std::min(d, cap); }
 
 class MemoryBus final : public Bus {
  public:
   explicit MemoryBus(base::Clock& clock) : clock_(clock) {}
 
-  Status Publish(std::string_view subject, json::value data) override;
-  Result<uint64_t> Subscribe(std::string_view pattern, Handler handler) override;
-  void Unsubscribe(uint64_t subscription) override;
+  Status publish(std::string_view subject, json::value data) override;
+  Result<uint64_t> subscribe(std::string_view pattern, Handler handler) override;
+  void unsubscribe(uint64_t subscription) override;
 
-  Status Enqueue(std::string_view queue, std::string dedup_id, json::value payload) override;
-  Result<std::vector<Delivery>> Pull(std::string_view queue, std::size_t max,
+  Status enqueue(std::string_view queue, std::string dedup_id, json::value payload) override;
+  Result<std::vector<Delivery>> pull(std::string_view queue, std::size_t max,
                                      Millis lease) override;
-  Status Ack(const Delivery& d) override;
-  Status Nack(const Delivery& d, Millis delay) override;
-  Status Heartbeat(Delivery& d, Millis extend) override;
-  void OnReady(std::string_view queue, std::function<void()> callback) override;
-  Result<QueueStats> Stats(std::string_view queue) override;
-  std::optional<Time> NextWake(std::string_view queue) override;
+  Status ack(const Delivery& d) override;
+  Status nack(const Delivery& d, Millis delay) override;
+  Status heartbeat(Delivery& d, Millis extend) override;
+  void on_ready(std::string_view queue, std::function<void()> callback) override;
+  Result<QueueStats> stats(std::string_view queue) override;
+  std::optional<Time> next_wake(std::string_view queue) override;
 
  private:
   struct Subscription {
@@ -176,10 +176,10 @@ class MemoryBus final : public Bus {
   };
 
   // nullptr if the queue was never created. Queues are never destroyed, so the pointer stays valid.
-  Queue* Find(std::string_view name);
-  Queue& FindOrCreate(std::string_view name);
+  Queue* find(std::string_view name);
+  Queue& find_or_create(std::string_view name);
   // The leased entry `d` refers to, or kNotFound if its lease is stale. Caller holds the lock.
-  static Result<std::unordered_map<uint64_t, Entry>::iterator> Leased(Queue& q, const Delivery& d);
+  static Result<std::unordered_map<uint64_t, Entry>::iterator> leased(Queue& q, const Delivery& d);
 
   base::Clock& clock_;
   std::atomic<uint64_t> next_message_id_{1};
@@ -193,14 +193,14 @@ class MemoryBus final : public Bus {
   uint64_t next_subscription_ = 1;
 };
 
-Queue* MemoryBus::Find(std::string_view name) {
+Queue* MemoryBus::find(std::string_view name) {
   std::shared_lock lock(queues_mu_);
   auto it = queues_.find(name);
   return it == queues_.end() ? nullptr : it->second.get();
 }
 
-Queue& MemoryBus::FindOrCreate(std::string_view name) {
-  if (Queue* q = Find(name)) {
+Queue& MemoryBus::find_or_create(std::string_view name) {
+  if (Queue* q = find(name)) {
     return *q;
   }
   std::unique_lock lock(queues_mu_);
@@ -211,39 +211,39 @@ Queue& MemoryBus::FindOrCreate(std::string_view name) {
   return *it->second;
 }
 
-Status MemoryBus::Publish(std::string_view subject, json::value data) {
-  if (!IsValidSubject(subject)) {
-    return InvalidArgument("bus: invalid subject '" + std::string(subject) + "'");
+Status MemoryBus::publish(std::string_view subject, json::value data) {
+  if (!is_valid_subject(subject)) {
+    return invalid_argument_error("bus: invalid subject '" + std::string(subject) + "'");
   }
   std::vector<std::shared_ptr<const Handler>> handlers;
   {
     std::lock_guard lock(topics_mu_);
     for (const auto& [id, sub] : subscriptions_) {
-      if (SubjectMatches(sub.pattern, subject)) {
+      if (subject_matches(sub.pattern, subject)) {
         handlers.push_back(sub.handler);
       }
     }
   }
   if (handlers.empty()) {
-    return Ok();
+    return ok();
   }
   const Message message{std::string(subject), std::move(data)};
   for (const auto& handler : handlers) {
     (*handler)(message);
   }
-  return Ok();
+  return ok();
 }
 
-Result<uint64_t> MemoryBus::Subscribe(std::string_view pattern, Handler handler) {
-  if (!IsValidPattern(pattern)) {
-    return InvalidArgument("bus: invalid subject pattern '" + std::string(pattern) + "'");
+Result<uint64_t> MemoryBus::subscribe(std::string_view pattern, Handler handler) {
+  if (!is_valid_pattern(pattern)) {
+    return invalid_argument_error("bus: invalid subject pattern '" + std::string(pattern) + "'");
   }
   if (!handler) {
-    return InvalidArgument("bus: empty handler");
+    return invalid_argument_error("bus: empty handler");
   }
   std::lock_guard lock(topics_mu_);
   if (subscriptions_.size() >= limits::kTopicSubscribersMax) {
-    return ResourceExhausted("bus: too many subscriptions");
+    return resource_exhausted_error("bus: too many subscriptions");
   }
   const uint64_t id = next_subscription_++;
   subscriptions_.emplace(
@@ -251,24 +251,24 @@ Result<uint64_t> MemoryBus::Subscribe(std::string_view pattern, Handler handler)
   return id;
 }
 
-void MemoryBus::Unsubscribe(uint64_t subscription) {
+void MemoryBus::unsubscribe(uint64_t subscription) {
   std::lock_guard lock(topics_mu_);
   subscriptions_.erase(subscription);
 }
 
-Status MemoryBus::Enqueue(std::string_view queue, std::string dedup_id, json::value payload) {
+Status MemoryBus::enqueue(std::string_view queue, std::string dedup_id, json::value payload) {
   if (queue.empty()) {
-    return InvalidArgument("bus: empty queue name");
+    return invalid_argument_error("bus: empty queue name");
   }
-  Queue& q = FindOrCreate(queue);
+  Queue& q = find_or_create(queue);
   AfterUnlock after;
   {
     std::lock_guard lock(q.mu);
     if (!dedup_id.empty() && q.dedup.contains(dedup_id)) {
-      return Ok();
+      return ok();
     }
     if (q.entries.size() >= limits::kQueueDepthMax) {
-      return ResourceExhausted("bus: queue '" + std::string(queue) + "' is full");
+      return resource_exhausted_error("bus: queue '" + std::string(queue) + "' is full");
     }
     const uint64_t id = next_message_id_.fetch_add(1, std::memory_order_relaxed);
     if (!dedup_id.empty()) {
@@ -278,29 +278,29 @@ Status MemoryBus::Enqueue(std::string_view queue, std::string dedup_id, json::va
     q.ready.push_back(id);
     after.notify = q.on_ready;
   }
-  after.Run(queue);
-  return Ok();
+  after.run(queue);
+  return ok();
 }
 
-Result<std::vector<Delivery>> MemoryBus::Pull(std::string_view queue, std::size_t max,
+Result<std::vector<Delivery>> MemoryBus::pull(std::string_view queue, std::size_t max,
                                               Millis lease) {
   if (queue.empty()) {
-    return InvalidArgument("bus: empty queue name");
+    return invalid_argument_error("bus: empty queue name");
   }
   if (lease <= Millis(0)) {
-    return InvalidArgument("bus: lease must be positive");
+    return invalid_argument_error("bus: lease must be positive");
   }
   std::vector<Delivery> out;
-  Queue* q = Find(queue);
+  Queue* q = find(queue);
   if (q == nullptr || max == 0) {
     return out;
   }
-  const Time now = clock_.Now();
-  const Time until = Later(now, lease, limits::kLeaseMax);
+  const Time now = clock_.now();
+  const Time until = later(now, lease, limits::kLeaseMax);
   AfterUnlock after;
   {
     std::lock_guard lock(q->mu);
-    if (Reclaim(*q, now, after)) {
+    if (reclaim(*q, now, after)) {
       after.notify = q->on_ready;
     }
     out.reserve(std::min(max, q->ready.size()));
@@ -318,73 +318,73 @@ Result<std::vector<Delivery>> MemoryBus::Pull(std::string_view queue, std::size_
           Delivery{std::string(queue), id, e.dedup_id, e.payload, e.deliveries, e.lease, until});
     }
   }
-  after.Run(queue);
+  after.run(queue);
   return out;
 }
 
-Result<std::unordered_map<uint64_t, Entry>::iterator> MemoryBus::Leased(Queue& q,
+Result<std::unordered_map<uint64_t, Entry>::iterator> MemoryBus::leased(Queue& q,
                                                                         const Delivery& d) {
   auto it = q.entries.find(d.message_id);
   if (it == q.entries.end() || it->second.state != State::kLeased || it->second.lease != d.lease) {
-    return NotFound("bus: stale lease for message " + std::to_string(d.message_id));
+    return not_found_error("bus: stale lease for message " + std::to_string(d.message_id));
   }
   return it;
 }
 
-Status MemoryBus::Ack(const Delivery& d) {
-  Queue* q = Find(d.queue);
+Status MemoryBus::ack(const Delivery& d) {
+  Queue* q = find(d.queue);
   if (q == nullptr) {
-    return NotFound("bus: no queue '" + d.queue + "'");
+    return not_found_error("bus: no queue '" + d.queue + "'");
   }
   std::lock_guard lock(q->mu);
-  VENTURE_ASSIGN_OR_RETURN(auto it, Leased(*q, d));
+  VENTURE_ASSIGN_OR_RETURN(auto it, leased(*q, d));
   q->leases.erase({it->second.lease_until, it->first});
-  Erase(*q, it);
-  return Ok();
+  erase(*q, it);
+  return ok();
 }
 
-Status MemoryBus::Nack(const Delivery& d, Millis delay) {
+Status MemoryBus::nack(const Delivery& d, Millis delay) {
   if (delay < Millis(0)) {
-    return InvalidArgument("bus: negative nack delay");
+    return invalid_argument_error("bus: negative nack delay");
   }
-  Queue* q = Find(d.queue);
+  Queue* q = find(d.queue);
   if (q == nullptr) {
-    return NotFound("bus: no queue '" + d.queue + "'");
+    return not_found_error("bus: no queue '" + d.queue + "'");
   }
-  const Time now = clock_.Now();
+  const Time now = clock_.now();
   AfterUnlock after;
   {
     std::lock_guard lock(q->mu);
-    VENTURE_ASSIGN_OR_RETURN(auto it, Leased(*q, d));
+    VENTURE_ASSIGN_OR_RETURN(auto it, leased(*q, d));
     q->leases.erase({it->second.lease_until, it->first});
-    Requeue(*q, it, Later(now, delay, limits::kDurationMax), now, after);
+    requeue(*q, it, later(now, delay, limits::kDurationMax), now, after);
     after.notify = q->on_ready;
   }
-  after.Run(d.queue);
-  return Ok();
+  after.run(d.queue);
+  return ok();
 }
 
-Status MemoryBus::Heartbeat(Delivery& d, Millis extend) {
+Status MemoryBus::heartbeat(Delivery& d, Millis extend) {
   if (extend <= Millis(0)) {
-    return InvalidArgument("bus: heartbeat extension must be positive");
+    return invalid_argument_error("bus: heartbeat extension must be positive");
   }
-  Queue* q = Find(d.queue);
+  Queue* q = find(d.queue);
   if (q == nullptr) {
-    return NotFound("bus: no queue '" + d.queue + "'");
+    return not_found_error("bus: no queue '" + d.queue + "'");
   }
-  const Time until = Later(clock_.Now(), extend, limits::kLeaseMax);
+  const Time until = later(clock_.now(), extend, limits::kLeaseMax);
   std::lock_guard lock(q->mu);
-  VENTURE_ASSIGN_OR_RETURN(auto it, Leased(*q, d));
+  VENTURE_ASSIGN_OR_RETURN(auto it, leased(*q, d));
   q->leases.erase({it->second.lease_until, it->first});
   q->leases.insert({until, it->first});
   it->second.lease_until = until;
   d.lease_until = until;
-  return Ok();
+  return ok();
 }
 
-void MemoryBus::OnReady(std::string_view queue, std::function<void()> callback) {
+void MemoryBus::on_ready(std::string_view queue, std::function<void()> callback) {
   VENTURE_CHECK(!queue.empty());
-  Queue& q = FindOrCreate(queue);
+  Queue& q = find_or_create(queue);
   std::shared_ptr<const Callback> shared;
   if (callback) {
     shared = std::make_shared<const Callback>(std::move(callback));
@@ -393,12 +393,12 @@ void MemoryBus::OnReady(std::string_view queue, std::function<void()> callback) 
   q.on_ready = std::move(shared);
 }
 
-Result<QueueStats> MemoryBus::Stats(std::string_view queue) {
+Result<QueueStats> MemoryBus::stats(std::string_view queue) {
   if (queue.empty()) {
-    return InvalidArgument("bus: empty queue name");
+    return invalid_argument_error("bus: empty queue name");
   }
   QueueStats stats;
-  Queue* q = Find(queue);
+  Queue* q = find(queue);
   if (q == nullptr) {
     return stats;
   }
@@ -409,8 +409,8 @@ Result<QueueStats> MemoryBus::Stats(std::string_view queue) {
   return stats;
 }
 
-std::optional<Time> MemoryBus::NextWake(std::string_view queue) {
-  Queue* q = Find(queue);
+std::optional<Time> MemoryBus::next_wake(std::string_view queue) {
+  Queue* q = find(queue);
   if (q == nullptr) {
     return std::nullopt;
   }
@@ -427,6 +427,8 @@ std::optional<Time> MemoryBus::NextWake(std::string_view queue) {
 
 }  // namespace
 
-std::unique_ptr<Bus> NewMemoryBus(base::Clock& clock) { return std::make_unique<MemoryBus>(clock); }
+std::unique_ptr<Bus> new_memory_bus(base::Clock& clock) {
+  return std::make_unique<MemoryBus>(clock);
+}
 
 }  // namespace venture::bus

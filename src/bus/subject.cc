@@ -12,9 +12,9 @@ class Tokens {
  public:
   explicit Tokens(std::string_view text) : rest_(text) {}
 
-  bool HasNext() const { return more_; }
+  bool has_next() const { return more_; }
 
-  std::string_view Next() {
+  std::string_view next() {
     const std::size_t dot = rest_.find('.');
     if (dot == std::string_view::npos) {
       more_ = false;
@@ -30,7 +30,7 @@ class Tokens {
   bool more_ = true;
 };
 
-bool IsValidToken(std::string_view token) {
+bool is_valid_token(std::string_view token) {
   if (token.empty()) {
     return false;
   }
@@ -44,51 +44,51 @@ bool IsValidToken(std::string_view token) {
 
 }  // namespace
 
-bool IsValidSubject(std::string_view subject) {
+bool is_valid_subject(std::string_view subject) {
   Tokens tokens(subject);
-  while (tokens.HasNext()) {
-    const std::string_view token = tokens.Next();
-    if (!IsValidToken(token) || token == "*" || token == ">") {
+  while (tokens.has_next()) {
+    const std::string_view token = tokens.next();
+    if (!is_valid_token(token) || token == "*" || token == ">") {
       return false;
     }
   }
   return true;
 }
 
-bool IsValidPattern(std::string_view pattern) {
+bool is_valid_pattern(std::string_view pattern) {
   Tokens tokens(pattern);
-  while (tokens.HasNext()) {
-    const std::string_view token = tokens.Next();
-    if (!IsValidToken(token)) {
+  while (tokens.has_next()) {
+    const std::string_view token = tokens.next();
+    if (!is_valid_token(token)) {
       return false;
     }
-    if (token == ">" && tokens.HasNext()) {
+    if (token == ">" && tokens.has_next()) {
       return false;
     }
   }
   return true;
 }
 
-bool SubjectMatches(std::string_view pattern, std::string_view subject) {
-  if (!IsValidPattern(pattern) || !IsValidSubject(subject)) {
+bool subject_matches(std::string_view pattern, std::string_view subject) {
+  if (!is_valid_pattern(pattern) || !is_valid_subject(subject)) {
     return false;
   }
   Tokens want(pattern);
   Tokens have(subject);
-  while (want.HasNext()) {
-    const std::string_view token = want.Next();
+  while (want.has_next()) {
+    const std::string_view token = want.next();
     if (token == ">") {
-      return have.HasNext();  // one or more remaining tokens
+      return have.has_next();  // one or more remaining tokens
     }
-    if (!have.HasNext()) {
+    if (!have.has_next()) {
       return false;
     }
-    const std::string_view actual = have.Next();
+    const std::string_view actual = have.next();
     if (token != "*" && token != actual) {
       return false;
     }
   }
-  return !have.HasNext();
+  return !have.has_next();
 }
 
 }  // namespace venture::bus

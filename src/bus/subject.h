@@ -9,8 +9,8 @@
 namespace venture::bus {
 
 // True if `subject` can be published to: valid tokens, no wildcard tokens.
-bool IsValidSubject(std::string_view subject);
+bool is_valid_subject(std::string_view subject);
 // True if `pattern` can be subscribed to: valid tokens, `>` only as the last token.
-bool IsValidPattern(std::string_view pattern);
+bool is_valid_pattern(std::string_view pattern);
 
 }  // namespace venture::bus

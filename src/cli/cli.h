@@ -19,8 +19,8 @@ inline constexpr int kExitAuth = 4;
 // `venture workflow validate FILE...`: one line per problem, "FILE: /json/pointer: message" (the
 // pointer is omitted for problems of the whole document); "FILE: ok" for a valid file when
 // `quiet` is false. Returns kExitError if any file has a problem or cannot be read.
-int ValidateFiles(const std::vector<std::string>& files, bool json_output, std::ostream& out);
+int validate_files(const std::vector<std::string>& files, bool json_output, std::ostream& out);
 
-std::string VersionString();
+std::string version_string();
 
 }  // namespace venture::cli

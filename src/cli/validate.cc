@@ -8,7 +8,7 @@
 namespace venture::cli {
 namespace {
 
-bool ReadFile(const std::string& path, std::string& out, std::string& error) {
+bool read_file(const std::string& path, std::string& out, std::string& error) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     error = "cannot open the file";
@@ -24,17 +24,17 @@ bool ReadFile(const std::string& path, std::string& out, std::string& error) {
 
 }  // namespace
 
-int ValidateFiles(const std::vector<std::string>& files, bool json_output, std::ostream& out) {
+int validate_files(const std::vector<std::string>& files, bool json_output, std::ostream& out) {
   int rc = kExitOk;
   json::array report;
   for (const std::string& file : files) {
     workflow::Problems problems;
     std::string text, error;
-    if (!ReadFile(file, text, error)) {
+    if (!read_file(file, text, error)) {
       problems.push_back({"", error});
     } else {
-      auto doc = workflow::ParseDocument(text, problems);
-      if (doc && problems.empty()) (void)workflow::Compile(*doc, problems);
+      auto doc = workflow::parse_document(text, problems);
+      if (doc && problems.empty()) (void)workflow::compile(*doc, problems);
     }
     if (!problems.empty()) rc = kExitError;
     json::array items;
@@ -48,8 +48,8 @@ int ValidateFiles(const std::vector<std::string>& files, bool json_output, std::
       }
     }
     if (json_output) {
-      report.push_back(json::object{{"file", file}, {"valid", problems.empty()},
-                                    {"errors", std::move(items)}});
+      report.push_back(
+          json::object{{"file", file}, {"valid", problems.empty()}, {"errors", std::move(items)}});
     } else if (problems.empty()) {
       out << file << ": ok\n";
     }
@@ -58,6 +58,6 @@ int ValidateFiles(const std::vector<std::string>& files, bool json_output, std::
   return rc;
 }
 
-std::string VersionString() { return "venture 0.1.0"; }
+std::string version_string() { return "venture 0.1.0"; }
 
 }  // namespace venture::cli

@@ -14,26 +14,26 @@ using workflow::Ir;
 
 constexpr std::string_view kRunStatusNames[] = {"queued",    "running", "paused",   "waiting",
                                                 "succeeded", "failed",  "cancelled"};
-constexpr std::string_view kNodeStatusNames[] = {"pending", "ready",   "running", "waiting",
+constexpr std::string_view kNodeStatusNames[] = {"pending",   "ready",  "running", "waiting",
                                                  "succeeded", "failed", "skipped", "cancelled"};
 
-json::value TimeJson(Time t) { return json::value(FormatTime(t)); }
+json::value time_json(Time t) { return json::value(format_time(t)); }
 
-std::optional<Time> OptTime(const json::object& o, std::string_view key) {
-  const json::string* s = base::FindString(o, key);
+std::optional<Time> opt_time(const json::object& o, std::string_view key) {
+  const json::string* s = base::find_string(o, key);
   if (s == nullptr) return std::nullopt;
-  auto t = ParseTime(*s);
+  auto t = parse_time(*s);
   if (!t) return std::nullopt;
   return *t;
 }
 
-json::value ErrorJson(std::string_view code, std::string_view message) {
+json::value error_json(std::string_view code, std::string_view message) {
   std::string m(message.substr(0, limits::kErrorMessageBytesMax));
   return json::object{{"code", code}, {"message", m}};
 }
 
-int IntField(const json::object& o, std::string_view key, int fallback) {
-  return static_cast<int>(base::IntOr(o, key, fallback));
+int int_field(const json::object& o, std::string_view key, int fallback) {
+  return static_cast<int>(base::int_or(o, key, fallback));
 }
 
 // Emits events and applies each one to the state immediately.
@@ -42,8 +42,8 @@ class Emitter {
   Emitter(RunState& s, IrSource& irs, const DecideContext& ctx, Decision& d)
       : s_(s), irs_(irs), ctx_(ctx), d_(d) {}
 
-  void Emit(std::string type, std::string node, json::object data) {
-    Status st = Apply(s_, type, node, data, ctx_.now, irs_);
+  void emit(std::string type, std::string node, json::object data) {
+    Status st = apply(s_, type, node, data, ctx_.now, irs_);
     VENTURE_CHECK_MSG(st.has_value(), "decide emitted an event that apply rejects");
     d_.events.push_back(EventDraft{std::move(type), std::move(node), std::move(data)});
   }
@@ -58,23 +58,23 @@ class Emitter {
   Decision& d_;
 };
 
-Slot* FindSlot(RunState& s, int node, int index) {
+Slot* find_slot(RunState& s, int node, int index) {
   NodeState& n = s.nodes[static_cast<std::size_t>(node)];
   if (index < 0) return &n.slot;
   if (!n.expanded || static_cast<std::size_t>(index) >= n.item_slots.size()) return nullptr;
   return &n.item_slots[static_cast<std::size_t>(index)];
 }
 
-Status ApplyRun(RunState& s, const std::string& type, const json::object& data, Time time,
-                IrSource& irs) {
+Status apply_run(RunState& s, const std::string& type, const json::object& data, Time time,
+                 IrSource& irs) {
   if (type == "run.submitted") {
-    s.workflow = base::StringOr(data, "workflow", "");
-    s.version = base::StringOr(data, "version", "");
-    s.ir = irs.Find(s.workflow, s.version);
-    if (s.ir == nullptr) return DataLoss("run.submitted names unknown version " + s.version);
+    s.workflow = base::string_or(data, "workflow", "");
+    s.version = base::string_or(data, "version", "");
+    s.ir = irs.find(s.workflow, s.version);
+    if (s.ir == nullptr) return data_loss_error("run.submitted names unknown version " + s.version);
     const json::value* inputs = data.if_contains("inputs");
     s.inputs = inputs ? *inputs : json::value(json::object());
-    s.replay_of = base::StringOr(data, "replay_of", "");
+    s.replay_of = base::string_or(data, "replay_of", "");
     s.nodes.assign(s.ir->nodes.size(), NodeState{});
     s.status = RunStatus::kQueued;
     s.created = time;
@@ -101,55 +101,56 @@ Status ApplyRun(RunState& s, const std::string& type, const json::object& data, 
     s.error = err ? *err : json::value();
   } else if (type == "run.patched") {
     const json::value* def = data.if_contains("definition");
-    if (def == nullptr) return DataLoss("run.patched without a definition");
-    auto ir = irs.CompileDefinition(*def);
-    if (ir == nullptr) return DataLoss("run.patched carries a definition that does not compile");
+    if (def == nullptr) return data_loss_error("run.patched without a definition");
+    auto ir = irs.compile_definition(*def);
+    if (ir == nullptr)
+      return data_loss_error("run.patched carries a definition that does not compile");
     std::vector<NodeState> remapped(ir->nodes.size());
     for (std::size_t i = 0; i < ir->nodes.size(); ++i) {
-      const int old = s.ir->IndexOf(ir->nodes[i].id);
+      const int old = s.ir->index_of(ir->nodes[i].id);
       if (old >= 0) remapped[i] = std::move(s.nodes[static_cast<std::size_t>(old)]);
     }
     s.nodes = std::move(remapped);
     s.ir = std::move(ir);
     s.version = s.ir->version;
   } else {
-    return DataLoss("unknown run event type " + type);
+    return data_loss_error("unknown run event type " + type);
   }
-  return Ok();
+  return ok();
 }
 
-Status ApplySlotEvent(NodeState& n, Slot& slot, const std::string& type, const json::object& data,
-                      Time time) {
+Status apply_slot_event(NodeState& n, Slot& slot, const std::string& type, const json::object& data,
+                        Time time) {
   if (type == "node.started") {
     slot.status = NodeStatus::kRunning;
     slot.phase = Phase::kInFlight;
-    slot.attempt = IntField(data, "attempt", 1);
-    slot.deadline = OptTime(data, "deadline");
+    slot.attempt = int_field(data, "attempt", 1);
+    slot.deadline = opt_time(data, "deadline");
     slot.due.reset();
     n.slot.status = NodeStatus::kRunning;
     if (!n.started) n.started = time;
   } else if (type == "node.retrying") {
     slot.phase = Phase::kBackoff;
-    slot.due = OptTime(data, "due");
+    slot.due = opt_time(data, "due");
     slot.deadline.reset();
     const json::value* err = data.if_contains("error");
     slot.error = err ? *err : json::value();
-    if (!slot.due) return DataLoss("node.retrying without a due time");
+    if (!slot.due) return data_loss_error("node.retrying without a due time");
   } else {
-    return DataLoss("unknown slot event " + type);
+    return data_loss_error("unknown slot event " + type);
   }
-  return Ok();
+  return ok();
 }
 
-void SettleSlot(Slot& slot, NodeStatus status) {
+void settle_slot(Slot& slot, NodeStatus status) {
   slot.status = status;
   slot.phase = Phase::kIdle;
   slot.due.reset();
   slot.deadline.reset();
 }
 
-Status ApplyNodeSettle(NodeState& n, const std::string& type, const json::object& data,
-                       Time time) {
+Status apply_node_settle(NodeState& n, const std::string& type, const json::object& data,
+                         Time time) {
   const json::value* out = data.if_contains("output");
   const json::value* err = data.if_contains("error");
   NodeStatus st = NodeStatus::kSucceeded;
@@ -160,80 +161,81 @@ Status ApplyNodeSettle(NodeState& n, const std::string& type, const json::object
   } else if (type == "node.cancelled") {
     st = NodeStatus::kCancelled;
   }
-  SettleSlot(n.slot, st);
+  settle_slot(n.slot, st);
   // The output is the settle event's: a repeat node that fails or is cancelled must not keep
   // showing the output of its last completed iteration (node.repeating sets it) as its own.
   n.slot.output = out ? *out : json::value();
   if (err) n.slot.error = *err;
-  if (const json::string* oc = base::FindString(data, "outcome")) n.outcome = std::string(*oc);
+  if (const json::string* oc = base::find_string(data, "outcome")) n.outcome = std::string(*oc);
   for (Slot& item : n.item_slots) {
-    if (!IsSettled(item.status)) SettleSlot(item, NodeStatus::kCancelled);
+    if (!is_settled(item.status)) settle_slot(item, NodeStatus::kCancelled);
   }
   n.finished = time;
-  return Ok();
+  return ok();
 }
 
-Status ApplyNode(RunState& s, const std::string& type, const std::string& node,
-                 const json::object& data, Time time) {
-  if (s.ir == nullptr) return DataLoss("node event before run.submitted");
-  const int idx = s.ir->IndexOf(node);
-  if (idx < 0) return DataLoss("event names unknown node '" + node + "'");
+Status apply_node(RunState& s, const std::string& type, const std::string& node,
+                  const json::object& data, Time time) {
+  if (s.ir == nullptr) return data_loss_error("node event before run.submitted");
+  const int idx = s.ir->index_of(node);
+  if (idx < 0) return data_loss_error("event names unknown node '" + node + "'");
   NodeState& n = s.nodes[static_cast<std::size_t>(idx)];
-  const int index = IntField(data, "index", -1);
+  const int index = int_field(data, "index", -1);
   if (type == "node.started" || type == "node.retrying") {
-    Slot* slot = FindSlot(s, idx, index);
-    if (slot == nullptr) return DataLoss("event names unknown item of '" + node + "'");
-    return ApplySlotEvent(n, *slot, type, data, time);
+    Slot* slot = find_slot(s, idx, index);
+    if (slot == nullptr) return data_loss_error("event names unknown item of '" + node + "'");
+    return apply_slot_event(n, *slot, type, data, time);
   }
   if (type == "node.ready") {
     n.slot.status = NodeStatus::kReady;
   } else if (type == "node.waiting" || type == "node.repeating") {
     n.slot.status = type == "node.waiting" ? NodeStatus::kWaiting : NodeStatus::kRunning;
     n.slot.phase = Phase::kTimer;
-    n.slot.due = OptTime(data, "due");
+    n.slot.due = opt_time(data, "due");
     n.slot.deadline.reset();
-    if (!n.slot.due) return DataLoss(type + " without a due time");
+    if (!n.slot.due) return data_loss_error(type + " without a due time");
     if (type == "node.repeating") {
-      n.iteration = IntField(data, "iteration", n.iteration + 1);
+      n.iteration = int_field(data, "iteration", n.iteration + 1);
       const json::value* out = data.if_contains("output");
       n.slot.output = out ? *out : json::value();
     }
     if (!n.started) n.started = time;
   } else if (type == "node.expanded") {
-    const json::array* items = base::FindArray(data, "items");
-    if (items == nullptr) return DataLoss("node.expanded without items");
+    const json::array* items = base::find_array(data, "items");
+    if (items == nullptr) return data_loss_error("node.expanded without items");
     n.expanded = true;
     n.items = *items;
     n.item_slots.assign(items->size(), Slot{});
     n.slot.status = NodeStatus::kRunning;
     if (!n.started) n.started = time;
   } else if (type == "node.item_succeeded" || type == "node.item_failed") {
-    Slot* slot = FindSlot(s, idx, index);
-    if (slot == nullptr || index < 0) return DataLoss("item event names unknown item");
-    SettleSlot(*slot, type == "node.item_succeeded" ? NodeStatus::kSucceeded : NodeStatus::kFailed);
+    Slot* slot = find_slot(s, idx, index);
+    if (slot == nullptr || index < 0) return data_loss_error("item event names unknown item");
+    settle_slot(*slot,
+                type == "node.item_succeeded" ? NodeStatus::kSucceeded : NodeStatus::kFailed);
     const json::value* out = data.if_contains("output");
     const json::value* err = data.if_contains("error");
     slot->output = out ? *out : json::value();
     slot->error = err ? *err : json::value();
   } else if (type == "node.succeeded" || type == "node.failed" || type == "node.skipped" ||
              type == "node.cancelled") {
-    return ApplyNodeSettle(n, type, data, time);
+    return apply_node_settle(n, type, data, time);
   } else {
-    return DataLoss("unknown node event type " + type);
+    return data_loss_error("unknown node event type " + type);
   }
-  return Ok();
+  return ok();
 }
 
 }  // namespace
 
-std::string_view RunStatusName(RunStatus s) { return kRunStatusNames[static_cast<int>(s)]; }
-std::string_view NodeStatusName(NodeStatus s) { return kNodeStatusNames[static_cast<int>(s)]; }
+std::string_view run_status_name(RunStatus s) { return kRunStatusNames[static_cast<int>(s)]; }
+std::string_view node_status_name(NodeStatus s) { return kNodeStatusNames[static_cast<int>(s)]; }
 
-bool IsTerminal(RunStatus s) {
+bool is_terminal(RunStatus s) {
   return s == RunStatus::kSucceeded || s == RunStatus::kFailed || s == RunStatus::kCancelled;
 }
 
-bool IsSettled(NodeStatus s) {
+bool is_settled(NodeStatus s) {
   return s == NodeStatus::kSucceeded || s == NodeStatus::kFailed || s == NodeStatus::kSkipped ||
          s == NodeStatus::kCancelled;
 }
@@ -245,16 +247,16 @@ bool RunState::operator==(const RunState& o) const {
          created == o.created && events == o.events;
 }
 
-Status Apply(RunState& state, const std::string& type, const std::string& node,
+Status apply(RunState& state, const std::string& type, const std::string& node,
              const json::object& data, Time time, IrSource& irs) {
-  Status st = type.starts_with("run.") ? ApplyRun(state, type, data, time, irs)
+  Status st = type.starts_with("run.") ? apply_run(state, type, data, time, irs)
               : type.starts_with("node.")
-                  ? ApplyNode(state, type, node, data, time)
-                  : Status(DataLoss("event type " + type + " is not about a run"));
+                  ? apply_node(state, type, node, data, time)
+                  : Status(data_loss_error("event type " + type + " is not about a run"));
   if (!st) return st;
   state.events += 1;
   state.updated = time;
-  return Ok();
+  return ok();
 }
 
 // ---- decide -------------------------------------------------------------------------------
@@ -263,11 +265,11 @@ namespace {
 
 enum class Readiness { kWait, kReady, kSkip };
 
-Readiness ReadinessOf(const RunState& s, const workflow::Node& node) {
+Readiness readiness_of(const RunState& s, const workflow::Node& node) {
   int succeeded = 0;
   for (int need : node.needs) {
     const NodeStatus st = s.nodes[static_cast<std::size_t>(need)].slot.status;
-    if (!IsSettled(st)) {
+    if (!is_settled(st)) {
       if (node.join == workflow::Join::kAll) continue;  // may still skip early below
       return Readiness::kWait;
     }
@@ -283,52 +285,52 @@ Readiness ReadinessOf(const RunState& s, const workflow::Node& node) {
   return succeeded > 0 || node.needs.empty() ? Readiness::kReady : Readiness::kSkip;
 }
 
-void FailRun(Emitter& em, int node, const json::value& error) {
+void fail_run(Emitter& em, int node, const json::value& error) {
   RunState& s = em.state();
   for (std::size_t i = 0; i < s.nodes.size(); ++i) {
-    if (!IsSettled(s.nodes[i].slot.status)) {
-      em.Emit("node.cancelled", s.ir->nodes[i].id, json::object{{"reason", "run failed"}});
+    if (!is_settled(s.nodes[i].slot.status)) {
+      em.emit("node.cancelled", s.ir->nodes[i].id, json::object{{"reason", "run failed"}});
     }
   }
   json::object err;
   if (const json::object* e = error.if_object()) err = *e;
   err["node"] = s.ir->nodes[static_cast<std::size_t>(node)].id;
-  em.Emit("run.failed", "", json::object{{"error", std::move(err)}});
+  em.emit("run.failed", "", json::object{{"error", std::move(err)}});
 }
 
-void FailNode(Emitter& em, int node, json::value error) {
+void fail_node(Emitter& em, int node, json::value error) {
   const workflow::Node& spec = em.state().ir->nodes[static_cast<std::size_t>(node)];
-  em.Emit("node.failed", spec.id, json::object{{"error", error}});
-  if (spec.on_failure == workflow::OnFailure::kFail) FailRun(em, node, error);
+  em.emit("node.failed", spec.id, json::object{{"error", error}});
+  if (spec.on_failure == workflow::OnFailure::kFail) fail_run(em, node, error);
 }
 
-Millis BackoffDelay(const workflow::RetryPolicy& p, int attempt, const DecideContext& ctx) {
+Millis backoff_delay(const workflow::RetryPolicy& p, int attempt, const DecideContext& ctx) {
   double delay = static_cast<double>(p.initial_interval.count()) *
                  std::pow(p.backoff_coefficient, std::max(0, attempt - 1));
   delay = std::min(delay, static_cast<double>(p.max_interval.count()));
   if (p.jitter > 0) {
-    const double u = ctx.random ? ctx.random->UniformDouble() : 0.5;
+    const double u = ctx.random ? ctx.random->uniform_double() : 0.5;
     delay *= 1.0 - p.jitter + 2.0 * p.jitter * u;
   }
   return Millis(static_cast<int64_t>(std::max(0.0, delay)));
 }
 
-bool IsRetryable(const workflow::RetryPolicy& p, int attempt, const json::value& error,
-                 bool retryable) {
+bool is_retryable(const workflow::RetryPolicy& p, int attempt, const json::value& error,
+                  bool retryable) {
   if (!retryable || attempt >= p.max_attempts) return false;
   const json::object* e = error.if_object();
-  const std::string code = e ? base::StringOr(*e, "code", "") : "";
+  const std::string code = e ? base::string_or(*e, "code", "") : "";
   return std::find(p.non_retryable.begin(), p.non_retryable.end(), code) == p.non_retryable.end();
 }
 
-bool CanDispatch(Emitter& em) {
+bool can_dispatch(Emitter& em) {
   const RunState& s = em.state();
-  return !em.ctx().frozen && !s.paused && s.started && !IsTerminal(s.status);
+  return !em.ctx().frozen && !s.paused && s.started && !is_terminal(s.status);
 }
 
 }  // namespace
 
-Result<Dispatch> BuildDispatch(const RunState& s, int node, int index, int attempt) {
+Result<Dispatch> build_dispatch(const RunState& s, int node, int index, int attempt) {
   const workflow::Node& spec = s.ir->nodes[static_cast<std::size_t>(node)];
   const NodeState& n = s.nodes[static_cast<std::size_t>(node)];
   Dispatch d;
@@ -343,7 +345,7 @@ Result<Dispatch> BuildDispatch(const RunState& s, int node, int index, int attem
     d.config = spec.config.raw();
     return d;
   }
-  json::object ctx = ExpressionContext(s);
+  json::object ctx = expression_context(s);
   if (index >= 0) {
     ctx["item"] = n.items[static_cast<std::size_t>(index)];
     ctx["index"] = index;
@@ -353,51 +355,51 @@ Result<Dispatch> BuildDispatch(const RunState& s, int node, int index, int attem
     d.context = std::move(ctx);
     return d;
   }
-  VENTURE_ASSIGN_OR_RETURN(d.config, spec.config.Render(ctx));
+  VENTURE_ASSIGN_OR_RETURN(d.config, spec.config.render(ctx));
   return d;
 }
 
 namespace {
 
-void StartAttempt(Emitter& em, int node, int index, int attempt);
-void AttemptFailed(Emitter& em, int node, int index, int attempt, json::value error,
-                   bool retryable);
-void SlotSucceeded(Emitter& em, int node, int index, json::value output);
+void start_attempt(Emitter& em, int node, int index, int attempt);
+void attempt_failed(Emitter& em, int node, int index, int attempt, json::value error,
+                    bool retryable);
+void slot_succeeded(Emitter& em, int node, int index, json::value output);
 
-void StartAttempt(Emitter& em, int node, int index, int attempt) {
+void start_attempt(Emitter& em, int node, int index, int attempt) {
   RunState& s = em.state();
   const workflow::Node& spec = s.ir->nodes[static_cast<std::size_t>(node)];
-  auto d = BuildDispatch(s, node, index, attempt);
+  auto d = build_dispatch(s, node, index, attempt);
   if (!d) {
-    AttemptFailed(em, node, index, attempt, ErrorJson("expression_error", d.error().message),
-                  false);
+    attempt_failed(em, node, index, attempt, error_json("expression_error", d.error().message),
+                   false);
     return;
   }
-  json::object data{{"attempt", attempt}, {"deadline", TimeJson(em.ctx().now + spec.timeout)}};
+  json::object data{{"attempt", attempt}, {"deadline", time_json(em.ctx().now + spec.timeout)}};
   if (index >= 0) data["index"] = index;
-  em.Emit("node.started", spec.id, std::move(data));
+  em.emit("node.started", spec.id, std::move(data));
   em.decision().dispatches.push_back(std::move(*d));
 }
 
-void AttemptFailed(Emitter& em, int node, int index, int attempt, json::value error,
-                   bool retryable) {
+void attempt_failed(Emitter& em, int node, int index, int attempt, json::value error,
+                    bool retryable) {
   const workflow::Node& spec = em.state().ir->nodes[static_cast<std::size_t>(node)];
-  if (IsRetryable(spec.retry, attempt, error, retryable)) {
-    const Time due = em.ctx().now + BackoffDelay(spec.retry, attempt, em.ctx());
-    json::object data{{"attempt", attempt}, {"error", error}, {"due", TimeJson(due)}};
+  if (is_retryable(spec.retry, attempt, error, retryable)) {
+    const Time due = em.ctx().now + backoff_delay(spec.retry, attempt, em.ctx());
+    json::object data{{"attempt", attempt}, {"error", error}, {"due", time_json(due)}};
     if (index >= 0) data["index"] = index;
-    em.Emit("node.retrying", spec.id, std::move(data));
+    em.emit("node.retrying", spec.id, std::move(data));
     return;
   }
   if (index >= 0) {
-    em.Emit("node.item_failed", spec.id, json::object{{"index", index}, {"error", error}});
+    em.emit("node.item_failed", spec.id, json::object{{"index", index}, {"error", error}});
   }
-  FailNode(em, node, std::move(error));
+  fail_node(em, node, std::move(error));
 }
 
 // Starts pending foreach items up to max_parallel.
-void FillItems(Emitter& em, int node) {
-  if (!CanDispatch(em)) return;
+void fill_items(Emitter& em, int node) {
+  if (!can_dispatch(em)) return;
   const NodeState& n = em.state().nodes[static_cast<std::size_t>(node)];
   const workflow::Node& spec = em.state().ir->nodes[static_cast<std::size_t>(node)];
   std::size_t active = 0;
@@ -409,138 +411,140 @@ void FillItems(Emitter& em, int node) {
     if (em.state().nodes[static_cast<std::size_t>(node)].slot.status != NodeStatus::kRunning) break;
     if (em.state().nodes[static_cast<std::size_t>(node)].item_slots[k].status ==
         NodeStatus::kPending) {
-      StartAttempt(em, node, static_cast<int>(k), 1);
+      start_attempt(em, node, static_cast<int>(k), 1);
       ++active;
     }
   }
 }
 
-void FinishRepeat(Emitter& em, int node, json::value output) {
+void finish_repeat(Emitter& em, int node, json::value output) {
   RunState& s = em.state();
   const workflow::Node& spec = s.ir->nodes[static_cast<std::size_t>(node)];
   const int iteration = s.nodes[static_cast<std::size_t>(node)].iteration + 1;
-  json::object ctx = ExpressionContext(s);
+  json::object ctx = expression_context(s);
   ctx["output"] = output;
   ctx["iteration"] = iteration;
-  auto done = spec.repeat->until.Eval(ctx);
+  auto done = spec.repeat->until.eval(ctx);
   if (!done) {
-    FailNode(em, node, ErrorJson("expression_error", done.error().message));
+    fail_node(em, node, error_json("expression_error", done.error().message));
     return;
   }
   if (done->is_bool() && done->get_bool()) {
-    em.Emit("node.succeeded", spec.id, json::object{{"output", std::move(output)}});
+    em.emit("node.succeeded", spec.id, json::object{{"output", std::move(output)}});
     return;
   }
   if (iteration >= spec.repeat->max_iterations) {
-    FailNode(em, node, ErrorJson("max_iterations", "repeat did not reach its condition after " +
-                                                        std::to_string(iteration) + " iterations"));
+    fail_node(em, node,
+              error_json("max_iterations", "repeat did not reach its condition after " +
+                                               std::to_string(iteration) + " iterations"));
     return;
   }
   const Time due = em.ctx().now + spec.repeat->interval;
-  em.Emit("node.repeating", spec.id,
-          json::object{{"iteration", iteration}, {"output", std::move(output)},
-                       {"due", TimeJson(due)}});
+  em.emit("node.repeating", spec.id,
+          json::object{
+              {"iteration", iteration}, {"output", std::move(output)}, {"due", time_json(due)}});
 }
 
-void SlotSucceeded(Emitter& em, int node, int index, json::value output) {
+void slot_succeeded(Emitter& em, int node, int index, json::value output) {
   RunState& s = em.state();
   const workflow::Node& spec = s.ir->nodes[static_cast<std::size_t>(node)];
   if (index < 0) {
     if (spec.repeat && !spec.foreach) {
-      FinishRepeat(em, node, std::move(output));
+      finish_repeat(em, node, std::move(output));
       return;
     }
-    em.Emit("node.succeeded", spec.id, json::object{{"output", std::move(output)}});
+    em.emit("node.succeeded", spec.id, json::object{{"output", std::move(output)}});
     return;
   }
-  em.Emit("node.item_succeeded", spec.id, json::object{{"index", index}, {"output", output}});
+  em.emit("node.item_succeeded", spec.id, json::object{{"index", index}, {"output", output}});
   const NodeState& n = s.nodes[static_cast<std::size_t>(node)];
   json::array outputs;
   for (const Slot& it : n.item_slots) {
     if (it.status != NodeStatus::kSucceeded) {
-      FillItems(em, node);
+      fill_items(em, node);
       return;
     }
     outputs.push_back(it.output);
   }
-  em.Emit("node.succeeded", spec.id, json::object{{"output", std::move(outputs)}});
+  em.emit("node.succeeded", spec.id, json::object{{"output", std::move(outputs)}});
 }
 
-void StartNode(Emitter& em, int node) {
+void start_node(Emitter& em, int node) {
   RunState& s = em.state();
   const workflow::Node& spec = s.ir->nodes[static_cast<std::size_t>(node)];
   if (spec.spec->execution == Execution::kTimer) {
-    auto cfg = spec.config.Render(ExpressionContext(s));
+    auto cfg = spec.config.render(expression_context(s));
     const json::object* obj = cfg ? cfg->if_object() : nullptr;
-    const json::string* text = obj ? base::FindString(*obj, "duration") : nullptr;
-    auto d = text ? ParseDuration(*text) : Result<Millis>(InvalidArgument("no duration"));
+    const json::string* text = obj ? base::find_string(*obj, "duration") : nullptr;
+    auto d = text ? parse_duration(*text) : Result<Millis>(invalid_argument_error("no duration"));
     if (!d) {
-      FailNode(em, node, ErrorJson("invalid_config", "sleep: " + d.error().message));
+      fail_node(em, node, error_json("invalid_config", "sleep: " + d.error().message));
       return;
     }
-    em.Emit("node.waiting", spec.id, json::object{{"due", TimeJson(em.ctx().now + *d)}});
+    em.emit("node.waiting", spec.id, json::object{{"due", time_json(em.ctx().now + *d)}});
     return;
   }
   if (spec.spec->execution == Execution::kGate) {
-    FailNode(em, node, ErrorJson("unimplemented", "the approval node type is not available yet"));
+    fail_node(em, node, error_json("unimplemented", "the approval node type is not available yet"));
     return;
   }
   if (spec.foreach) {
-    auto items = spec.foreach->Eval(ExpressionContext(s));
+    auto items = spec.foreach->eval(expression_context(s));
     if (!items || !items->is_array() || items->get_array().size() > limits::kForeachItemsMax) {
-      FailNode(em, node, ErrorJson("expression_error",
-                                   items ? "foreach must yield an array of at most 10000 items"
-                                         : items.error().message));
+      fail_node(em, node,
+                error_json("expression_error",
+                           items ? "foreach must yield an array of at most 10000 items"
+                                 : items.error().message));
       return;
     }
     const bool empty = items->get_array().empty();
-    em.Emit("node.expanded", spec.id, json::object{{"items", std::move(*items)}});
+    em.emit("node.expanded", spec.id, json::object{{"items", std::move(*items)}});
     if (empty) {
-      em.Emit("node.succeeded", spec.id, json::object{{"output", json::array()}});
+      em.emit("node.succeeded", spec.id, json::object{{"output", json::array()}});
       return;
     }
-    FillItems(em, node);
+    fill_items(em, node);
     return;
   }
-  StartAttempt(em, node, -1, 1);
+  start_attempt(em, node, -1, 1);
 }
 
 // Makes a pending node ready/skipped and starts it when it may start now. Returns true if any
 // event was emitted.
-bool ConsiderNode(Emitter& em, int node) {
+bool consider_node(Emitter& em, int node) {
   RunState& s = em.state();
   const workflow::Node& spec = s.ir->nodes[static_cast<std::size_t>(node)];
   const NodeStatus st = s.nodes[static_cast<std::size_t>(node)].slot.status;
   if (st == NodeStatus::kPending) {
-    const Readiness r = ReadinessOf(s, spec);
+    const Readiness r = readiness_of(s, spec);
     if (r == Readiness::kWait) return false;
     if (r == Readiness::kSkip) {
-      em.Emit("node.skipped", spec.id, json::object{{"reason", "needs not satisfied"}});
+      em.emit("node.skipped", spec.id, json::object{{"reason", "needs not satisfied"}});
       return true;
     }
-    if (!CanDispatch(em)) {
-      em.Emit("node.ready", spec.id, {});
+    if (!can_dispatch(em)) {
+      em.emit("node.ready", spec.id, {});
       return true;
     }
   } else if (st == NodeStatus::kRunning && s.nodes[static_cast<std::size_t>(node)].expanded) {
     // Items left pending while the run was paused or frozen start on resume/unfreeze.
-    FillItems(em, node);
+    fill_items(em, node);
     return false;
-  } else if (st != NodeStatus::kReady || !CanDispatch(em)) {
+  } else if (st != NodeStatus::kReady || !can_dispatch(em)) {
     return false;
   }
   if (spec.if_expr) {
-    auto cond = spec.if_expr->Eval(ExpressionContext(s));
+    auto cond = spec.if_expr->eval(expression_context(s));
     if (!cond) {
-      FailNode(em, node, ErrorJson("expression_error", "if: " + cond.error().message));
+      fail_node(em, node, error_json("expression_error", "if: " + cond.error().message));
       return true;
     }
     if (!(cond->is_bool() && cond->get_bool())) {
-      em.Emit("node.skipped", spec.id, json::object{{"reason", "if is false"}});
+      em.emit("node.skipped", spec.id, json::object{{"reason", "if is false"}});
       return true;
     }
   }
-  StartNode(em, node);
+  start_node(em, node);
   return true;
 }
 
@@ -550,7 +554,7 @@ struct Pending {
   bool timers = false;
 };
 
-Pending Scan(const RunState& s) {
+Pending scan(const RunState& s) {
   Pending p;
   for (const NodeState& n : s.nodes) {
     auto look = [&](const Slot& sl) {
@@ -564,82 +568,82 @@ Pending Scan(const RunState& s) {
   return p;
 }
 
-void Finish(Emitter& em) {
+void finish(Emitter& em) {
   RunState& s = em.state();
   for (const NodeState& n : s.nodes) {
-    if (!IsSettled(n.slot.status)) return;
+    if (!is_settled(n.slot.status)) return;
   }
   json::value output;
   if (s.ir->output) {
-    auto out = s.ir->output->Render(ExpressionContext(s));
+    auto out = s.ir->output->render(expression_context(s));
     if (!out) {
-      em.Emit("run.failed", "",
-              json::object{{"error", ErrorJson("expression_error",
-                                               "output: " + out.error().message)}});
+      em.emit("run.failed", "",
+              json::object{
+                  {"error", error_json("expression_error", "output: " + out.error().message)}});
       return;
     }
     output = std::move(*out);
   }
-  em.Emit("run.succeeded", "", json::object{{"output", std::move(output)}});
+  em.emit("run.succeeded", "", json::object{{"output", std::move(output)}});
 }
 
 // Runs the scheduling loop to a fixpoint, then settles the run status.
-void Advance(Emitter& em) {
+void advance(Emitter& em) {
   RunState& s = em.state();
-  if (IsTerminal(s.status)) return;
+  if (is_terminal(s.status)) return;
   if (!s.started) {
     if (em.ctx().frozen || s.paused) return;
-    em.Emit("run.started", "", {});
+    em.emit("run.started", "", {});
   }
   bool changed = true;
-  while (changed && !IsTerminal(s.status)) {
+  while (changed && !is_terminal(s.status)) {
     changed = false;
     for (int i : s.ir->topo_order) {
-      if (IsTerminal(s.status)) break;
-      if (ConsiderNode(em, i)) changed = true;
+      if (is_terminal(s.status)) break;
+      if (consider_node(em, i)) changed = true;
     }
   }
-  if (IsTerminal(s.status)) return;
-  Finish(em);
-  if (IsTerminal(s.status) || s.paused) return;
-  const Pending p = Scan(s);
+  if (is_terminal(s.status)) return;
+  finish(em);
+  if (is_terminal(s.status) || s.paused) return;
+  const Pending p = scan(s);
   if (!p.in_flight && p.timers && s.status != RunStatus::kWaiting) {
-    em.Emit("run.waiting", "", {});
+    em.emit("run.waiting", "", {});
   } else if (p.in_flight && s.status == RunStatus::kWaiting) {
-    em.Emit("run.running", "", {});
+    em.emit("run.running", "", {});
   }
 }
 
-void FireTimers(Emitter& em) {
+void fire_timers(Emitter& em) {
   RunState& s = em.state();
   const Time now = em.ctx().now;
-  for (std::size_t i = 0; i < s.nodes.size() && !IsTerminal(s.status); ++i) {
+  for (std::size_t i = 0; i < s.nodes.size() && !is_terminal(s.status); ++i) {
     const int node = static_cast<int>(i);
     const Slot slot = s.nodes[i].slot;
     if (slot.phase == Phase::kInFlight && slot.deadline && *slot.deadline <= now) {
-      AttemptFailed(em, node, -1, slot.attempt,
-                    ErrorJson("deadline_exceeded", "attempt " + std::to_string(slot.attempt) +
-                                                       " timed out"),
-                    true);
+      attempt_failed(
+          em, node, -1, slot.attempt,
+          error_json("deadline_exceeded", "attempt " + std::to_string(slot.attempt) + " timed out"),
+          true);
     } else if (slot.phase == Phase::kTimer && slot.due && *slot.due <= now) {
       if (s.nodes[i].slot.status == NodeStatus::kWaiting) {
-        em.Emit("node.succeeded", s.ir->nodes[i].id, json::object{{"output", nullptr}});
-      } else if (CanDispatch(em)) {
-        StartAttempt(em, node, -1, 1);  // the next repeat iteration
+        em.emit("node.succeeded", s.ir->nodes[i].id, json::object{{"output", nullptr}});
+      } else if (can_dispatch(em)) {
+        start_attempt(em, node, -1, 1);  // the next repeat iteration
       }
-    } else if (slot.phase == Phase::kBackoff && slot.due && *slot.due <= now && CanDispatch(em)) {
-      StartAttempt(em, node, -1, slot.attempt + 1);
+    } else if (slot.phase == Phase::kBackoff && slot.due && *slot.due <= now && can_dispatch(em)) {
+      start_attempt(em, node, -1, slot.attempt + 1);
     }
-    for (std::size_t k = 0; k < s.nodes[i].item_slots.size() && !IsTerminal(s.status); ++k) {
+    for (std::size_t k = 0; k < s.nodes[i].item_slots.size() && !is_terminal(s.status); ++k) {
       const Slot it = s.nodes[i].item_slots[k];
       const int index = static_cast<int>(k);
       if (it.phase == Phase::kInFlight && it.deadline && *it.deadline <= now) {
-        AttemptFailed(em, node, index, it.attempt,
-                      ErrorJson("deadline_exceeded",
-                                "attempt " + std::to_string(it.attempt) + " timed out"),
-                      true);
-      } else if (it.phase == Phase::kBackoff && it.due && *it.due <= now && CanDispatch(em)) {
-        StartAttempt(em, node, index, it.attempt + 1);
+        attempt_failed(
+            em, node, index, it.attempt,
+            error_json("deadline_exceeded", "attempt " + std::to_string(it.attempt) + " timed out"),
+            true);
+      } else if (it.phase == Phase::kBackoff && it.due && *it.due <= now && can_dispatch(em)) {
+        start_attempt(em, node, index, it.attempt + 1);
       }
     }
   }
@@ -647,10 +651,10 @@ void FireTimers(Emitter& em) {
 
 }  // namespace
 
-Result<Decision> DecideSubmit(RunState& state, const std::string& run_id,
-                              const std::shared_ptr<const Ir>& ir, json::value inputs,
-                              const std::string& replay_of, const json::object& seeded,
-                              const DecideContext& ctx, IrSource& irs) {
+Result<Decision> decide_submit(RunState& state, const std::string& run_id,
+                               const std::shared_ptr<const Ir>& ir, json::value inputs,
+                               const std::string& replay_of, const json::object& seeded,
+                               const DecideContext& ctx, IrSource& irs) {
   VENTURE_CHECK(ir != nullptr);
   state = RunState{};
   state.id = run_id;
@@ -658,34 +662,34 @@ Result<Decision> DecideSubmit(RunState& state, const std::string& run_id,
   Emitter em(state, irs, ctx, d);
   json::object data{{"workflow", ir->name}, {"version", ir->version}, {"inputs", inputs}};
   if (!replay_of.empty()) data["replay_of"] = replay_of;
-  em.Emit("run.submitted", "", std::move(data));
+  em.emit("run.submitted", "", std::move(data));
   for (int i : ir->topo_order) {
     const std::string& id = ir->nodes[static_cast<std::size_t>(i)].id;
     if (const json::value* out = seeded.if_contains(id)) {
-      em.Emit("node.succeeded", id, json::object{{"output", *out}, {"replayed", true}});
+      em.emit("node.succeeded", id, json::object{{"output", *out}, {"replayed", true}});
     }
   }
-  Advance(em);
+  advance(em);
   return d;
 }
 
-std::string AttemptKey(const std::string& run, const std::string& node, int index, int iteration,
-                       int attempt) {
+std::string attempt_key(const std::string& run, const std::string& node, int index, int iteration,
+                        int attempt) {
   return run + "/" + node + "/" + std::to_string(index) + "/" + std::to_string(iteration) + "/" +
          std::to_string(attempt);
 }
 
-std::string AttemptKey(const Dispatch& d) {
-  return AttemptKey(d.run, d.node, d.index, d.index >= 0 ? 0 : d.iteration, d.attempt);
+std::string attempt_key(const Dispatch& d) {
+  return attempt_key(d.run, d.node, d.index, d.index >= 0 ? 0 : d.iteration, d.attempt);
 }
 
-Decision DecideResult(RunState& state, const TaskResult& r, const DecideContext& ctx,
-                      IrSource& irs) {
+Decision decide_result(RunState& state, const TaskResult& r, const DecideContext& ctx,
+                       IrSource& irs) {
   Decision d;
-  if (state.ir == nullptr || IsTerminal(state.status)) return d;
-  const int node = state.ir->IndexOf(r.node);
+  if (state.ir == nullptr || is_terminal(state.status)) return d;
+  const int node = state.ir->index_of(r.node);
   if (node < 0) return d;
-  Slot* slot = FindSlot(state, node, r.index);
+  Slot* slot = find_slot(state, node, r.index);
   const int iteration = r.index < 0 ? state.nodes[static_cast<std::size_t>(node)].iteration : 0;
   if (slot == nullptr || slot->phase != Phase::kInFlight || slot->attempt != r.attempt ||
       r.iteration != iteration) {
@@ -693,52 +697,52 @@ Decision DecideResult(RunState& state, const TaskResult& r, const DecideContext&
   }
   Emitter em(state, irs, ctx, d);
   if (r.ok) {
-    SlotSucceeded(em, node, r.index, r.output);
+    slot_succeeded(em, node, r.index, r.output);
   } else {
-    AttemptFailed(em, node, r.index, r.attempt, ErrorJson(r.error_code, r.error_message),
-                  r.retryable);
+    attempt_failed(em, node, r.index, r.attempt, error_json(r.error_code, r.error_message),
+                   r.retryable);
   }
-  Advance(em);
+  advance(em);
   return d;
 }
 
-Decision DecideTick(RunState& state, const DecideContext& ctx, IrSource& irs) {
+Decision decide_tick(RunState& state, const DecideContext& ctx, IrSource& irs) {
   Decision d;
-  if (state.ir == nullptr || IsTerminal(state.status)) return d;
+  if (state.ir == nullptr || is_terminal(state.status)) return d;
   Emitter em(state, irs, ctx, d);
-  FireTimers(em);
-  Advance(em);
+  fire_timers(em);
+  advance(em);
   return d;
 }
 
-Result<Decision> DecideCommand(RunState& state, Command command, const std::string& reason,
-                               const DecideContext& ctx, IrSource& irs) {
-  if (state.ir == nullptr) return NotFound("run " + state.id + " does not exist");
-  if (IsTerminal(state.status)) {
-    return FailedPrecondition("run " + state.id + " is already " +
-                              std::string(RunStatusName(state.status)));
+Result<Decision> decide_command(RunState& state, Command command, const std::string& reason,
+                                const DecideContext& ctx, IrSource& irs) {
+  if (state.ir == nullptr) return not_found_error("run " + state.id + " does not exist");
+  if (is_terminal(state.status)) {
+    return failed_precondition_error("run " + state.id + " is already " +
+                                     std::string(run_status_name(state.status)));
   }
   Decision d;
   Emitter em(state, irs, ctx, d);
   switch (command) {
     case Command::kCancel:
       for (std::size_t i = 0; i < state.nodes.size(); ++i) {
-        if (!IsSettled(state.nodes[i].slot.status)) {
-          em.Emit("node.cancelled", state.ir->nodes[i].id,
+        if (!is_settled(state.nodes[i].slot.status)) {
+          em.emit("node.cancelled", state.ir->nodes[i].id,
                   json::object{{"reason", "run cancelled"}});
         }
       }
-      em.Emit("run.cancelled", "", json::object{{"reason", reason}});
+      em.emit("run.cancelled", "", json::object{{"reason", reason}});
       break;
     case Command::kPause:
-      if (state.paused) return FailedPrecondition("run " + state.id + " is already paused");
-      em.Emit("run.paused", "", json::object{{"reason", reason}});
+      if (state.paused) return failed_precondition_error("run " + state.id + " is already paused");
+      em.emit("run.paused", "", json::object{{"reason", reason}});
       break;
     case Command::kResume:
-      if (!state.paused) return FailedPrecondition("run " + state.id + " is not paused");
-      em.Emit("run.resumed", "", json::object{{"reason", reason}});
-      FireTimers(em);
-      Advance(em);
+      if (!state.paused) return failed_precondition_error("run " + state.id + " is not paused");
+      em.emit("run.resumed", "", json::object{{"reason", reason}});
+      fire_timers(em);
+      advance(em);
       break;
   }
   return d;

@@ -15,13 +15,20 @@ namespace venture::engine {
 
 enum class RunStatus { kQueued, kRunning, kPaused, kWaiting, kSucceeded, kFailed, kCancelled };
 enum class NodeStatus {
-  kPending, kReady, kRunning, kWaiting, kSucceeded, kFailed, kSkipped, kCancelled
+  kPending,
+  kReady,
+  kRunning,
+  kWaiting,
+  kSucceeded,
+  kFailed,
+  kSkipped,
+  kCancelled
 };
 
-std::string_view RunStatusName(RunStatus s);
-std::string_view NodeStatusName(NodeStatus s);
-bool IsTerminal(RunStatus s);
-bool IsSettled(NodeStatus s);
+std::string_view run_status_name(RunStatus s);
+std::string_view node_status_name(NodeStatus s);
+bool is_terminal(RunStatus s);
+bool is_settled(NodeStatus s);
 
 // What one attempt of a node (or of one foreach item) is doing.
 enum class Phase {
@@ -34,21 +41,21 @@ enum class Phase {
 struct Slot {  // one unit of execution: a plain node, or one foreach item
   NodeStatus status = NodeStatus::kPending;
   Phase phase = Phase::kIdle;
-  int attempt = 0;                // the latest attempt started (1-based)
-  std::optional<Time> due;        // kBackoff / kTimer
-  std::optional<Time> deadline;   // kInFlight: the attempt's timeout
+  int attempt = 0;               // the latest attempt started (1-based)
+  std::optional<Time> due;       // kBackoff / kTimer
+  std::optional<Time> deadline;  // kInFlight: the attempt's timeout
   json::value output;
-  json::value error;              // {code, message} or null
+  json::value error;  // {code, message} or null
   friend bool operator==(const Slot&, const Slot&) = default;
 };
 
 struct NodeState {
-  Slot slot;                   // the node itself (for foreach: its aggregate status)
-  int iteration = 0;           // repeat: completed iterations
-  bool expanded = false;       // foreach: items known
-  json::array items;           // foreach: the item values
+  Slot slot;              // the node itself (for foreach: its aggregate status)
+  int iteration = 0;      // repeat: completed iterations
+  bool expanded = false;  // foreach: items known
+  json::array items;      // foreach: the item values
   std::vector<Slot> item_slots;
-  std::string outcome;         // approval outcome (later); "" otherwise
+  std::string outcome;  // approval outcome (later); "" otherwise
   std::optional<Time> started;
   std::optional<Time> finished;
   friend bool operator==(const NodeState&, const NodeState&) = default;
@@ -69,8 +76,8 @@ struct RunState {
   std::vector<NodeState> nodes;  // parallel to ir->nodes
   Time created{};
   Time updated{};
-  int64_t events = 0;      // events of this run applied so far
-  int64_t last_seq = 0;    // seq of the last applied event (0 before the first commit)
+  int64_t events = 0;    // events of this run applied so far
+  int64_t last_seq = 0;  // seq of the last applied event (0 before the first commit)
 
   bool operator==(const RunState& o) const;
 };
@@ -87,19 +94,19 @@ struct Dispatch {
   std::string run;
   std::string node;
   std::string type;
-  int index = -1;    // foreach item index, -1 for a plain node
+  int index = -1;  // foreach item index, -1 for a plain node
   int attempt = 1;
-  int iteration = 0; // repeat iteration
-  json::value config;   // rendered
-  json::value context;  // only for node types with needs_context
+  int iteration = 0;            // repeat iteration
+  json::value config;           // rendered
+  json::value context;          // only for node types with needs_context
   std::string idempotency_key;  // "<run>/<node>/<index or iteration>"
 };
 
 // The identity of one attempt, "<run>/<node>/<index>/<iteration>/<attempt>": the bus dedup id of
 // its task and of its result.
-std::string AttemptKey(const std::string& run, const std::string& node, int index,
-                       int iteration, int attempt);
-std::string AttemptKey(const Dispatch& d);
+std::string attempt_key(const std::string& run, const std::string& node, int index, int iteration,
+                        int attempt);
+std::string attempt_key(const Dispatch& d);
 
 // The result of one attempt, as reported by a worker.
 struct TaskResult {
@@ -133,57 +140,57 @@ struct Decision {
 class IrSource {
  public:
   virtual ~IrSource() = default;
-  virtual std::shared_ptr<const workflow::Ir> Find(const std::string& workflow,
+  virtual std::shared_ptr<const workflow::Ir> find(const std::string& workflow,
                                                    const std::string& version) = 0;
   // Compiles a run-local definition carried by a run.patched event.
-  virtual std::shared_ptr<const workflow::Ir> CompileDefinition(const json::value& def) = 0;
+  virtual std::shared_ptr<const workflow::Ir> compile_definition(const json::value& def) = 0;
 };
 
 // Folds one event into the state. kDataLoss when the event does not fit the state (unknown node,
 // undecodable data): the log and the code disagree, which recovery must surface, not hide.
-[[nodiscard]] Status Apply(RunState& state, const std::string& type, const std::string& node,
+[[nodiscard]] Status apply(RunState& state, const std::string& type, const std::string& node,
                            const json::object& data, Time time, IrSource& irs);
 
 // A new run: run.submitted (+ run.started and the first dispatches unless frozen). `seeded` holds
 // outputs of nodes that a replay reuses (they settle as succeeded at once).
-[[nodiscard]] Result<Decision> DecideSubmit(RunState& state, const std::string& run_id,
-                                            const std::shared_ptr<const workflow::Ir>& ir,
-                                            json::value inputs, const std::string& replay_of,
-                                            const json::object& seeded, const DecideContext& ctx,
-                                            IrSource& irs);
+[[nodiscard]] Result<Decision> decide_submit(RunState& state, const std::string& run_id,
+                                             const std::shared_ptr<const workflow::Ir>& ir,
+                                             json::value inputs, const std::string& replay_of,
+                                             const json::object& seeded, const DecideContext& ctx,
+                                             IrSource& irs);
 
 // Each Decide* mutates `state` by applying the events it emits (so the state after equals the fold
 // of Apply over the events) and returns them with the dispatches to carry out after commit.
-Decision DecideResult(RunState& state, const TaskResult& result, const DecideContext& ctx,
-                      IrSource& irs);
+Decision decide_result(RunState& state, const TaskResult& result, const DecideContext& ctx,
+                       IrSource& irs);
 // Timers that are due at ctx.now, and dispatch of ready work after an unfreeze.
-Decision DecideTick(RunState& state, const DecideContext& ctx, IrSource& irs);
+Decision decide_tick(RunState& state, const DecideContext& ctx, IrSource& irs);
 // kFailedPrecondition when the command does not apply in the current state.
-[[nodiscard]] Result<Decision> DecideCommand(RunState& state, Command command,
-                                             const std::string& reason, const DecideContext& ctx,
-                                             IrSource& irs);
+[[nodiscard]] Result<Decision> decide_command(RunState& state, Command command,
+                                              const std::string& reason, const DecideContext& ctx,
+                                              IrSource& irs);
 // Applies a JSON Patch to the run's definition. kInvalidArgument (with the problems joined)
 // when the result is invalid; kFailedPrecondition when it touches a settled or started node or
 // the run is terminal.
-[[nodiscard]] Result<Decision> DecidePatch(RunState& state, const json::value& ops,
-                                           const std::string& reason, const DecideContext& ctx,
-                                           IrSource& irs);
+[[nodiscard]] Result<Decision> decide_patch(RunState& state, const json::value& ops,
+                                            const std::string& reason, const DecideContext& ctx,
+                                            IrSource& irs);
 
 // The task for one attempt (config rendered against the current context).
-[[nodiscard]] Result<Dispatch> BuildDispatch(const RunState& state, int node, int index,
-                                             int attempt);
+[[nodiscard]] Result<Dispatch> build_dispatch(const RunState& state, int node, int index,
+                                              int attempt);
 
 // In-flight attempts of a state (to re-dispatch after a restart: the embedded bus is volatile).
-std::vector<Dispatch> InFlight(const RunState& state);
+std::vector<Dispatch> in_flight(const RunState& state);
 // The earliest timer or deadline of the state, if any.
-std::optional<Time> NextDue(const RunState& state);
+std::optional<Time> next_due(const RunState& state);
 
 // The expression context: {inputs, nodes:{id:{status,output,outcome,error}}, run:{id,workflow,
 // version}}.
-json::object ExpressionContext(const RunState& state);
+json::object expression_context(const RunState& state);
 
 // Snapshot encoding of a state (the Ir is referenced by version and resolved through irs).
-json::value StateToJson(const RunState& state);
-[[nodiscard]] Result<RunState> StateFromJson(const json::value& v, IrSource& irs);
+json::value state_to_json(const RunState& state);
+[[nodiscard]] Result<RunState> state_from_json(const json::value& v, IrSource& irs);
 
 }  // namespace venture::engine

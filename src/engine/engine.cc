@@ -7,71 +7,71 @@ namespace venture::engine {
 
 // ---- IrCache -------------------------------------------------------------------------------
 
-std::shared_ptr<const workflow::Ir> IrCache::Find(const std::string& workflow,
+std::shared_ptr<const workflow::Ir> IrCache::find(const std::string& workflow,
                                                   const std::string& version) {
   {
     std::lock_guard lock(mu_);
     auto it = by_version_.find(version);
     if (it != by_version_.end()) return it->second;
   }
-  auto row = store_.GetWorkflowVersion(workflow, version);
+  auto row = store_.get_workflow_version(workflow, version);
   if (!row) return nullptr;
-  return CompileDefinition(row->definition);
+  return compile_definition(row->definition);
 }
 
-std::shared_ptr<const workflow::Ir> IrCache::CompileDefinition(const json::value& def) {
-  const std::string version = workflow::VersionOf(def);
+std::shared_ptr<const workflow::Ir> IrCache::compile_definition(const json::value& def) {
+  const std::string version = workflow::version_of(def);
   {
     std::lock_guard lock(mu_);
     auto it = by_version_.find(version);
     if (it != by_version_.end()) return it->second;
   }
   workflow::Problems problems;
-  auto ir = workflow::Compile(def, problems);
-  if (ir != nullptr) Put(ir);
+  auto ir = workflow::compile(def, problems);
+  if (ir != nullptr) put(ir);
   return ir;
 }
 
-void IrCache::Put(std::shared_ptr<const workflow::Ir> ir) {
+void IrCache::put(std::shared_ptr<const workflow::Ir> ir) {
   std::lock_guard lock(mu_);
   by_version_.emplace(ir->version, std::move(ir));
 }
 
-std::string TaskQueue(std::string_view type) { return "tasks." + std::string(type); }
+std::string task_queue(std::string_view type) { return "tasks." + std::string(type); }
 
 Engine::Engine(storage::Store& store, bus::Bus& bus, base::Clock& clock, base::Random& random,
                Options options)
     : store_(store), bus_(bus), clock_(clock), random_(random), options_(options), irs_(store) {}
 
-Engine::~Engine() { Stop(); }
+Engine::~Engine() { stop(); }
 
-Status Engine::Start() {
-  auto frozen = store_.GetSetting("frozen");
+Status Engine::start() {
+  auto frozen = store_.get_setting("frozen");
   if (!frozen) return frozen.error();
   frozen_ = frozen->has_value() && **frozen == "1";
-  VENTURE_ASSIGN_OR_RETURN(std::vector<std::string> active, store_.ListActiveRuns());
-  const Time now = clock_.Now();
+  VENTURE_ASSIGN_OR_RETURN(std::vector<std::string> active, store_.list_active_runs());
+  const Time now = clock_.now();
   for (const std::string& id : active) {
-    RunState* run = LoadRun(id);
+    RunState* run = load_run(id);
     if (run == nullptr) continue;
-    for (const Dispatch& d : InFlight(*run)) {
-      VENTURE_RETURN_IF_ERROR(bus_.Enqueue(TaskQueue(d.type), AttemptKey(d), EncodeTask(d)));
+    for (const Dispatch& d : in_flight(*run)) {
+      VENTURE_RETURN_IF_ERROR(bus_.enqueue(task_queue(d.type), attempt_key(d), encode_task(d)));
     }
     timers_.emplace(now, id);  // a tick dispatches whatever became ready meanwhile
   }
-  base::LogInfo("engine recovered", {{"runs", active.size()}, {"frozen", frozen_}});
-  bus_.OnReady(kResultsQueue, [this] {
+  base::log_info("engine recovered", {{"runs", active.size()}, {"frozen", frozen_}});
+  bus_.on_ready(kResultsQueue, [this] {
     std::lock_guard lock(mu_);
     results_ready_ = true;
     wake_.notify_one();
   });
   if (options_.threaded) {
-    loop_ = std::jthread([this] { Loop(); });
+    loop_ = std::jthread([this] { loop(); });
   }
-  return Ok();
+  return ok();
 }
 
-void Engine::Stop() {
+void Engine::stop() {
   {
     std::lock_guard lock(mu_);
     if (stopping_) return;
@@ -79,9 +79,9 @@ void Engine::Stop() {
     wake_.notify_all();
   }
   if (loop_.joinable()) loop_.join();
-  bus_.OnReady(kResultsQueue, nullptr);
+  bus_.on_ready(kResultsQueue, nullptr);
   std::lock_guard lock(mu_);
-  for (auto& r : inbox_) r->reply->Finish(Unavailable("the engine is shutting down"));
+  for (auto& r : inbox_) r->reply->finish(unavailable_error("the engine is shutting down"));
   inbox_.clear();
 }
 
@@ -95,25 +95,26 @@ EngineStats Engine::stats() const {
   return stats_;
 }
 
-Status Engine::Enqueue(Request request) {
+Status Engine::enqueue(Request request) {
   std::lock_guard lock(mu_);
-  if (stopping_) return Unavailable("the engine is shutting down");
-  if (inbox_.size() >= limits::kInboxMax) return ResourceExhausted("the engine inbox is full");
+  if (stopping_) return unavailable_error("the engine is shutting down");
+  if (inbox_.size() >= limits::kInboxMax)
+    return resource_exhausted_error("the engine inbox is full");
   inbox_.push_back(std::make_unique<Request>(std::move(request)));
   wake_.notify_one();
-  return Ok();
+  return ok();
 }
 
-Status Engine::Post(Request request) {
+Status Engine::post(Request request) {
   auto reply = request.reply;
-  VENTURE_RETURN_IF_ERROR(Enqueue(std::move(request)));
+  VENTURE_RETURN_IF_ERROR(enqueue(std::move(request)));
   if (!options_.threaded) {
     while (true) {
       {
         std::lock_guard lock(reply->mu);
         if (reply->done) break;
       }
-      Step();
+      step();
     }
   }
   std::unique_lock lock(reply->mu);
@@ -121,7 +122,7 @@ Status Engine::Post(Request request) {
   return reply->status;
 }
 
-void Engine::Loop() {
+void Engine::loop() {
   while (true) {
     {
       std::unique_lock lock(mu_);
@@ -129,150 +130,152 @@ void Engine::Loop() {
       if (inbox_.empty() && !results_ready_) {
         Millis wait(1000);
         if (!timers_.empty()) {
-          wait = std::min(wait, std::max(Millis(0), timers_.top().first - clock_.Now()));
+          wait = std::min(wait, std::max(Millis(0), timers_.top().first - clock_.now()));
         }
-        if (auto lease = bus_.NextWake(kResultsQueue)) {
-          wait = std::min(wait, std::max(Millis(0), *lease - clock_.Now()));
+        if (auto lease = bus_.next_wake(kResultsQueue)) {
+          wait = std::min(wait, std::max(Millis(0), *lease - clock_.now()));
         }
         if (wait > Millis(0)) wake_.wait_for(lock, wait);
         if (stopping_) return;
       }
     }
-    Step();
+    step();
   }
 }
 
-std::optional<Time> Engine::NextWake() {
+std::optional<Time> Engine::next_wake() {
   std::optional<Time> t;
   if (!timers_.empty()) t = timers_.top().first;
-  if (auto lease = bus_.NextWake(kResultsQueue); lease && (!t || *lease < *t)) t = lease;
+  if (auto lease = bus_.next_wake(kResultsQueue); lease && (!t || *lease < *t)) t = lease;
   return t;
 }
 
 // ---- public requests -------------------------------------------------------------------------
 
-Result<RegisterResponse> Engine::RegisterWorkflow(const json::value& definition,
-                                                  const std::string& tag,
-                                                  workflow::Problems& problems) {
-  if (!tag.empty() && !workflow::IsValidTagName(tag)) {
+Result<RegisterResponse> Engine::register_workflow(const json::value& definition,
+                                                   const std::string& tag,
+                                                   workflow::Problems& problems) {
+  if (!tag.empty() && !workflow::is_valid_tag_name(tag)) {
     problems.push_back({"/tag", "tag must match [a-z0-9][a-z0-9._-]{0,62}"});
-    return InvalidArgument("invalid tag");
+    return invalid_argument_error("invalid tag");
   }
-  auto ir = workflow::Compile(definition, problems);
-  if (ir == nullptr) return InvalidArgument("the definition is invalid");
-  irs_.Put(ir);
+  auto ir = workflow::compile(definition, problems);
+  if (ir == nullptr) return invalid_argument_error("the definition is invalid");
+  irs_.put(ir);
   RegisterResponse resp{ir->name, ir->version, {"latest"}, false};
   if (!tag.empty() && tag != "latest") resp.tags.push_back(tag);
-  auto existing = store_.GetWorkflowVersion(ir->name, ir->version);
+  auto existing = store_.get_workflow_version(ir->name, ir->version);
   resp.created = !existing;
   storage::Batch batch;
-  const Time now = clock_.Now();
+  const Time now = clock_.now();
   batch.workflow_versions.push_back({ir->name, ir->version, ir->definition, now});
   for (const std::string& t : resp.tags) batch.tags.push_back({ir->name, t, ir->version});
   json::array tags;
   for (const std::string& t : resp.tags) tags.emplace_back(t);
   storage::Event e;
-  e.id = base::NewId("evt", clock_, random_);
+  e.id = base::new_id("evt", clock_, random_);
   e.type = "workflow.registered";
   e.time = now;
-  e.data = json::object{{"name", ir->name}, {"version", ir->version}, {"tags", std::move(tags)},
+  e.data = json::object{{"name", ir->name},
+                        {"version", ir->version},
+                        {"tags", std::move(tags)},
                         {"new_version", resp.created}};
   batch.events.push_back(std::move(e));
-  VENTURE_ASSIGN_OR_RETURN(storage::AppendResult appended, store_.Append(std::move(batch)));
+  VENTURE_ASSIGN_OR_RETURN(storage::AppendResult appended, store_.append(std::move(batch)));
   for (const storage::Event& ev : appended.events) {
-    (void)bus_.Publish(ev.type, storage::EventToJson(ev));
+    (void)bus_.publish(ev.type, storage::event_to_json(ev));
   }
   return resp;
 }
 
-Result<std::shared_ptr<const workflow::Ir>> Engine::Resolve(const std::string& ref) {
+Result<std::shared_ptr<const workflow::Ir>> Engine::resolve(const std::string& ref) {
   const std::size_t at = ref.find('@');
   const std::string name = ref.substr(0, at);
   std::string selector = at == std::string::npos ? "latest" : ref.substr(at + 1);
-  if (!workflow::IsValidWorkflowName(name)) {
-    return InvalidArgument("'" + name + "' is not a valid workflow name");
+  if (!workflow::is_valid_workflow_name(name)) {
+    return invalid_argument_error("'" + name + "' is not a valid workflow name");
   }
   std::string version = selector;
   if (!selector.starts_with("b2:")) {
-    VENTURE_ASSIGN_OR_RETURN(std::vector<storage::TagRow> tags, store_.ListTags(name));
+    VENTURE_ASSIGN_OR_RETURN(std::vector<storage::TagRow> tags, store_.list_tags(name));
     version.clear();
     for (const auto& t : tags) {
       if (t.tag == selector) version = t.version;
     }
     if (version.empty()) {
-      return NotFound("workflow '" + name + "' has no tag '" + selector + "'");
+      return not_found_error("workflow '" + name + "' has no tag '" + selector + "'");
     }
   }
-  auto ir = irs_.Find(name, version);
-  if (ir == nullptr) return NotFound("workflow '" + name + "' has no version " + version);
+  auto ir = irs_.find(name, version);
+  if (ir == nullptr) return not_found_error("workflow '" + name + "' has no version " + version);
   return ir;
 }
 
-Result<Engine::Request> Engine::PrepareStart(StartRequest request,
-                                             workflow::Problems& problems) {
+Result<Engine::Request> Engine::prepare_start(StartRequest request, workflow::Problems& problems) {
   Request r;
   r.kind = Request::Kind::kStart;
   if (!request.workflow.empty()) {
-    VENTURE_ASSIGN_OR_RETURN(r.ir, Resolve(request.workflow));
+    VENTURE_ASSIGN_OR_RETURN(r.ir, resolve(request.workflow));
   } else {
-    r.ir = workflow::Compile(request.definition, problems);
-    if (r.ir == nullptr) return InvalidArgument("the definition is invalid");
-    irs_.Put(r.ir);
-    r.register_version = !store_.GetWorkflowVersion(r.ir->name, r.ir->version);
+    r.ir = workflow::compile(request.definition, problems);
+    if (r.ir == nullptr) return invalid_argument_error("the definition is invalid");
+    irs_.put(r.ir);
+    r.register_version = !store_.get_workflow_version(r.ir->name, r.ir->version);
   }
   if (request.inputs.is_null()) request.inputs = json::object();
   if (!request.inputs.is_object()) {
     problems.push_back({"/inputs", "inputs must be an object"});
-    return InvalidArgument("invalid inputs");
+    return invalid_argument_error("invalid inputs");
   }
-  workflow::ValidateInputs(*r.ir, request.inputs, problems);
-  if (!problems.empty()) return InvalidArgument("the inputs do not match the workflow's schema");
+  workflow::validate_inputs(*r.ir, request.inputs, problems);
+  if (!problems.empty())
+    return invalid_argument_error("the inputs do not match the workflow's schema");
   r.start = std::move(request);
   return r;
 }
 
-Result<StartResponse> Engine::StartRun(StartRequest request, workflow::Problems& problems) {
-  VENTURE_ASSIGN_OR_RETURN(Request r, PrepareStart(std::move(request), problems));
+Result<StartResponse> Engine::start_run(StartRequest request, workflow::Problems& problems) {
+  VENTURE_ASSIGN_OR_RETURN(Request r, prepare_start(std::move(request), problems));
   auto reply = r.reply;
-  VENTURE_RETURN_IF_ERROR(Post(std::move(r)));
+  VENTURE_RETURN_IF_ERROR(post(std::move(r)));
   return reply->start;
 }
 
-Status Engine::StartRunAsync(StartRequest request, workflow::Problems& problems,
-                             std::function<void(Result<StartResponse>)> done) {
-  VENTURE_ASSIGN_OR_RETURN(Request r, PrepareStart(std::move(request), problems));
+Status Engine::start_run_async(StartRequest request, workflow::Problems& problems,
+                               std::function<void(Result<StartResponse>)> done) {
+  VENTURE_ASSIGN_OR_RETURN(Request r, prepare_start(std::move(request), problems));
   r.reply->callback = std::move(done);
-  return Enqueue(std::move(r));
+  return enqueue(std::move(r));
 }
 
-Status Engine::Cancel(const std::string& run, const std::string& reason) {
+Status Engine::cancel(const std::string& run, const std::string& reason) {
   Request r;
   r.kind = Request::Kind::kCommand;
   r.command = Command::kCancel;
   r.run = run;
   r.reason = reason;
-  return Post(std::move(r));
+  return post(std::move(r));
 }
 
-Status Engine::Pause(const std::string& run, const std::string& reason) {
+Status Engine::pause(const std::string& run, const std::string& reason) {
   Request r;
   r.kind = Request::Kind::kCommand;
   r.command = Command::kPause;
   r.run = run;
   r.reason = reason;
-  return Post(std::move(r));
+  return post(std::move(r));
 }
 
-Status Engine::Resume(const std::string& run, const std::string& reason) {
+Status Engine::resume(const std::string& run, const std::string& reason) {
   Request r;
   r.kind = Request::Kind::kCommand;
   r.command = Command::kResume;
   r.run = run;
   r.reason = reason;
-  return Post(std::move(r));
+  return post(std::move(r));
 }
 
-Result<std::string> Engine::Patch(const std::string& run, const json::value& ops,
+Result<std::string> Engine::patch(const std::string& run, const json::value& ops,
                                   const std::string& reason) {
   Request r;
   r.kind = Request::Kind::kPatch;
@@ -280,31 +283,31 @@ Result<std::string> Engine::Patch(const std::string& run, const json::value& ops
   r.ops = ops;
   r.reason = reason;
   auto reply = r.reply;
-  VENTURE_RETURN_IF_ERROR(Post(std::move(r)));
+  VENTURE_RETURN_IF_ERROR(post(std::move(r)));
   return reply->version;
 }
 
-Result<StartResponse> Engine::Replay(const std::string& run, const std::string& from_node) {
+Result<StartResponse> Engine::replay(const std::string& run, const std::string& from_node) {
   Request r;
   r.kind = Request::Kind::kReplay;
   r.run = run;
   r.from_node = from_node;
   auto reply = r.reply;
-  VENTURE_RETURN_IF_ERROR(Post(std::move(r)));
+  VENTURE_RETURN_IF_ERROR(post(std::move(r)));
   return reply->start;
 }
 
-Status Engine::Freeze(const std::string& reason) {
+Status Engine::freeze(const std::string& reason) {
   Request r;
   r.kind = Request::Kind::kFreeze;
   r.reason = reason;
-  return Post(std::move(r));
+  return post(std::move(r));
 }
 
-Status Engine::Unfreeze() {
+Status Engine::unfreeze() {
   Request r;
   r.kind = Request::Kind::kUnfreeze;
-  return Post(std::move(r));
+  return post(std::move(r));
 }
 
 }  // namespace venture::engine

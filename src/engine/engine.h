@@ -4,9 +4,9 @@
 // tasks onto the bus, timers into a heap, events published on the bus.
 //
 // Ownership and threading: an Engine owns its active runs; exactly one thread (the engine loop,
-// or the caller of Step() when Options::threaded is false) touches them, so they need no lock.
+// or the caller of step() when Options::threaded is false) touches them, so they need no lock.
 // The public request methods are thread-safe: they post to a bounded inbox and wait until the
-// step that handled them has committed. With threaded = false, a request method drives Step()
+// step that handled them has committed. With threaded = false, a request method drives step()
 // itself, so a deterministic driver (the simulation) can call it inline.
 //
 // Task protocol (bus): the engine enqueues TaskMessage JSON on "tasks.<type>" (dedup id
@@ -34,12 +34,12 @@
 namespace venture::engine {
 
 inline constexpr std::string_view kResultsQueue = "engine.results";
-std::string TaskQueue(std::string_view type);  // "tasks.<type>"
+std::string task_queue(std::string_view type);  // "tasks.<type>"
 
-json::value EncodeTask(const Dispatch& d);
-[[nodiscard]] Result<Dispatch> DecodeTask(const json::value& v);
-json::value EncodeResult(const TaskResult& r);
-[[nodiscard]] Result<TaskResult> DecodeResult(const json::value& v);
+json::value encode_task(const Dispatch& d);
+[[nodiscard]] Result<Dispatch> decode_task(const json::value& v);
+json::value encode_result(const TaskResult& r);
+[[nodiscard]] Result<TaskResult> decode_result(const json::value& v);
 
 struct Options {
   bool threaded = true;
@@ -49,9 +49,9 @@ struct Options {
 };
 
 struct StartRequest {
-  std::string workflow;    // "name", "name@tag" or "name@b2:…"; or empty with `definition`
-  json::value definition;  // an inline definition (registered, tags untouched)
-  json::value inputs;      // object (null = {})
+  std::string workflow;         // "name", "name@tag" or "name@b2:…"; or empty with `definition`
+  json::value definition;       // an inline definition (registered, tags untouched)
+  json::value inputs;           // object (null = {})
   std::string idempotency_key;  // "" = none; scoped by the caller
   std::string body_hash;        // what the key promises: same key + other hash -> error
 };
@@ -83,10 +83,10 @@ struct EngineStats {
 class IrCache final : public IrSource {
  public:
   explicit IrCache(storage::Store& store) : store_(store) {}
-  std::shared_ptr<const workflow::Ir> Find(const std::string& workflow,
+  std::shared_ptr<const workflow::Ir> find(const std::string& workflow,
                                            const std::string& version) override;
-  std::shared_ptr<const workflow::Ir> CompileDefinition(const json::value& def) override;
-  void Put(std::shared_ptr<const workflow::Ir> ir);
+  std::shared_ptr<const workflow::Ir> compile_definition(const json::value& def) override;
+  void put(std::shared_ptr<const workflow::Ir> ir);
 
  private:
   storage::Store& store_;
@@ -104,59 +104,59 @@ class Engine {
 
   // Recovers every unfinished run from the store (snapshot + events), re-arms its timers and
   // re-dispatches its in-flight attempts; then starts the loop thread when threaded.
-  [[nodiscard]] Status Start();
+  [[nodiscard]] Status start();
   // Stops accepting requests, finishes the current step, joins the loop.
-  void Stop();
+  void stop();
 
   // Validates and registers; moves `tag` (and "latest") to the version. kInvalidArgument with
   // `problems` filled when invalid.
-  [[nodiscard]] Result<RegisterResponse> RegisterWorkflow(const json::value& definition,
-                                                          const std::string& tag,
-                                                          workflow::Problems& problems);
+  [[nodiscard]] Result<RegisterResponse> register_workflow(const json::value& definition,
+                                                           const std::string& tag,
+                                                           workflow::Problems& problems);
   // kNotFound (unknown workflow/tag/version), kInvalidArgument (+ problems: invalid definition or
   // inputs, idempotency key reused with another body), kUnavailable (store down).
-  [[nodiscard]] Result<StartResponse> StartRun(StartRequest request, workflow::Problems& problems);
+  [[nodiscard]] Result<StartResponse> start_run(StartRequest request, workflow::Problems& problems);
   // Like StartRun, but returns once the request is queued; `done` runs on the engine thread after
   // the commit (keep it cheap). Errors before queueing are returned and `done` is not called.
-  [[nodiscard]] Status StartRunAsync(StartRequest request, workflow::Problems& problems,
-                                     std::function<void(Result<StartResponse>)> done);
+  [[nodiscard]] Status start_run_async(StartRequest request, workflow::Problems& problems,
+                                       std::function<void(Result<StartResponse>)> done);
   // kNotFound, kFailedPrecondition (not applicable in the run's state).
-  [[nodiscard]] Status Cancel(const std::string& run, const std::string& reason);
-  [[nodiscard]] Status Pause(const std::string& run, const std::string& reason);
-  [[nodiscard]] Status Resume(const std::string& run, const std::string& reason);
+  [[nodiscard]] Status cancel(const std::string& run, const std::string& reason);
+  [[nodiscard]] Status pause(const std::string& run, const std::string& reason);
+  [[nodiscard]] Status resume(const std::string& run, const std::string& reason);
   // Returns the run's new version.
-  [[nodiscard]] Result<std::string> Patch(const std::string& run, const json::value& ops,
+  [[nodiscard]] Result<std::string> patch(const std::string& run, const json::value& ops,
                                           const std::string& reason);
-  [[nodiscard]] Result<StartResponse> Replay(const std::string& run, const std::string& from_node);
-  [[nodiscard]] Status Freeze(const std::string& reason);
-  [[nodiscard]] Status Unfreeze();
+  [[nodiscard]] Result<StartResponse> replay(const std::string& run, const std::string& from_node);
+  [[nodiscard]] Status freeze(const std::string& reason);
+  [[nodiscard]] Status unfreeze();
   bool frozen() const;
 
   // One step (threaded = false): decide everything available now, commit once, carry out.
   // Returns the number of triggers handled.
-  std::size_t Step();
+  std::size_t step();
   // When the next timer is due or a result lease expires (for a driver that moves a clock).
-  std::optional<Time> NextWake();
+  std::optional<Time> next_wake();
   EngineStats stats() const;
 
  private:
   struct Request;
   struct StepState;
 
-  Status Post(Request request);
-  Status Enqueue(Request request);
-  [[nodiscard]] Result<Request> PrepareStart(StartRequest request, workflow::Problems& problems);
-  void Loop();
-  [[nodiscard]] Result<std::shared_ptr<const workflow::Ir>> Resolve(const std::string& ref);
-  [[nodiscard]] Result<RunState> FoldRun(const std::string& id);
-  RunState* LoadRun(const std::string& id);
-  void HandleReplay(Request& r, StepState& st);
-  void HandleRequest(Request& r, StepState& st);
-  void HandleStart(Request& r, StepState& st);
-  void HandleResult(const TaskResult& result, StepState& st);
-  void Record(RunState& run, Decision d, StepState& st);
-  void Commit(StepState& st);
-  void AddRows(StepState& st);
+  Status post(Request request);
+  Status enqueue(Request request);
+  [[nodiscard]] Result<Request> prepare_start(StartRequest request, workflow::Problems& problems);
+  void loop();
+  [[nodiscard]] Result<std::shared_ptr<const workflow::Ir>> resolve(const std::string& ref);
+  [[nodiscard]] Result<RunState> fold_run(const std::string& id);
+  RunState* load_run(const std::string& id);
+  void handle_replay(Request& r, StepState& st);
+  void handle_request(Request& r, StepState& st);
+  void handle_start(Request& r, StepState& st);
+  void handle_result(const TaskResult& result, StepState& st);
+  void record(RunState& run, Decision d, StepState& st);
+  void commit(StepState& st);
+  void add_rows(StepState& st);
 
   storage::Store& store_;
   bus::Bus& bus_;

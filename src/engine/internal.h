@@ -19,7 +19,7 @@ struct Reply {
   // Called once with the outcome instead of waking a waiter (asynchronous requests).
   std::function<void(Result<StartResponse>)> callback;
 
-  void Finish(const Status& s) {
+  void finish(const Status& s) {
     std::function<void(Result<StartResponse>)> cb;
     {
       std::lock_guard lock(mu);

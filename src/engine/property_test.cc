@@ -30,18 +30,18 @@ namespace {
 
 constexpr uint64_t kDefaultSeed = 20261123;
 constexpr int kDefaultRuns = 2500;
-const Time kStart = FromUnixMs(1'800'000'000'000);
+const Time kStart = from_unix_ms(1'800'000'000'000);
 
 class MapIrSource final : public IrSource {
  public:
-  std::shared_ptr<const workflow::Ir> Find(const std::string&,
+  std::shared_ptr<const workflow::Ir> find(const std::string&,
                                            const std::string& version) override {
     auto it = irs_.find(version);
     return it == irs_.end() ? nullptr : it->second;
   }
-  std::shared_ptr<const workflow::Ir> CompileDefinition(const json::value& def) override {
+  std::shared_ptr<const workflow::Ir> compile_definition(const json::value& def) override {
     workflow::Problems problems;
-    auto ir = workflow::Compile(def, problems);
+    auto ir = workflow::compile(def, problems);
     if (ir != nullptr) {
       irs_[ir->version] = ir;
     }
@@ -66,7 +66,7 @@ class TransitionChecker {
   explicit TransitionChecker(const sim::WorkflowSpec& spec) : spec_(spec) {
     nodes_.resize(spec.nodes.size());
   }
-  std::string Check(const EventDraft& e);
+  std::string check(const EventDraft& e);
 
  private:
   enum class S { kPending, kReady, kRunning, kBackoff, kWaiting, kExpanded, kRepeat, kSettled };
@@ -80,8 +80,8 @@ class TransitionChecker {
     int iteration = 0;  // repeat: completed iterations
     std::vector<Item> items;
   };
-  std::string CheckItem(Node& n, const sim::NodeSpec& spec, const EventDraft& e, int index);
-  std::string CheckPlain(Node& n, const sim::NodeSpec& spec, const EventDraft& e);
+  std::string check_item(Node& n, const sim::NodeSpec& spec, const EventDraft& e, int index);
+  std::string check_plain(Node& n, const sim::NodeSpec& spec, const EventDraft& e);
 
   const sim::WorkflowSpec& spec_;
   std::vector<Node> nodes_;
@@ -89,17 +89,17 @@ class TransitionChecker {
   bool failing_ = false;  // a node with on_failure fail failed: only cancellations may follow
 };
 
-int IntOf(const json::object& o, const char* key) {
-  return static_cast<int>(base::IntOr(o, key, -1));
+int int_of(const json::object& o, const char* key) {
+  return static_cast<int>(base::int_or(o, key, -1));
 }
 
-std::string TransitionChecker::CheckItem(Node& n, const sim::NodeSpec& spec, const EventDraft& e,
-                                         int index) {
+std::string TransitionChecker::check_item(Node& n, const sim::NodeSpec& spec, const EventDraft& e,
+                                          int index) {
   if (n.s != S::kExpanded || index >= static_cast<int>(n.items.size())) {
     return e.type + " for an item of a node that is not expanded";
   }
   Item& it = n.items[static_cast<std::size_t>(index)];
-  const int attempt = IntOf(e.data, "attempt");
+  const int attempt = int_of(e.data, "attempt");
   if (e.type == "node.started") {
     const bool first = it.s == S::kPending && attempt == 1;
     const bool next = it.s == S::kBackoff && attempt == it.attempt + 1;
@@ -129,9 +129,9 @@ std::string TransitionChecker::CheckItem(Node& n, const sim::NodeSpec& spec, con
   return "";
 }
 
-std::string TransitionChecker::CheckPlain(Node& n, const sim::NodeSpec& spec,
-                                          const EventDraft& e) {
-  const int attempt = IntOf(e.data, "attempt");
+std::string TransitionChecker::check_plain(Node& n, const sim::NodeSpec& spec,
+                                           const EventDraft& e) {
+  const int attempt = int_of(e.data, "attempt");
   const bool fresh = n.s == S::kPending || n.s == S::kReady;
   if (e.type == "node.ready") {
     if (n.s != S::kPending) {
@@ -143,7 +143,7 @@ std::string TransitionChecker::CheckPlain(Node& n, const sim::NodeSpec& spec,
       return e.type + " of a node that already started";
     }
     n.s = e.type == "node.waiting" ? S::kWaiting : S::kExpanded;
-    if (const json::array* items = base::FindArray(e.data, "items")) {
+    if (const json::array* items = base::find_array(e.data, "items")) {
       n.items.assign(items->size(), Item{});
     }
   } else if (e.type == "node.repeating") {
@@ -151,8 +151,8 @@ std::string TransitionChecker::CheckPlain(Node& n, const sim::NodeSpec& spec,
       return "repeating while no repeat attempt runs";
     }
     n.s = S::kRepeat;
-    if (++n.iteration != IntOf(e.data, "iteration") || n.iteration >= spec.max_iterations) {
-      return "repeating reports iteration " + std::to_string(IntOf(e.data, "iteration")) +
+    if (++n.iteration != int_of(e.data, "iteration") || n.iteration >= spec.max_iterations) {
+      return "repeating reports iteration " + std::to_string(int_of(e.data, "iteration")) +
              " after " + std::to_string(n.iteration) + " of at most " +
              std::to_string(spec.max_iterations);
     }
@@ -174,7 +174,7 @@ std::string TransitionChecker::CheckPlain(Node& n, const sim::NodeSpec& spec,
   return "";
 }
 
-std::string TransitionChecker::Check(const EventDraft& e) {
+std::string TransitionChecker::check(const EventDraft& e) {
   if (terminal_) {
     return e.type + " after the run ended";
   }
@@ -194,10 +194,10 @@ std::string TransitionChecker::Check(const EventDraft& e) {
   if (failing_ && e.type != "node.cancelled") {
     return "node " + e.node + ": " + e.type + " while the run is failing";
   }
-  const int index = IntOf(e.data, "index");
+  const int index = int_of(e.data, "index");
   if (e.type == "node.item_succeeded" || e.type == "node.item_failed" ||
       ((e.type == "node.started" || e.type == "node.retrying") && index >= 0)) {
-    std::string why = CheckItem(n, spec, e, index);
+    std::string why = check_item(n, spec, e, index);
     return why.empty() ? "" : "node " + e.node + ": " + why;
   }
   if (e.type == "node.succeeded" || e.type == "node.failed" || e.type == "node.skipped" ||
@@ -213,11 +213,11 @@ std::string TransitionChecker::Check(const EventDraft& e) {
     failing_ = failing_ || (e.type == "node.failed" && !spec.on_failure_continue);
     return "";
   }
-  std::string why = CheckPlain(n, spec, e);
+  std::string why = check_plain(n, spec, e);
   return why.empty() ? "" : "node " + e.node + ": " + why;
 }
 
-TaskResult ResultOf(const sim::WorkflowSpec& spec, const Dispatch& d, sim::Outcome o) {
+TaskResult result_of(const sim::WorkflowSpec& spec, const Dispatch& d, sim::Outcome o) {
   TaskResult r;
   r.run = d.run;
   r.node = d.node;
@@ -226,11 +226,11 @@ TaskResult ResultOf(const sim::WorkflowSpec& spec, const Dispatch& d, sim::Outco
   r.attempt = d.attempt;
   r.ok = o == sim::Outcome::kOk;
   if (r.ok) {
-    r.output = sim::OutputOf(spec, std::stoi(d.node.substr(1)), d.index, r.iteration);
+    r.output = sim::output_of(spec, std::stoi(d.node.substr(1)), d.index, r.iteration);
   } else {
-    r.error_code = sim::ErrorCode(o);
+    r.error_code = sim::error_code(o);
     r.error_message = "scripted";
-    r.retryable = sim::Retryable(o);
+    r.retryable = sim::retryable(o);
   }
   return r;
 }
@@ -243,16 +243,16 @@ class Driver {
     ctx_.now = kStart;
     ctx_.random = &rnd_;
   }
-  Drive Run(std::shared_ptr<const workflow::Ir> ir);
+  Drive run(std::shared_ptr<const workflow::Ir> ir);
 
  private:
-  bool Act();
-  void Take(Decision d);
-  void Deliver();
-  void ExpectIgnored(const TaskResult& r, const char* what);
-  void PatchAdd();
-  void PatchSettled();
-  std::vector<int> Settled() const;
+  bool act();
+  void take(Decision d);
+  void deliver();
+  void expect_ignored(const TaskResult& r, const char* what);
+  void patch_add();
+  void patch_settled();
+  std::vector<int> settled_nodes() const;
 
   sim::WorkflowSpec& spec_;
   IrSource& irs_;
@@ -266,7 +266,7 @@ class Driver {
   int patches_ = 0;
 };
 
-void Driver::Take(Decision d) {
+void Driver::take(Decision d) {
   for (EventDraft& e : d.events) {
     out_.events.push_back(std::move(e));
     out_.times.push_back(ctx_.now);
@@ -276,8 +276,8 @@ void Driver::Take(Decision d) {
   }
 }
 
-void Driver::ExpectIgnored(const TaskResult& r, const char* what) {
-  Decision d = DecideResult(out_.state, r, ctx_, irs_);
+void Driver::expect_ignored(const TaskResult& r, const char* what) {
+  Decision d = decide_result(out_.state, r, ctx_, irs_);
   if (!d.events.empty() || !d.dispatches.empty()) {
     out_.error = std::string(what) + " of " + r.node + " (iteration " +
                  std::to_string(r.iteration) + ", attempt " + std::to_string(r.attempt) +
@@ -285,149 +285,148 @@ void Driver::ExpectIgnored(const TaskResult& r, const char* what) {
   }
 }
 
-void Driver::Deliver() {
-  const std::size_t k = rnd_.Uniform(pending_.size());
+void Driver::deliver() {
+  const std::size_t k = rnd_.uniform(pending_.size());
   const Dispatch d = pending_[k];
   pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(k));
   const int node = std::stoi(d.node.substr(1));
   const sim::Outcome o =
-      sim::OutcomeOf(spec_, node, d.index, d.index >= 0 ? 0 : d.iteration, d.attempt);
+      sim::outcome_of(spec_, node, d.index, d.index >= 0 ? 0 : d.iteration, d.attempt);
   if (o == sim::Outcome::kHang) {
     return;
   }
-  const TaskResult r = ResultOf(spec_, d, o);
-  if (d.index < 0 && rnd_.Uniform(6) == 0) {
+  const TaskResult r = result_of(spec_, d, o);
+  if (d.index < 0 && rnd_.uniform(6) == 0) {
     // A result that names another iteration of this attempt, with the opposite outcome. (The
     // dispatch may be older than the node's current iteration: never forge that one.)
     const sim::Outcome flipped = r.ok ? sim::Outcome::kFailPermanent : sim::Outcome::kOk;
-    TaskResult forged = ResultOf(spec_, d, flipped);
+    TaskResult forged = result_of(spec_, d, flipped);
     forged.iteration = d.iteration > 0
-                           ? static_cast<int>(rnd_.Uniform(static_cast<uint64_t>(d.iteration)))
+                           ? static_cast<int>(rnd_.uniform(static_cast<uint64_t>(d.iteration)))
                            : d.iteration + 1;
     forged.output = "done";
     if (forged.iteration != out_.state.nodes[static_cast<std::size_t>(node)].iteration) {
-      ExpectIgnored(forged, "a result of another iteration");
+      expect_ignored(forged, "a result of another iteration");
     }
   }
-  if (rnd_.Uniform(10) == 0) {
+  if (rnd_.uniform(10) == 0) {
     late_.push_back(r);
   }
-  Take(DecideResult(out_.state, r, ctx_, irs_));
+  take(decide_result(out_.state, r, ctx_, irs_));
 }
 
-std::vector<int> Driver::Settled() const {
+std::vector<int> Driver::settled_nodes() const {
   std::vector<int> settled;
   for (std::size_t i = 0; i < out_.state.nodes.size(); ++i) {
-    if (IsSettled(out_.state.nodes[i].slot.status)) {
+    if (is_settled(out_.state.nodes[i].slot.status)) {
       settled.push_back(static_cast<int>(i));
     }
   }
   return settled;
 }
 
-void Driver::PatchAdd() {
-  const std::vector<int> settled = Settled();
-  const int need = settled.empty() || rnd_.Uniform(4) == 0
-                       ? -1
-                       : settled[rnd_.Uniform(settled.size())];
-  spec_.nodes.push_back(sim::AddedNode(spec_, need));
+void Driver::patch_add() {
+  const std::vector<int> settled = settled_nodes();
+  const int need =
+      settled.empty() || rnd_.uniform(4) == 0 ? -1 : settled[rnd_.uniform(settled.size())];
+  spec_.nodes.push_back(sim::added_node(spec_, need));
   const json::value ops = json::array{json::object{
       {"op", "add"},
       {"path", "/nodes/-"},
-      {"value", sim::NodeDefinition(spec_, static_cast<int>(spec_.nodes.size()) - 1)}}};
-  auto d = DecidePatch(out_.state, ops, "t", ctx_, irs_);
+      {"value", sim::node_definition(spec_, static_cast<int>(spec_.nodes.size()) - 1)}}};
+  auto d = decide_patch(out_.state, ops, "t", ctx_, irs_);
   if (!d) {
     out_.error = "a patch adding " + spec_.nodes.back().id + " was refused: " + d.error().message;
     return;
   }
   ++patches_;
-  Take(std::move(*d));
+  take(std::move(*d));
 }
 
-void Driver::PatchSettled() {
-  const std::vector<int> settled = Settled();
+void Driver::patch_settled() {
+  const std::vector<int> settled = settled_nodes();
   if (settled.empty()) {
     return;
   }
-  const int node = settled[rnd_.Uniform(settled.size())];
-  const json::value ops = json::array{json::object{{"op", "replace"},
-                                                   {"path", "/nodes/" + std::to_string(node) +
-                                                                "/timeout"},
-                                                   {"value", "45s"}}};
+  const int node = settled[rnd_.uniform(settled.size())];
+  const json::value ops =
+      json::array{json::object{{"op", "replace"},
+                               {"path", "/nodes/" + std::to_string(node) + "/timeout"},
+                               {"value", "45s"}}};
   const RunState before = out_.state;
-  auto d = DecidePatch(out_.state, ops, "t", ctx_, irs_);
+  auto d = decide_patch(out_.state, ops, "t", ctx_, irs_);
   if (d) {
     out_.error = "a patch changing settled node n" + std::to_string(node) + " was applied";
   } else if (d.error().code != Code::kFailedPrecondition) {
-    out_.error = "a patch changing a settled node failed with " + d.error().ToString();
+    out_.error = "a patch changing a settled node failed with " + d.error().to_string();
   } else if (!(out_.state == before)) {
     out_.error = "a refused patch changed the state";
   }
 }
 
 // One random action; false when the run cannot move any more.
-bool Driver::Act() {
-  const uint64_t roll = rnd_.Uniform(100);
+bool Driver::act() {
+  const uint64_t roll = rnd_.uniform(100);
   if (!pending_.empty() && roll < 70) {
-    Deliver();
+    deliver();
   } else if (!late_.empty() && roll < 78) {
-    ExpectIgnored(late_[rnd_.Uniform(late_.size())], "a duplicate result");
+    expect_ignored(late_[rnd_.uniform(late_.size())], "a duplicate result");
   } else if (roll < 82) {
-    auto d = DecideCommand(out_.state, paused_ ? Command::kResume : Command::kPause, "t", ctx_,
-                           irs_);
+    auto d =
+        decide_command(out_.state, paused_ ? Command::kResume : Command::kPause, "t", ctx_, irs_);
     if (!d) {
       out_.error = "pause/resume refused: " + d.error().message;
       return false;
     }
     paused_ = !paused_;
-    Take(std::move(*d));
+    take(std::move(*d));
   } else if (roll < 83 && may_cancel_) {
-    auto d = DecideCommand(out_.state, Command::kCancel, "t", ctx_, irs_);
+    auto d = decide_command(out_.state, Command::kCancel, "t", ctx_, irs_);
     out_.cancelled = true;
-    Take(std::move(*d));
+    take(std::move(*d));
   } else if (roll < 85) {
-    if (patches_ < 3 && rnd_.Uniform(2) == 0) {
-      PatchAdd();
+    if (patches_ < 3 && rnd_.uniform(2) == 0) {
+      patch_add();
     } else {
-      PatchSettled();
+      patch_settled();
     }
   } else if (!pending_.empty()) {
-    Take(DecideTick(out_.state, ctx_, irs_));
-  } else if (auto due = NextDue(out_.state)) {
+    take(decide_tick(out_.state, ctx_, irs_));
+  } else if (auto due = next_due(out_.state)) {
     ctx_.now = std::max(ctx_.now, *due);
-    Take(DecideTick(out_.state, ctx_, irs_));
+    take(decide_tick(out_.state, ctx_, irs_));
   } else if (paused_) {
     paused_ = false;
-    Take(*DecideCommand(out_.state, Command::kResume, "t", ctx_, irs_));
+    take(*decide_command(out_.state, Command::kResume, "t", ctx_, irs_));
   } else {
     return false;
   }
   return true;
 }
 
-Drive Driver::Run(std::shared_ptr<const workflow::Ir> ir) {
-  auto d = DecideSubmit(out_.state, "run_1", ir, sim::Inputs(spec_), "", {}, ctx_, irs_);
+Drive Driver::run(std::shared_ptr<const workflow::Ir> ir) {
+  auto d = decide_submit(out_.state, "run_1", ir, sim::inputs(spec_), "", {}, ctx_, irs_);
   if (!d) {
     out_.error = "DecideSubmit: " + d.error().message;
     return out_;
   }
-  Take(std::move(*d));
-  may_cancel_ = rnd_.Uniform(20) == 0;
+  take(std::move(*d));
+  may_cancel_ = rnd_.uniform(20) == 0;
   for (int step = 0; step < 100000 && out_.error.empty(); ++step) {
-    if (IsTerminal(out_.state.status)) {
+    if (is_terminal(out_.state.status)) {
       return out_;
     }
-    if (!Act()) {
+    if (!act()) {
       break;
     }
   }
   if (out_.error.empty()) {
-    out_.error = "the run is stuck in status " + std::string(RunStatusName(out_.state.status));
+    out_.error = "the run is stuck in status " + std::string(run_status_name(out_.state.status));
   }
   return out_;
 }
 
-std::string CheckOutputs(const sim::WorkflowSpec& spec, const RunState& s) {
+std::string check_outputs(const sim::WorkflowSpec& spec, const RunState& s) {
   for (std::size_t i = 0; i < spec.nodes.size(); ++i) {
     const sim::NodeSpec& n = spec.nodes[i];
     if (!n.foreach || s.nodes[i].slot.status != NodeStatus::kSucceeded) {
@@ -435,82 +434,83 @@ std::string CheckOutputs(const sim::WorkflowSpec& spec, const RunState& s) {
     }
     json::array want;
     for (int k = 0; k < n.items; ++k) {
-      want.push_back(sim::OutputOf(spec, static_cast<int>(i), k, 0));
+      want.push_back(sim::output_of(spec, static_cast<int>(i), k, 0));
     }
     if (s.nodes[i].slot.output != json::value(want)) {
-      return "foreach " + n.id + " output " + base::CompactJson(s.nodes[i].slot.output) +
+      return "foreach " + n.id + " output " + base::compact_json(s.nodes[i].slot.output) +
              " is not in item order";
     }
   }
   return "";
 }
 
-std::string CheckHistory(const sim::WorkflowSpec& spec, const Drive& d, IrSource& irs) {
+std::string check_history(const sim::WorkflowSpec& spec, const Drive& d, IrSource& irs) {
   TransitionChecker checker(spec);
   RunState folded;
   for (std::size_t i = 0; i < d.events.size(); ++i) {
     const EventDraft& e = d.events[i];
-    if (std::string why = checker.Check(e); !why.empty()) {
+    if (std::string why = checker.check(e); !why.empty()) {
       return "event " + std::to_string(i) + ": " + why;
     }
-    if (auto st = Apply(folded, e.type, e.node, e.data, d.times[i], irs); !st) {
+    if (auto st = apply(folded, e.type, e.node, e.data, d.times[i], irs); !st) {
       return "Apply rejects " + e.type + ": " + st.error().message;
     }
   }
   folded.id = d.state.id;
   if (!(folded == d.state)) {
     return "folding the events does not reproduce the state:\n" +
-           base::CompactJson(StateToJson(folded)) + "\n" + base::CompactJson(StateToJson(d.state));
+           base::compact_json(state_to_json(folded)) + "\n" +
+           base::compact_json(state_to_json(d.state));
   }
-  auto back = StateFromJson(StateToJson(d.state), irs);
+  auto back = state_from_json(state_to_json(d.state), irs);
   if (!back || !(*back == d.state)) {
     return "StateToJson/StateFromJson does not round-trip";
   }
-  return CheckOutputs(spec, d.state);
+  return check_outputs(spec, d.state);
 }
 
-std::string CheckOne(uint64_t seed) {
+std::string check_one(uint64_t seed) {
   base::SeededRandom gen(seed);
-  sim::WorkflowSpec spec = sim::Generate(gen, sim::GenOptions{});
+  sim::WorkflowSpec spec = sim::generate(gen, sim::GenOptions{});
   MapIrSource irs;
-  auto ir = irs.CompileDefinition(sim::ToDefinition(spec));
+  auto ir = irs.compile_definition(sim::to_definition(spec));
   if (ir == nullptr) {
     return "the generated definition does not compile: " +
-           base::CompactJson(sim::ToDefinition(spec));
+           base::compact_json(sim::to_definition(spec));
   }
-  Drive d = Driver(spec, irs, seed).Run(ir);
+  Drive d = Driver(spec, irs, seed).run(ir);
   if (!d.error.empty()) {
     return d.error;
   }
   sim::Observed seen;
-  seen.run = std::string(RunStatusName(d.state.status));
+  seen.run = std::string(run_status_name(d.state.status));
   for (const NodeState& n : d.state.nodes) {
-    seen.nodes.emplace_back(NodeStatusName(n.slot.status));
+    seen.nodes.emplace_back(node_status_name(n.slot.status));
   }
   if (const json::object* err = d.state.error.if_object()) {
-    seen.error_node = base::StringOr(*err, "node", "");
+    seen.error_node = base::string_or(*err, "node", "");
   }
   seen.cancelled_by_operator = d.cancelled;
-  if (std::string why = sim::CheckFinal(spec, sim::Predict(spec), seen); !why.empty()) {
+  if (std::string why = sim::check_final(spec, sim::predict(spec), seen); !why.empty()) {
     return why;
   }
-  return CheckHistory(spec, d, irs);
+  return check_history(spec, d, irs);
 }
 
 TEST(EnginePropertyTest, RandomWorkflowsMatchTheReferenceModel) {
-  const uint64_t base_seed = sim::EnvSeed(kDefaultSeed);
-  const int runs = sim::EnvRuns(kDefaultRuns);
+  const uint64_t base_seed = sim::env_seed(kDefaultSeed);
+  const int runs = sim::env_runs(kDefaultRuns);
   int failures = 0;
   for (int i = 0; i < runs && failures < 5; ++i) {
     const uint64_t seed = base_seed + static_cast<uint64_t>(i);
-    const std::string why = CheckOne(seed);
+    const std::string why = check_one(seed);
     if (!why.empty()) {
       ++failures;
       base::SeededRandom gen(seed);
       ADD_FAILURE() << "seed " << seed << ": " << why << "\n  definition: "
-                    << base::CompactJson(sim::ToDefinition(sim::Generate(gen, {})))
-                    << "\n  reproduce: VENTURE_SIM_SEED=" << seed
-                    << " VENTURE_SIM_RUNS=1 " << ::testing::internal::GetArgvs()[0];
+                    << base::compact_json(sim::to_definition(sim::generate(gen, {})))
+                    << "\n  reproduce: VENTURE_SIM_SEED=" << seed << " VENTURE_SIM_RUNS=1 "
+                    << ::testing::internal::GetArgvs()[0];
     }
   }
   std::printf("property: %d workflows from seed %llu, %d failed\n", runs,

@@ -7,15 +7,15 @@
 
 namespace venture::engine {
 
-Result<RunState> Engine::FoldRun(const std::string& id) {
+Result<RunState> Engine::fold_run(const std::string& id) {
   RunState state;
-  VENTURE_ASSIGN_OR_RETURN(std::optional<storage::Snapshot> snap, store_.LoadSnapshot(id));
+  VENTURE_ASSIGN_OR_RETURN(std::optional<storage::Snapshot> snap, store_.load_snapshot(id));
   if (snap.has_value()) {
-    auto s = StateFromJson(snap->state, irs_);
+    auto s = state_from_json(snap->state, irs_);
     if (s) {
       state = std::move(*s);
     } else {
-      base::LogWarn("ignoring an unreadable snapshot", {{"run", id}});
+      base::log_warn("ignoring an unreadable snapshot", {{"run", id}});
     }
   }
   storage::EventFilter f;
@@ -24,42 +24,42 @@ Result<RunState> Engine::FoldRun(const std::string& id) {
   f.limit = limits::kReadPageMax;
   static const json::object kEmpty;
   while (true) {
-    VENTURE_ASSIGN_OR_RETURN(std::vector<storage::Event> events, store_.ReadEvents(f));
+    VENTURE_ASSIGN_OR_RETURN(std::vector<storage::Event> events, store_.read_events(f));
     for (const storage::Event& e : events) {
       const json::object* data = e.data.if_object();
-      VENTURE_RETURN_IF_ERROR(Apply(state, e.type, e.node, data ? *data : kEmpty, e.time, irs_));
+      VENTURE_RETURN_IF_ERROR(apply(state, e.type, e.node, data ? *data : kEmpty, e.time, irs_));
       state.last_seq = e.seq;
     }
     if (events.size() < f.limit) break;
     f.after_seq = events.back().seq;
   }
-  if (state.ir == nullptr) return NotFound("run " + id + " does not exist");
+  if (state.ir == nullptr) return not_found_error("run " + id + " does not exist");
   state.id = id;
   return state;
 }
 
-RunState* Engine::LoadRun(const std::string& id) {
+RunState* Engine::load_run(const std::string& id) {
   auto it = runs_.find(id);
   if (it != runs_.end()) return &it->second;
-  auto state = FoldRun(id);
+  auto state = fold_run(id);
   if (!state) {
     if (state.error().code != Code::kNotFound) {
-      base::LogError("cannot load run", {{"run", id}, {"error", state.error().ToString()}});
+      base::log_error("cannot load run", {{"run", id}, {"error", state.error().to_string()}});
     }
     return nullptr;
   }
-  if (IsTerminal(state->status)) return nullptr;
+  if (is_terminal(state->status)) return nullptr;
   snapshot_events_[id] = state->events;
   return &runs_.emplace(id, std::move(*state)).first->second;
 }
 
-void Engine::Record(RunState& run, Decision d, StepState& st) {
+void Engine::record(RunState& run, Decision d, StepState& st) {
   if (d.events.empty() && d.dispatches.empty()) return;
   st.touched_runs.insert(run.id);
   for (EventDraft& e : d.events) {
     if (!e.node.empty()) st.touched_nodes.emplace(run.id, e.node);
     storage::Event ev;
-    ev.id = base::NewId("evt", clock_, random_);
+    ev.id = base::new_id("evt", clock_, random_);
     ev.type = std::move(e.type);
     ev.time = st.ctx.now;
     ev.run = run.id;
@@ -70,55 +70,55 @@ void Engine::Record(RunState& run, Decision d, StepState& st) {
   for (Dispatch& dp : d.dispatches) st.dispatches.push_back(std::move(dp));
 }
 
-void Engine::HandleStart(Request& r, StepState& st) {
+void Engine::handle_start(Request& r, StepState& st) {
   const std::string& key = r.start.idempotency_key;
   if (!key.empty()) {
     std::string run_id, hash;
     if (auto it = st.keys.find(key); it != st.keys.end()) {
       run_id = it->second.first;
       hash = it->second.second;
-    } else if (auto row = store_.GetIdempotency(key)) {
+    } else if (auto row = store_.get_idempotency(key)) {
       run_id = row->run;
       hash = row->body_hash;
     }
     if (!run_id.empty()) {
       if (hash != r.start.body_hash) {
-        r.reply->Finish(InvalidArgument("Idempotency-Key was already used with another request"));
+        r.reply->finish(
+            invalid_argument_error("Idempotency-Key was already used with another request"));
         return;
       }
-      auto row = store_.GetRun(run_id);
-      r.reply->start = StartResponse{run_id, row ? row->status : "queued", r.ir->name,
-                                     r.ir->version, true, ""};
-      r.reply->Finish(Ok());
+      auto row = store_.get_run(run_id);
+      r.reply->start =
+          StartResponse{run_id, row ? row->status : "queued", r.ir->name, r.ir->version, true, ""};
+      r.reply->finish(ok());
       return;
     }
   }
-  const std::string id = base::NewId("run", clock_, random_);
+  const std::string id = base::new_id("run", clock_, random_);
   RunState& run = runs_[id];
-  auto d = DecideSubmit(run, id, r.ir, r.start.inputs, "", {}, st.ctx, irs_);
+  auto d = decide_submit(run, id, r.ir, r.start.inputs, "", {}, st.ctx, irs_);
   if (!d) {
     runs_.erase(id);
-    r.reply->Finish(d.error());
+    r.reply->finish(d.error());
     return;
   }
   if (r.register_version) {
-    st.batch.workflow_versions.push_back({r.ir->name, r.ir->version, r.ir->definition,
-                                          st.ctx.now});
+    st.batch.workflow_versions.push_back({r.ir->name, r.ir->version, r.ir->definition, st.ctx.now});
     r.register_version = false;
   }
   if (!key.empty()) {
     st.keys[key] = {id, r.start.body_hash};
     st.batch.idempotency.push_back({key, r.start.body_hash, id});
   }
-  Record(run, std::move(*d), st);
-  r.reply->start = StartResponse{id, std::string(RunStatusName(run.status)), r.ir->name,
-                                 r.ir->version, false, ""};
+  record(run, std::move(*d), st);
+  r.reply->start = StartResponse{
+      id, std::string(run_status_name(run.status)), r.ir->name, r.ir->version, false, ""};
 }
 
 namespace {
 
 // Nodes downstream of `from` (inclusive), which a replay runs again.
-std::vector<bool> Downstream(const workflow::Ir& ir, int from) {
+std::vector<bool> downstream(const workflow::Ir& ir, int from) {
   std::vector<bool> down(ir.nodes.size(), false);
   std::vector<int> stack{from};
   while (!stack.empty()) {
@@ -133,56 +133,56 @@ std::vector<bool> Downstream(const workflow::Ir& ir, int from) {
 
 }  // namespace
 
-void Engine::HandleReplay(Request& r, StepState& st) {
-  auto source = FoldRun(r.run);
+void Engine::handle_replay(Request& r, StepState& st) {
+  auto source = fold_run(r.run);
   if (!source) {
-    r.reply->Finish(source.error());
+    r.reply->finish(source.error());
     return;
   }
   const workflow::Ir& ir = *source->ir;
-  const int from = ir.IndexOf(r.from_node);
+  const int from = ir.index_of(r.from_node);
   if (from < 0) {
     std::vector<std::string> ids;
     for (const auto& n : ir.nodes) ids.push_back(n.id);
-    const std::string near = workflow::ClosestMatch(r.from_node, ids);
-    r.reply->Finish(InvalidArgument("run " + r.run + " has no node '" + r.from_node + "'" +
-                                    (near.empty() ? "" : "; did you mean '" + near + "'?")));
+    const std::string near = workflow::closest_match(r.from_node, ids);
+    r.reply->finish(invalid_argument_error("run " + r.run + " has no node '" + r.from_node + "'" +
+                                           (near.empty() ? "" : "; did you mean '" + near + "'?")));
     return;
   }
-  const std::vector<bool> down = Downstream(ir, from);
+  const std::vector<bool> down = downstream(ir, from);
   json::object seeded;
   for (std::size_t i = 0; i < ir.nodes.size(); ++i) {
     if (!down[i] && source->nodes[i].slot.status == NodeStatus::kSucceeded) {
       seeded[ir.nodes[i].id] = source->nodes[i].slot.output;
     }
   }
-  const std::string id = base::NewId("run", clock_, random_);
+  const std::string id = base::new_id("run", clock_, random_);
   RunState& run = runs_[id];
-  auto d = DecideSubmit(run, id, source->ir, source->inputs, r.run, seeded, st.ctx, irs_);
+  auto d = decide_submit(run, id, source->ir, source->inputs, r.run, seeded, st.ctx, irs_);
   if (!d) {
     runs_.erase(id);
-    r.reply->Finish(d.error());
+    r.reply->finish(d.error());
     return;
   }
-  Record(run, std::move(*d), st);
-  r.reply->start = StartResponse{id, std::string(RunStatusName(run.status)), ir.name,
-                                 ir.version, false, r.run};
+  record(run, std::move(*d), st);
+  r.reply->start = StartResponse{
+      id, std::string(run_status_name(run.status)), ir.name, ir.version, false, r.run};
 }
 
-void Engine::HandleRequest(Request& r, StepState& st) {
+void Engine::handle_request(Request& r, StepState& st) {
   using Kind = Request::Kind;
   if (r.kind == Kind::kStart) {
-    HandleStart(r, st);
+    handle_start(r, st);
     return;
   }
   if (r.kind == Kind::kReplay) {
-    HandleReplay(r, st);
+    handle_replay(r, st);
     return;
   }
   if (r.kind == Kind::kFreeze || r.kind == Kind::kUnfreeze) {
     const bool freeze = r.kind == Kind::kFreeze;
     storage::Event ev;
-    ev.id = base::NewId("evt", clock_, random_);
+    ev.id = base::new_id("evt", clock_, random_);
     ev.type = freeze ? "control.frozen" : "control.unfrozen";
     ev.time = st.ctx.now;
     ev.data = freeze ? json::object{{"reason", r.reason}} : json::object{};
@@ -193,41 +193,41 @@ void Engine::HandleRequest(Request& r, StepState& st) {
     return;
   }
   // Commands against one run: load it from the store if it is not active.
-  RunState* run = LoadRun(r.run);
+  RunState* run = load_run(r.run);
   if (run == nullptr) {
-    auto row = store_.GetRun(r.run);
-    r.reply->Finish(row ? FailedPrecondition("run " + r.run + " is already " + row->status)
-                        : Status(NotFound("run " + r.run + " does not exist")));
+    auto row = store_.get_run(r.run);
+    r.reply->finish(row ? failed_precondition_error("run " + r.run + " is already " + row->status)
+                        : Status(not_found_error("run " + r.run + " does not exist")));
     return;
   }
   if (r.kind == Kind::kCommand) {
-    auto d = DecideCommand(*run, r.command, r.reason, st.ctx, irs_);
+    auto d = decide_command(*run, r.command, r.reason, st.ctx, irs_);
     if (!d) {
-      r.reply->Finish(d.error());
+      r.reply->finish(d.error());
       return;
     }
-    Record(*run, std::move(*d), st);
+    record(*run, std::move(*d), st);
   } else if (r.kind == Kind::kPatch) {
-    auto d = DecidePatch(*run, r.ops, r.reason, st.ctx, irs_);
+    auto d = decide_patch(*run, r.ops, r.reason, st.ctx, irs_);
     if (!d) {
-      r.reply->Finish(d.error());
+      r.reply->finish(d.error());
       return;
     }
-    irs_.Put(run->ir);
-    st.batch.workflow_versions.push_back({run->ir->name, run->ir->version, run->ir->definition,
-                                          st.ctx.now});
+    irs_.put(run->ir);
+    st.batch.workflow_versions.push_back(
+        {run->ir->name, run->ir->version, run->ir->definition, st.ctx.now});
     r.reply->version = run->version;
-    Record(*run, std::move(*d), st);
+    record(*run, std::move(*d), st);
   }
 }
 
-void Engine::HandleResult(const TaskResult& result, StepState& st) {
-  RunState* run = LoadRun(result.run);
+void Engine::handle_result(const TaskResult& result, StepState& st) {
+  RunState* run = load_run(result.run);
   if (run == nullptr) return;  // unknown or finished: a late result
-  Record(*run, DecideResult(*run, result, st.ctx, irs_), st);
+  record(*run, decide_result(*run, result, st.ctx, irs_), st);
 }
 
-void Engine::AddRows(StepState& st) {
+void Engine::add_rows(StepState& st) {
   for (const std::string& id : st.touched_runs) {
     auto it = runs_.find(id);
     if (it == runs_.end()) continue;
@@ -236,7 +236,7 @@ void Engine::AddRows(StepState& st) {
     row.id = s.id;
     row.workflow = s.workflow;
     row.version = s.version;
-    row.status = std::string(RunStatusName(s.status));
+    row.status = std::string(run_status_name(s.status));
     row.created = s.created;
     row.updated = s.updated;
     row.inputs = s.inputs;
@@ -249,13 +249,13 @@ void Engine::AddRows(StepState& st) {
     auto it = runs_.find(run_id);
     if (it == runs_.end()) continue;
     const RunState& s = it->second;
-    const int idx = s.ir->IndexOf(node_id);
+    const int idx = s.ir->index_of(node_id);
     if (idx < 0) continue;
     const NodeState& n = s.nodes[static_cast<std::size_t>(idx)];
     storage::NodeRow row;
     row.run = run_id;
     row.node = node_id;
-    row.status = std::string(NodeStatusName(n.slot.status));
+    row.status = std::string(node_status_name(n.slot.status));
     row.outcome = n.outcome;
     row.attempts = n.slot.attempt;
     for (const Slot& item : n.item_slots) row.attempts += item.attempt;
@@ -269,9 +269,9 @@ void Engine::AddRows(StepState& st) {
   pending_snapshots_.clear();
 }
 
-std::size_t Engine::Step() {
+std::size_t Engine::step() {
   StepState st;
-  st.ctx.now = clock_.Now();
+  st.ctx.now = clock_.now();
   st.ctx.random = &random_;
   std::vector<std::unique_ptr<Request>> requests;
   {
@@ -285,7 +285,7 @@ std::size_t Engine::Step() {
   }
   st.frozen_before = st.ctx.frozen;
   for (auto& r : requests) {
-    HandleRequest(*r, st);
+    handle_request(*r, st);
     bool finished = false;
     {
       std::lock_guard lock(r->reply->mu);
@@ -294,14 +294,14 @@ std::size_t Engine::Step() {
     if (!finished) st.done.push_back(std::move(r));
   }
   st.triggers += requests.size();
-  auto results = bus_.Pull(kResultsQueue, options_.step_triggers_max, options_.result_lease);
+  auto results = bus_.pull(kResultsQueue, options_.step_triggers_max, options_.result_lease);
   if (results) {
     for (bus::Delivery& d : *results) {
-      auto r = DecodeResult(d.payload);
+      auto r = decode_result(d.payload);
       if (r) {
-        HandleResult(*r, st);
+        handle_result(*r, st);
       } else {
-        base::LogWarn("dropping an undecodable task result", {{"error", r.error().ToString()}});
+        base::log_warn("dropping an undecodable task result", {{"error", r.error().to_string()}});
       }
       st.deliveries.push_back(std::move(d));
     }
@@ -316,44 +316,44 @@ std::size_t Engine::Step() {
     for (const auto& [id, run] : runs_) due.insert(id);  // unfreeze: dispatch what is ready
   }
   for (const std::string& id : due) {
-    RunState* run = LoadRun(id);
+    RunState* run = load_run(id);
     if (run == nullptr) {
       continue;
     }
-    Decision d = DecideTick(*run, st.ctx, irs_);
+    Decision d = decide_tick(*run, st.ctx, irs_);
     if (d.events.empty() && d.dispatches.empty()) {
       // Nothing fired (a recovered or reloaded run, a stale entry): keep its next timer armed,
       // since Commit re-arms only the runs a step touched.
-      if (auto next = NextDue(*run); next && *next > st.ctx.now) {
+      if (auto next = next_due(*run); next && *next > st.ctx.now) {
         timers_.emplace(*next, id);
       }
       continue;
     }
-    Record(*run, std::move(d), st);
+    record(*run, std::move(d), st);
   }
   st.triggers += due.size();
-  Commit(st);
+  commit(st);
   return st.triggers;
 }
 
-void Engine::Commit(StepState& st) {
+void Engine::commit(StepState& st) {
   const bool write = !st.batch.events.empty() || !pending_snapshots_.empty();
   Result<storage::AppendResult> appended = storage::AppendResult{};
   if (write) {
-    AddRows(st);
-    appended = store_.Append(std::move(st.batch));
+    add_rows(st);
+    appended = store_.append(std::move(st.batch));
   }
   if (!appended) {
     // Nothing was written: forget the decisions. The touched runs reload from the store when next
     // needed; results are redelivered; requests fail back to their callers.
-    base::LogWarn("append failed; the step is retried", {{"error", appended.error().ToString()}});
+    base::log_warn("append failed; the step is retried", {{"error", appended.error().to_string()}});
     const Time retry = st.ctx.now + Millis(50);
     for (const std::string& id : st.touched_runs) {
       runs_.erase(id);
       timers_.emplace(retry, id);
     }
-    for (const bus::Delivery& d : st.deliveries) (void)bus_.Nack(d, Millis(50));
-    for (auto& r : st.done) r->reply->Finish(appended.error());
+    for (const bus::Delivery& d : st.deliveries) (void)bus_.nack(d, Millis(50));
+    for (auto& r : st.done) r->reply->finish(appended.error());
     return;
   }
   {
@@ -369,33 +369,33 @@ void Engine::Commit(StepState& st) {
     }
   }
   for (const Dispatch& d : st.dispatches) {
-    Status s = bus_.Enqueue(TaskQueue(d.type), AttemptKey(d), EncodeTask(d));
+    Status s = bus_.enqueue(task_queue(d.type), attempt_key(d), encode_task(d));
     if (!s) {
       // The attempt's deadline fires and retries it; the history stays consistent.
-      base::LogWarn("cannot dispatch a task", {{"run", d.run}, {"node", d.node},
-                                              {"error", s.error().ToString()}});
+      base::log_warn("cannot dispatch a task",
+                     {{"run", d.run}, {"node", d.node}, {"error", s.error().to_string()}});
     }
   }
-  for (const bus::Delivery& d : st.deliveries) (void)bus_.Ack(d);
+  for (const bus::Delivery& d : st.deliveries) (void)bus_.ack(d);
   for (const storage::Event& e : appended->events) {
-    (void)bus_.Publish(e.type, storage::EventToJson(e));
+    (void)bus_.publish(e.type, storage::event_to_json(e));
   }
-  for (auto& r : st.done) r->reply->Finish(Ok());
+  for (auto& r : st.done) r->reply->finish(ok());
   for (const std::string& id : st.touched_runs) {
     auto it = runs_.find(id);
     if (it == runs_.end()) continue;
     RunState& run = it->second;
-    if (IsTerminal(run.status)) {
+    if (is_terminal(run.status)) {
       runs_.erase(it);
       snapshot_events_.erase(id);
       continue;
     }
-    if (auto due = NextDue(run); due && (*due > st.ctx.now || !st.ctx.frozen)) {
+    if (auto due = next_due(run); due && (*due > st.ctx.now || !st.ctx.frozen)) {
       timers_.emplace(std::max(*due, st.ctx.now), id);
     }
     int64_t& at = snapshot_events_[id];
     if (run.events - at >= static_cast<int64_t>(options_.snapshot_every_events)) {
-      pending_snapshots_.push_back({id, run.last_seq, StateToJson(run)});
+      pending_snapshots_.push_back({id, run.last_seq, state_to_json(run)});
       at = run.events;
     }
   }
@@ -405,67 +405,68 @@ void Engine::Commit(StepState& st) {
 
 // ---- task protocol ---------------------------------------------------------------------------
 
-json::value EncodeTask(const Dispatch& d) {
-  json::object o{{"run", d.run},         {"node", d.node},         {"type", d.type},
-                 {"index", d.index},     {"attempt", d.attempt},   {"iteration", d.iteration},
-                 {"config", d.config},   {"key", d.idempotency_key}};
+json::value encode_task(const Dispatch& d) {
+  json::object o{{"run", d.run},       {"node", d.node},          {"type", d.type},
+                 {"index", d.index},   {"attempt", d.attempt},    {"iteration", d.iteration},
+                 {"config", d.config}, {"key", d.idempotency_key}};
   if (!d.context.is_null()) o["context"] = d.context;
   return o;
 }
 
-Result<Dispatch> DecodeTask(const json::value& v) {
+Result<Dispatch> decode_task(const json::value& v) {
   const json::object* o = v.if_object();
-  if (o == nullptr) return InvalidArgument("task is not an object");
+  if (o == nullptr) return invalid_argument_error("task is not an object");
   Dispatch d;
-  d.run = base::StringOr(*o, "run", "");
-  d.node = base::StringOr(*o, "node", "");
-  d.type = base::StringOr(*o, "type", "");
-  d.index = static_cast<int>(base::IntOr(*o, "index", -1));
-  d.attempt = static_cast<int>(base::IntOr(*o, "attempt", 0));
-  d.iteration = static_cast<int>(base::IntOr(*o, "iteration", 0));
-  d.idempotency_key = base::StringOr(*o, "key", "");
+  d.run = base::string_or(*o, "run", "");
+  d.node = base::string_or(*o, "node", "");
+  d.type = base::string_or(*o, "type", "");
+  d.index = static_cast<int>(base::int_or(*o, "index", -1));
+  d.attempt = static_cast<int>(base::int_or(*o, "attempt", 0));
+  d.iteration = static_cast<int>(base::int_or(*o, "iteration", 0));
+  d.idempotency_key = base::string_or(*o, "key", "");
   if (const json::value* c = o->if_contains("config")) d.config = *c;
   if (const json::value* c = o->if_contains("context")) d.context = *c;
   if (d.run.empty() || d.node.empty() || d.type.empty() || d.attempt < 1) {
-    return InvalidArgument("task lacks run, node, type or attempt");
+    return invalid_argument_error("task lacks run, node, type or attempt");
   }
   return d;
 }
 
-json::value EncodeResult(const TaskResult& r) {
-  json::object o{{"run", r.run},         {"node", r.node},       {"index", r.index},
-                 {"iteration", r.iteration}, {"attempt", r.attempt}, {"ok", r.ok}};
+json::value encode_result(const TaskResult& r) {
+  json::object o{{"run", r.run},         {"node", r.node},
+                 {"index", r.index},     {"iteration", r.iteration},
+                 {"attempt", r.attempt}, {"ok", r.ok}};
   if (r.ok) {
     o["output"] = r.output;
   } else {
-    o["error"] = json::object{{"code", r.error_code}, {"message", r.error_message},
-                              {"retryable", r.retryable}};
+    o["error"] = json::object{
+        {"code", r.error_code}, {"message", r.error_message}, {"retryable", r.retryable}};
   }
   return o;
 }
 
-Result<TaskResult> DecodeResult(const json::value& v) {
+Result<TaskResult> decode_result(const json::value& v) {
   const json::object* o = v.if_object();
-  if (o == nullptr) return InvalidArgument("result is not an object");
+  if (o == nullptr) return invalid_argument_error("result is not an object");
   TaskResult r;
-  r.run = base::StringOr(*o, "run", "");
-  r.node = base::StringOr(*o, "node", "");
-  r.index = static_cast<int>(base::IntOr(*o, "index", -1));
-  r.iteration = static_cast<int>(base::IntOr(*o, "iteration", 0));
-  r.attempt = static_cast<int>(base::IntOr(*o, "attempt", 0));
+  r.run = base::string_or(*o, "run", "");
+  r.node = base::string_or(*o, "node", "");
+  r.index = static_cast<int>(base::int_or(*o, "index", -1));
+  r.iteration = static_cast<int>(base::int_or(*o, "iteration", 0));
+  r.attempt = static_cast<int>(base::int_or(*o, "attempt", 0));
   const json::value* ok = o->if_contains("ok");
   if (r.run.empty() || r.node.empty() || r.attempt < 1 || ok == nullptr || !ok->is_bool()) {
-    return InvalidArgument("result lacks run, node, attempt or ok");
+    return invalid_argument_error("result lacks run, node, attempt or ok");
   }
   r.ok = ok->get_bool();
   if (r.ok) {
     if (const json::value* out = o->if_contains("output")) r.output = *out;
     return r;
   }
-  const json::object* err = base::FindObject(*o, "error");
-  if (err == nullptr) return InvalidArgument("failed result without error");
-  r.error_code = base::StringOr(*err, "code", "error");
-  r.error_message = base::StringOr(*err, "message", "");
+  const json::object* err = base::find_object(*o, "error");
+  if (err == nullptr) return invalid_argument_error("failed result without error");
+  r.error_code = base::string_or(*err, "code", "error");
+  r.error_message = base::string_or(*err, "message", "");
   const json::value* retry = err->if_contains("retryable");
   r.retryable = retry == nullptr || !retry->is_bool() || retry->get_bool();
   return r;

@@ -8,62 +8,62 @@ namespace {
 // noop: outputs config.output (already rendered by the engine) or null.
 class Noop final : public Executor {
  public:
-  void Execute(const engine::Dispatch& task, std::function<void(Outcome)> done) override {
+  void execute(const engine::Dispatch& task, std::function<void(Outcome)> done) override {
     const json::object* cfg = task.config.if_object();
     const json::value* out = cfg ? cfg->if_contains("output") : nullptr;
-    done(Outcome::Success(out ? *out : json::value()));
+    done(Outcome::success(out ? *out : json::value()));
   }
 };
 
 // fail: always fails with config.code / message / retryable (defaults: "failed", "", true).
 class Fail final : public Executor {
  public:
-  void Execute(const engine::Dispatch& task, std::function<void(Outcome)> done) override {
+  void execute(const engine::Dispatch& task, std::function<void(Outcome)> done) override {
     const json::object* cfg = task.config.if_object();
-    std::string code = cfg ? base::StringOr(*cfg, "code", "failed") : "failed";
-    std::string message = cfg ? base::StringOr(*cfg, "message", "") : "";
+    std::string code = cfg ? base::string_or(*cfg, "code", "failed") : "failed";
+    std::string message = cfg ? base::string_or(*cfg, "message", "") : "";
     const json::value* r = cfg ? cfg->if_contains("retryable") : nullptr;
     const bool retryable = r == nullptr || !r->is_bool() || r->get_bool();
     if (message.empty()) message = "the fail node failed on purpose";
-    done(Outcome::Failure(std::move(code), std::move(message), retryable));
+    done(Outcome::failure(std::move(code), std::move(message), retryable));
   }
 };
 
 // transform: evaluates config.expr (a jq program) over the task's context.
 class Transform final : public Executor {
  public:
-  void Execute(const engine::Dispatch& task, std::function<void(Outcome)> done) override {
+  void execute(const engine::Dispatch& task, std::function<void(Outcome)> done) override {
     const json::object* cfg = task.config.if_object();
-    const json::string* expr = cfg ? base::FindString(*cfg, "expr") : nullptr;
+    const json::string* expr = cfg ? base::find_string(*cfg, "expr") : nullptr;
     if (expr == nullptr) {
-      done(Outcome::Failure("invalid_config", "transform needs config.expr", false));
+      done(Outcome::failure("invalid_config", "transform needs config.expr", false));
       return;
     }
     std::string_view program = *expr;
-    if (auto inner = workflow::StandaloneExpression(program)) program = *inner;
-    auto compiled = workflow::CompileExpr(program);
+    if (auto inner = workflow::standalone_expression(program)) program = *inner;
+    auto compiled = workflow::compile_expr(program);
     if (!compiled) {
-      done(Outcome::Failure("expression_error", compiled.error().message, false));
+      done(Outcome::failure("expression_error", compiled.error().message, false));
       return;
     }
-    auto out = compiled->Eval(task.context);
+    auto out = compiled->eval(task.context);
     if (!out) {
-      done(Outcome::Failure("expression_error", out.error().message, false));
+      done(Outcome::failure("expression_error", out.error().message, false));
       return;
     }
-    done(Outcome::Success(std::move(*out)));
+    done(Outcome::success(std::move(*out)));
   }
 };
 
 }  // namespace
 
-Outcome Outcome::Success(json::value output) {
+Outcome Outcome::success(json::value output) {
   Outcome o;
   o.output = std::move(output);
   return o;
 }
 
-Outcome Outcome::Failure(std::string code, std::string message, bool retryable) {
+Outcome Outcome::failure(std::string code, std::string message, bool retryable) {
   Outcome o;
   o.ok = false;
   o.error_code = std::move(code);
@@ -77,18 +77,18 @@ void Registry::Register(std::string type, std::unique_ptr<Executor> executor) {
   executors_.emplace(std::move(type), std::move(executor));
 }
 
-Executor* Registry::Find(std::string_view type) const {
+Executor* Registry::find(std::string_view type) const {
   auto it = executors_.find(type);
   return it == executors_.end() ? nullptr : it->second.get();
 }
 
-std::vector<std::string> Registry::Types() const {
+std::vector<std::string> Registry::types() const {
   std::vector<std::string> out;
   for (const auto& [type, _] : executors_) out.push_back(type);
   return out;
 }
 
-void RegisterBuiltins(Registry& registry) {
+void register_builtins(Registry& registry) {
   registry.Register("noop", std::make_unique<Noop>());
   registry.Register("fail", std::make_unique<Fail>());
   registry.Register("transform", std::make_unique<Transform>());

@@ -34,30 +34,30 @@ struct Outcome {
   std::string error_message;
   bool retryable = true;
 
-  static Outcome Success(json::value output);
-  static Outcome Failure(std::string code, std::string message, bool retryable);
+  static Outcome success(json::value output);
+  static Outcome failure(std::string code, std::string message, bool retryable);
 };
 
 class Executor {
  public:
   virtual ~Executor() = default;
   // Runs one attempt and calls `done` exactly once (inline or later, from any thread).
-  virtual void Execute(const engine::Dispatch& task, std::function<void(Outcome)> done) = 0;
+  virtual void execute(const engine::Dispatch& task, std::function<void(Outcome)> done) = 0;
 };
 
 class Registry {
  public:
   // CHECKs that the type is not registered twice.
   void Register(std::string type, std::unique_ptr<Executor> executor);
-  Executor* Find(std::string_view type) const;
-  std::vector<std::string> Types() const;
+  Executor* find(std::string_view type) const;
+  std::vector<std::string> types() const;
 
  private:
   std::map<std::string, std::unique_ptr<Executor>, std::less<>> executors_;
 };
 
 // noop, fail, transform.
-void RegisterBuiltins(Registry& registry);
+void register_builtins(Registry& registry);
 
 struct WorkerOptions {
   std::size_t threads = 1;
@@ -72,16 +72,16 @@ class WorkerPool {
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
 
-  void Start();
-  void Stop();  // finishes the tasks in hand, joins the threads
+  void start();
+  void stop();  // finishes the tasks in hand, joins the threads
   int64_t executed() const { return executed_.load(); }
 
   // Runs every ready task once on the calling thread (deterministic drivers); returns the count.
-  std::size_t RunOnce();
+  std::size_t run_once();
 
  private:
-  void Loop();
-  std::size_t Drain(const std::string& queue, const std::string& type);
+  void loop();
+  std::size_t drain(const std::string& queue, const std::string& type);
 
   bus::Bus& bus_;
   const Registry& registry_;

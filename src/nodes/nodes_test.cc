@@ -1,17 +1,18 @@
 // Goal: the built-in executors and the worker pool do what nodes/README.md says, including on bad
-// tasks. Method: executors called directly; the pool driven with RunOnce() over the in-memory bus
+// tasks. Method: executors called directly; the pool driven with run_once() over the in-memory bus
 // and a manual clock, reading what it put on the engine's result queue.
+#include "nodes/nodes.h"
+
 #include <gtest/gtest.h>
 
 #include "bus/bus.h"
 #include "engine/engine.h"
-#include "nodes/nodes.h"
 
 namespace venture::nodes {
 namespace {
 
-Outcome Execute(const Registry& r, const std::string& type, json::value config,
-            json::value context = nullptr) {
+Outcome execute(const Registry& r, const std::string& type, json::value config,
+                json::value context = nullptr) {
   engine::Dispatch d;
   d.run = "run_1";
   d.node = "n";
@@ -20,7 +21,7 @@ Outcome Execute(const Registry& r, const std::string& type, json::value config,
   d.context = std::move(context);
   Outcome out;
   bool called = false;
-  r.Find(type)->Execute(d, [&](Outcome o) {
+  r.find(type)->execute(d, [&](Outcome o) {
     out = std::move(o);
     called = true;
   });
@@ -30,35 +31,35 @@ Outcome Execute(const Registry& r, const std::string& type, json::value config,
 
 TEST(Builtins, NoopFailTransform) {
   Registry r;
-  RegisterBuiltins(r);
-  EXPECT_EQ(r.Types(), (std::vector<std::string>{"fail", "noop", "transform"}));
-  EXPECT_EQ(r.Find("sleep"), nullptr);  // carried out by the engine as a durable timer
-  EXPECT_EQ(r.Find("nope"), nullptr);
+  register_builtins(r);
+  EXPECT_EQ(r.types(), (std::vector<std::string>{"fail", "noop", "transform"}));
+  EXPECT_EQ(r.find("sleep"), nullptr);  // carried out by the engine as a durable timer
+  EXPECT_EQ(r.find("nope"), nullptr);
 
-  EXPECT_EQ(Execute(r, "noop", nullptr).output, nullptr);
-  EXPECT_EQ(Execute(r, "noop", json::object{{"output", json::array{1, 2}}}).output,
+  EXPECT_EQ(execute(r, "noop", nullptr).output, nullptr);
+  EXPECT_EQ(execute(r, "noop", json::object{{"output", json::array{1, 2}}}).output,
             (json::array{1, 2}));
 
-  Outcome f = Execute(r, "fail", json::object{{"code", "teapot"}, {"retryable", false}});
+  Outcome f = execute(r, "fail", json::object{{"code", "teapot"}, {"retryable", false}});
   EXPECT_FALSE(f.ok);
   EXPECT_EQ(f.error_code, "teapot");
   EXPECT_FALSE(f.retryable);
   EXPECT_FALSE(f.error_message.empty());
-  Outcome fd = Execute(r, "fail", "not an object");
+  Outcome fd = execute(r, "fail", "not an object");
   EXPECT_EQ(fd.error_code, "failed");
   EXPECT_TRUE(fd.retryable);
 
   const json::value ctx = json::object{{"inputs", json::object{{"n", 20}}}};
-  EXPECT_EQ(Execute(r, "transform", json::object{{"expr", ".inputs.n + 1"}}, ctx).output, 21);
-  EXPECT_EQ(
-      Execute(r, "transform", json::object{{"expr", "${{ .inputs.n * 2 }}"}}, ctx).output, 40);
-  Outcome bad = Execute(r, "transform", json::object{{"expr", ".inputs.n | | x"}}, ctx);
+  EXPECT_EQ(execute(r, "transform", json::object{{"expr", ".inputs.n + 1"}}, ctx).output, 21);
+  EXPECT_EQ(execute(r, "transform", json::object{{"expr", "${{ .inputs.n * 2 }}"}}, ctx).output,
+            40);
+  Outcome bad = execute(r, "transform", json::object{{"expr", ".inputs.n | | x"}}, ctx);
   EXPECT_EQ(bad.error_code, "expression_error");
   EXPECT_FALSE(bad.retryable);
   Outcome runtime =
-      Execute(r, "transform", json::object{{"expr", ".inputs.n | error(\"no\")"}}, ctx);
+      execute(r, "transform", json::object{{"expr", ".inputs.n | error(\"no\")"}}, ctx);
   EXPECT_EQ(runtime.error_code, "expression_error");
-  EXPECT_EQ(Execute(r, "transform", json::object{}, ctx).error_code, "invalid_config");
+  EXPECT_EQ(execute(r, "transform", json::object{}, ctx).error_code, "invalid_config");
 }
 
 TEST(Builtins, RegisteringATypeTwiceIsABug) {
@@ -67,15 +68,15 @@ TEST(Builtins, RegisteringATypeTwiceIsABug) {
 #endif
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   Registry r;
-  RegisterBuiltins(r);
-  EXPECT_DEATH(RegisterBuiltins(r), "registered twice");
+  register_builtins(r);
+  EXPECT_DEATH(register_builtins(r), "registered twice");
 }
 
 TEST(WorkerPool, ExecutesTasksAndReportsResultsWithTheirIdentity) {
-  base::ManualClock clock(FromUnixMs(1795428000000));
-  auto bus = bus::NewMemoryBus(clock);
+  base::ManualClock clock(from_unix_ms(1795428000000));
+  auto bus = bus::new_memory_bus(clock);
   Registry registry;
-  RegisterBuiltins(registry);
+  register_builtins(registry);
   WorkerPool pool(*bus, registry, clock, WorkerOptions{});
 
   engine::Dispatch ok;
@@ -85,24 +86,24 @@ TEST(WorkerPool, ExecutesTasksAndReportsResultsWithTheirIdentity) {
   ok.iteration = 2;
   ok.attempt = 3;
   ok.config = json::object{{"output", "x"}};
-  ASSERT_TRUE(bus->Enqueue(engine::TaskQueue("noop"), engine::AttemptKey(ok),
-                           engine::EncodeTask(ok)));
+  ASSERT_TRUE(
+      bus->enqueue(engine::task_queue("noop"), engine::attempt_key(ok), engine::encode_task(ok)));
   engine::Dispatch item = ok;
   item.node = "b";
   item.type = "fail";
   item.index = 4;
   item.config = json::object{{"code", "nope"}};
-  ASSERT_TRUE(bus->Enqueue(engine::TaskQueue("fail"), engine::AttemptKey(item),
-                           engine::EncodeTask(item)));
-  ASSERT_TRUE(bus->Enqueue(engine::TaskQueue("noop"), "junk", json::value("not a task")));
+  ASSERT_TRUE(bus->enqueue(engine::task_queue("fail"), engine::attempt_key(item),
+                           engine::encode_task(item)));
+  ASSERT_TRUE(bus->enqueue(engine::task_queue("noop"), "junk", json::value("not a task")));
 
-  EXPECT_EQ(pool.RunOnce(), 3u);
+  EXPECT_EQ(pool.run_once(), 3u);
   EXPECT_EQ(pool.executed(), 2);
-  auto results = bus->Pull(engine::kResultsQueue, 10, Millis(1000)).value();
+  auto results = bus->pull(engine::kResultsQueue, 10, Millis(1000)).value();
   ASSERT_EQ(results.size(), 2u);
   std::map<std::string, engine::TaskResult> by_node;
   for (const auto& d : results) {
-    auto r = engine::DecodeResult(d.payload).value();
+    auto r = engine::decode_result(d.payload).value();
     by_node[r.node] = r;
   }
   EXPECT_TRUE(by_node["a"].ok);
@@ -115,21 +116,24 @@ TEST(WorkerPool, ExecutesTasksAndReportsResultsWithTheirIdentity) {
   EXPECT_EQ(by_node["b"].iteration, 0);
   // Every task was acked, including the undecodable one.
   for (const char* q : {"noop", "fail"}) {
-    auto st = bus->Stats(engine::TaskQueue(q)).value();
+    auto st = bus->stats(engine::task_queue(q)).value();
     EXPECT_EQ(st.ready + st.leased, 0u) << q;
   }
-  EXPECT_EQ(pool.RunOnce(), 0u);
+  EXPECT_EQ(pool.run_once(), 0u);
 }
 
 TEST(TaskProtocol, DecodingRejectsIncompleteMessages) {
-  EXPECT_FALSE(engine::DecodeTask(json::value(1)));
-  EXPECT_FALSE(engine::DecodeTask(json::object{{"run", "r"}, {"node", "n"}}));
-  EXPECT_FALSE(engine::DecodeResult(json::object{{"run", "r"}, {"node", "n"}, {"attempt", 1}}));
-  EXPECT_FALSE(engine::DecodeResult(
+  EXPECT_FALSE(engine::decode_task(json::value(1)));
+  EXPECT_FALSE(engine::decode_task(json::object{{"run", "r"}, {"node", "n"}}));
+  EXPECT_FALSE(engine::decode_result(json::object{{"run", "r"}, {"node", "n"}, {"attempt", 1}}));
+  EXPECT_FALSE(engine::decode_result(
       json::object{{"run", "r"}, {"node", "n"}, {"attempt", 1}, {"ok", false}}));
-  auto r = engine::DecodeResult(json::object{
-      {"run", "r"}, {"node", "n"}, {"attempt", 1}, {"ok", false},
-      {"error", json::object{{"code", "c"}, {"message", "m"}}}});
+  auto r =
+      engine::decode_result(json::object{{"run", "r"},
+                                         {"node", "n"},
+                                         {"attempt", 1},
+                                         {"ok", false},
+                                         {"error", json::object{{"code", "c"}, {"message", "m"}}}});
   ASSERT_TRUE(r);
   EXPECT_TRUE(r->retryable);  // retryable unless the worker says otherwise
 }

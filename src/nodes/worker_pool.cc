@@ -5,24 +5,24 @@ namespace venture::nodes {
 
 WorkerPool::WorkerPool(bus::Bus& bus, const Registry& registry, base::Clock& clock,
                        WorkerOptions options)
-    : bus_(bus), registry_(registry), clock_(clock), options_(options), types_(registry.Types()) {}
+    : bus_(bus), registry_(registry), clock_(clock), options_(options), types_(registry.types()) {}
 
-WorkerPool::~WorkerPool() { Stop(); }
+WorkerPool::~WorkerPool() { stop(); }
 
-void WorkerPool::Start() {
+void WorkerPool::start() {
   for (const std::string& type : types_) {
-    bus_.OnReady(engine::TaskQueue(type), [this] {
+    bus_.on_ready(engine::task_queue(type), [this] {
       std::lock_guard lock(mu_);
       ++ready_generation_;
       wake_.notify_one();
     });
   }
   for (std::size_t i = 0; i < options_.threads; ++i) {
-    threads_.emplace_back([this] { Loop(); });
+    threads_.emplace_back([this] { loop(); });
   }
 }
 
-void WorkerPool::Stop() {
+void WorkerPool::stop() {
   {
     std::lock_guard lock(mu_);
     if (stopping_) return;
@@ -33,18 +33,18 @@ void WorkerPool::Stop() {
     if (t.joinable()) t.join();
   }
   threads_.clear();
-  for (const std::string& type : types_) bus_.OnReady(engine::TaskQueue(type), nullptr);
+  for (const std::string& type : types_) bus_.on_ready(engine::task_queue(type), nullptr);
 }
 
-std::size_t WorkerPool::Drain(const std::string& queue, const std::string& type) {
-  auto tasks = bus_.Pull(queue, options_.batch, options_.lease);
+std::size_t WorkerPool::drain(const std::string& queue, const std::string& type) {
+  auto tasks = bus_.pull(queue, options_.batch, options_.lease);
   if (!tasks || tasks->empty()) return 0;
-  Executor* executor = registry_.Find(type);
+  Executor* executor = registry_.find(type);
   for (bus::Delivery& d : *tasks) {
-    auto task = engine::DecodeTask(d.payload);
+    auto task = engine::decode_task(d.payload);
     if (!task) {
-      base::LogWarn("dropping an undecodable task", {{"error", task.error().ToString()}});
-      (void)bus_.Ack(d);
+      base::log_warn("dropping an undecodable task", {{"error", task.error().to_string()}});
+      (void)bus_.ack(d);
       continue;
     }
     engine::TaskResult result;
@@ -54,7 +54,7 @@ std::size_t WorkerPool::Drain(const std::string& queue, const std::string& type)
     result.iteration = task->index >= 0 ? 0 : task->iteration;
     result.attempt = task->attempt;
     bool finished = false;
-    executor->Execute(*task, [&](Outcome o) {
+    executor->execute(*task, [&](Outcome o) {
       finished = true;
       result.ok = o.ok;
       result.output = std::move(o.output);
@@ -64,25 +64,25 @@ std::size_t WorkerPool::Drain(const std::string& queue, const std::string& type)
     });
     // TODO(#4): asynchronous executors (http on a curl multi handle) complete later.
     VENTURE_CHECK_MSG(finished, "built-in executors complete inline");
-    const std::string dedup = engine::AttemptKey(*task);
-    Status s = bus_.Enqueue(engine::kResultsQueue, dedup, engine::EncodeResult(result));
+    const std::string dedup = engine::attempt_key(*task);
+    Status s = bus_.enqueue(engine::kResultsQueue, dedup, engine::encode_result(result));
     if (!s) {
-      (void)bus_.Nack(d, Millis(100));  // try again later; the result is recomputed
+      (void)bus_.nack(d, Millis(100));  // try again later; the result is recomputed
       continue;
     }
-    (void)bus_.Ack(d);
+    (void)bus_.ack(d);
     executed_.fetch_add(1, std::memory_order_relaxed);
   }
   return tasks->size();
 }
 
-std::size_t WorkerPool::RunOnce() {
+std::size_t WorkerPool::run_once() {
   std::size_t n = 0;
-  for (const std::string& type : types_) n += Drain(engine::TaskQueue(type), type);
+  for (const std::string& type : types_) n += drain(engine::task_queue(type), type);
   return n;
 }
 
-void WorkerPool::Loop() {
+void WorkerPool::loop() {
   while (true) {
     uint64_t seen = 0;
     {
@@ -90,12 +90,12 @@ void WorkerPool::Loop() {
       if (stopping_) return;
       seen = ready_generation_;
     }
-    if (RunOnce() > 0) continue;
+    if (run_once() > 0) continue;
     std::unique_lock lock(mu_);
     Millis wait(1000);
     for (const std::string& type : types_) {
-      if (auto t = bus_.NextWake(engine::TaskQueue(type))) {
-        wait = std::min(wait, std::max(Millis(1), *t - clock_.Now()));
+      if (auto t = bus_.next_wake(engine::task_queue(type))) {
+        wait = std::min(wait, std::max(Millis(1), *t - clock_.now()));
       }
     }
     wake_.wait_for(lock, wait, [&] { return stopping_ || ready_generation_ != seen; });

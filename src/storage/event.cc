@@ -12,12 +12,12 @@ constexpr std::size_t kTypeLengthMax = 127;
 constexpr std::size_t kRunNodeLengthMax = 255;
 
 // A "b2:" hash in its one printed form (lowercase hex), so text round-trips exactly.
-bool IsB2(std::string_view text) {
-  auto h = base::ParseB2(text);
-  return h && base::B2(*h) == text;
+bool is_b2(std::string_view text) {
+  auto h = base::parse_b2(text);
+  return h && base::b2(*h) == text;
 }
 
-Result<int64_t> SeqFrom(const json::value& v) {
+Result<int64_t> seq_from(const json::value& v) {
   if (v.is_int64() && v.get_int64() >= 0) {
     return v.get_int64();
   }
@@ -25,29 +25,29 @@ Result<int64_t> SeqFrom(const json::value& v) {
       v.get_uint64() <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
     return static_cast<int64_t>(v.get_uint64());
   }
-  return InvalidArgument("event: seq must be a non-negative integer");
+  return invalid_argument_error("event: seq must be a non-negative integer");
 }
 
-Result<std::string> StringMember(const json::object& o, std::string_view key, bool allow_empty,
-                                 std::size_t max) {
-  const json::string* s = base::FindString(o, key);
+Result<std::string> string_member(const json::object& o, std::string_view key, bool allow_empty,
+                                  std::size_t max) {
+  const json::string* s = base::find_string(o, key);
   if (s == nullptr) {
-    return InvalidArgument("event: missing or non-string member '" + std::string(key) + "'");
+    return invalid_argument_error("event: missing or non-string member '" + std::string(key) + "'");
   }
   if ((!allow_empty && s->empty()) || s->size() > max) {
-    return InvalidArgument("event: member '" + std::string(key) + "' has a bad length");
+    return invalid_argument_error("event: member '" + std::string(key) + "' has a bad length");
   }
   return std::string(*s);
 }
 
 }  // namespace
 
-json::object EventToJson(const Event& e, bool with_hash) {
+json::object event_to_json(const Event& e, bool with_hash) {
   json::object o;
   o["seq"] = e.seq;
   o["id"] = e.id;
   o["type"] = e.type;
-  o["time"] = FormatTime(e.time);
+  o["time"] = format_time(e.time);
   o["run"] = e.run;
   o["node"] = e.node;
   o["data"] = e.data;
@@ -59,65 +59,65 @@ json::object EventToJson(const Event& e, bool with_hash) {
   return o;
 }
 
-Result<Event> EventFromJson(const json::value& v) {
+Result<Event> event_from_json(const json::value& v) {
   const json::object* o = v.if_object();
   if (o == nullptr) {
-    return InvalidArgument("event: not a JSON object");
+    return invalid_argument_error("event: not a JSON object");
   }
   for (const auto& member : *o) {
     const std::string_view k = member.key();
     if (k != "seq" && k != "id" && k != "type" && k != "time" && k != "run" && k != "node" &&
         k != "data" && k != "prev" && k != "hash") {
-      return InvalidArgument("event: unknown member '" + std::string(k.substr(0, 64)) + "'");
+      return invalid_argument_error("event: unknown member '" + std::string(k.substr(0, 64)) + "'");
     }
   }
   Event e;
   const json::value* seq = o->if_contains("seq");
   if (seq == nullptr) {
-    return InvalidArgument("event: missing member 'seq'");
+    return invalid_argument_error("event: missing member 'seq'");
   }
-  VENTURE_ASSIGN_OR_RETURN(e.seq, SeqFrom(*seq));
-  VENTURE_ASSIGN_OR_RETURN(e.id, StringMember(*o, "id", false, limits::kIdLengthMax + 8));
-  if (!base::IsId(e.id, "evt")) {
-    return InvalidArgument("event: id is not an evt_ id");
+  VENTURE_ASSIGN_OR_RETURN(e.seq, seq_from(*seq));
+  VENTURE_ASSIGN_OR_RETURN(e.id, string_member(*o, "id", false, limits::kIdLengthMax + 8));
+  if (!base::is_id(e.id, "evt")) {
+    return invalid_argument_error("event: id is not an evt_ id");
   }
-  VENTURE_ASSIGN_OR_RETURN(e.type, StringMember(*o, "type", false, kTypeLengthMax));
-  VENTURE_ASSIGN_OR_RETURN(std::string time, StringMember(*o, "time", false, 64));
-  VENTURE_ASSIGN_OR_RETURN(e.time, ParseTime(time));
-  VENTURE_ASSIGN_OR_RETURN(e.run, StringMember(*o, "run", true, kRunNodeLengthMax));
-  VENTURE_ASSIGN_OR_RETURN(e.node, StringMember(*o, "node", true, kRunNodeLengthMax));
+  VENTURE_ASSIGN_OR_RETURN(e.type, string_member(*o, "type", false, kTypeLengthMax));
+  VENTURE_ASSIGN_OR_RETURN(std::string time, string_member(*o, "time", false, 64));
+  VENTURE_ASSIGN_OR_RETURN(e.time, parse_time(time));
+  VENTURE_ASSIGN_OR_RETURN(e.run, string_member(*o, "run", true, kRunNodeLengthMax));
+  VENTURE_ASSIGN_OR_RETURN(e.node, string_member(*o, "node", true, kRunNodeLengthMax));
   const json::value* data = o->if_contains("data");
   if (data == nullptr || !data->is_object()) {
-    return InvalidArgument("event: data must be an object");
+    return invalid_argument_error("event: data must be an object");
   }
   e.data = *data;
-  VENTURE_ASSIGN_OR_RETURN(e.prev, StringMember(*o, "prev", false, 67));
-  if (!IsB2(e.prev)) {
-    return InvalidArgument("event: prev is not a lowercase b2: hash");
+  VENTURE_ASSIGN_OR_RETURN(e.prev, string_member(*o, "prev", false, 67));
+  if (!is_b2(e.prev)) {
+    return invalid_argument_error("event: prev is not a lowercase b2: hash");
   }
   if (o->contains("hash")) {
-    VENTURE_ASSIGN_OR_RETURN(e.hash, StringMember(*o, "hash", false, 67));
-    if (!IsB2(e.hash)) {
-      return InvalidArgument("event: hash is not a lowercase b2: hash");
+    VENTURE_ASSIGN_OR_RETURN(e.hash, string_member(*o, "hash", false, 67));
+    if (!is_b2(e.hash)) {
+      return invalid_argument_error("event: hash is not a lowercase b2: hash");
     }
   }
   return e;
 }
 
-std::string ComputeEventHash(const Event& e) { return base::B2(internal::EventHash(e)); }
+std::string compute_event_hash(const Event& e) { return base::b2(internal::event_hash(e)); }
 
-std::string internal::CanonicalEventText(const Event& e) {
-  // The members of EventToJson(e, false) in sorted key order, written directly: this is the hot
-  // path of every append. event_test checks it equals CanonicalJson(EventToJson(e, false)).
+std::string internal::canonical_event_text(const Event& e) {
+  // The members of event_to_json(e, false) in sorted key order, written directly: this is the hot
+  // path of every append. event_test checks it equals canonical_json(event_to_json(e, false)).
   std::string out;
   out.reserve(192);
   out += "{\"data\":";
-  base::AppendCanonicalJson(e.data, out);
+  base::append_canonical_json(e.data, out);
   auto member = [&out](std::string_view key, std::string_view value) {
     out += ",\"";
     out += key;
     out += "\":";
-    base::AppendJsonString(value, out);
+    base::append_json_string(value, out);
   };
   member("id", e.id);
   member("node", e.node);
@@ -125,23 +125,23 @@ std::string internal::CanonicalEventText(const Event& e) {
   member("run", e.run);
   out += ",\"seq\":";
   out += std::to_string(e.seq);
-  member("time", FormatTime(e.time));
+  member("time", format_time(e.time));
   member("type", e.type);
   out += '}';
   return out;
 }
 
-base::Hash internal::EventHash(const Event& e) {
-  const std::string canonical = CanonicalEventText(e);
-  auto prev = base::ParseB2(e.prev);
+base::Hash internal::event_hash(const Event& e) {
+  const std::string canonical = canonical_event_text(e);
+  auto prev = base::parse_b2(e.prev);
   if (!prev) {
     // Not a valid link: hash its text instead, so the result differs from every valid chain.
-    return base::Blake2b(e.prev + canonical);
+    return base::blake2b(e.prev + canonical);
   }
-  return base::Blake2b(std::span<const uint8_t>(prev->data(), prev->size()), canonical);
+  return base::blake2b(std::span<const uint8_t>(prev->data(), prev->size()), canonical);
 }
 
-bool IsTerminalRunStatus(std::string_view status) {
+bool is_terminal_run_status(std::string_view status) {
   return status == "succeeded" || status == "failed" || status == "cancelled";
 }
 

@@ -9,17 +9,17 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   namespace storage = venture::storage;
   const std::string_view text(reinterpret_cast<const char*>(data), size);
-  auto json = venture::base::ParseJson(text);
+  auto json = venture::base::parse_json(text);
   if (!json) {
     return 0;
   }
-  auto event = storage::EventFromJson(*json);
+  auto event = storage::event_from_json(*json);
   if (!event) {
     return 0;
   }
-  auto again = storage::EventFromJson(storage::EventToJson(*event));
+  auto again = storage::event_from_json(storage::event_to_json(*event));
   VENTURE_CHECK(again.has_value());
   VENTURE_CHECK(*again == *event);
-  (void)storage::ComputeEventHash(*event);
+  (void)storage::compute_event_hash(*event);
   return 0;
 }

@@ -11,17 +11,17 @@ const std::string kZeroHash = "b2:" + std::string(64, '0');
 
 namespace {
 
-std::size_t Depth(const json::value& v) {
+std::size_t depth(const json::value& v) {
   std::size_t deepest = 0;
   if (const json::object* o = v.if_object()) {
     for (const auto& m : *o) {
-      deepest = std::max(deepest, Depth(m.value()));
+      deepest = std::max(deepest, depth(m.value()));
     }
     return deepest + 1;
   }
   if (const json::array* a = v.if_array()) {
     for (const auto& x : *a) {
-      deepest = std::max(deepest, Depth(x));
+      deepest = std::max(deepest, depth(x));
     }
     return deepest + 1;
   }
@@ -29,46 +29,48 @@ std::size_t Depth(const json::value& v) {
 }
 
 // Checks and normalises caller events; returns each one's compact data encoding.
-Result<std::vector<std::string>> ValidateEvents(std::vector<Event>& events,
-                                                const SealContext& ctx) {
+Result<std::vector<std::string>> validate_events(std::vector<Event>& events,
+                                                 const SealContext& ctx) {
   std::vector<std::string> encoded(events.size());
   for (std::size_t i = 0; i < events.size(); ++i) {
     Event& e = events[i];
     if (e.type.empty() || e.type == kCheckpointType) {
-      return InvalidArgument("event type '" + e.type + "' may not be appended");
+      return invalid_argument_error("event type '" + e.type + "' may not be appended");
     }
     if (e.data.is_null()) {
       e.data = json::object();
     }
     if (!e.data.is_object()) {
-      return InvalidArgument("event " + e.type + ": data must be an object");
+      return invalid_argument_error("event " + e.type + ": data must be an object");
     }
     if (e.data.get_object().contains(kBlobKey)) {
-      return InvalidArgument("event " + e.type + ": data may not use the reserved member $blob");
+      return invalid_argument_error("event " + e.type +
+                                    ": data may not use the reserved member $blob");
     }
-    if (Depth(e.data) > limits::kJsonDepthMax) {
-      return InvalidArgument("event " + e.type + ": data nests deeper than kJsonDepthMax");
+    if (depth(e.data) > limits::kJsonDepthMax) {
+      return invalid_argument_error("event " + e.type + ": data nests deeper than kJsonDepthMax");
     }
     if (e.id.empty()) {
-      e.id = base::NewId("evt", *ctx.clock, *ctx.random);
-    } else if (!base::IsId(e.id, "evt")) {
-      return InvalidArgument("event id '" + e.id.substr(0, 80) + "' is not an evt_ id");
+      e.id = base::new_id("evt", *ctx.clock, *ctx.random);
+    } else if (!base::is_id(e.id, "evt")) {
+      return invalid_argument_error("event id '" + e.id.substr(0, 80) + "' is not an evt_ id");
     }
-    encoded[i] = base::CompactJson(e.data);
+    encoded[i] = base::compact_json(e.data);
     if (encoded[i].size() > limits::kEventBytesMax) {
-      return InvalidArgument("event " + e.type + ": data of " + std::to_string(encoded[i].size()) +
-                             " bytes exceeds kEventBytesMax");
+      return invalid_argument_error("event " + e.type + ": data of " +
+                                    std::to_string(encoded[i].size()) +
+                                    " bytes exceeds kEventBytesMax");
     }
   }
   return encoded;
 }
 
 // Assigns seq and prev to e, computes its hash and advances the chain.
-void Link(ChainState& state, Event& e) {
+void link(ChainState& state, Event& e) {
   e.seq = state.seq + 1;
   e.prev = state.hash;
-  const base::Hash h = EventHash(e);
-  e.hash = base::B2(h);
+  const base::Hash h = event_hash(e);
+  e.hash = base::b2(h);
   state.seq = e.seq;
   state.hash = e.hash;
   state.pending.push_back(h);
@@ -76,11 +78,11 @@ void Link(ChainState& state, Event& e) {
 }
 
 // Appends an audit.checkpoint to out.stored when one is due.
-void MaybeCheckpoint(ChainState& state, bool force, const SealContext& ctx, Sealed& out) {
-  if (!HasUncovered(state)) {
+void maybe_checkpoint(ChainState& state, bool force, const SealContext& ctx, Sealed& out) {
+  if (!has_uncovered(state)) {
     return;
   }
-  const Time now = ctx.clock->Now();
+  const Time now = ctx.clock->now();
   const auto count = static_cast<std::size_t>(state.seq - state.cp_from + 1);
   const bool due = force || count >= ctx.options->checkpoint_every_events ||
                    now - state.last_cp_time >= ctx.options->checkpoint_every;
@@ -89,30 +91,30 @@ void MaybeCheckpoint(ChainState& state, bool force, const SealContext& ctx, Seal
   }
   const int64_t from = state.cp_from;
   const int64_t to = state.seq;
-  const std::string root = base::B2(base::MerkleRoot(state.pending));
-  const auto signature = base::Sign(ctx.options->signing_key, CheckpointMessage(from, to, root));
+  const std::string root = base::b2(base::merkle_root(state.pending));
+  const auto signature = base::sign(ctx.options->signing_key, checkpoint_message(from, to, root));
   Event cp;
-  cp.id = base::NewId("evt", *ctx.clock, *ctx.random);
+  cp.id = base::new_id("evt", *ctx.clock, *ctx.random);
   cp.type = std::string(kCheckpointType);
   cp.time = now;
   cp.data = json::object{{"from_seq", from},
                          {"to_seq", to},
                          {"root", root},
-                         {"public_key", base::Hex(ctx.options->signing_key.public_key)},
-                         {"signature", base::Hex(signature)}};
+                         {"public_key", base::hex(ctx.options->signing_key.public_key)},
+                         {"signature", base::hex(signature)}};
   out.undo.pending_before_checkpoint = std::move(state.pending);
   state.pending.clear();
   state.cp_from = to + 1;
-  Link(state, cp);
+  link(state, cp);
   state.last_cp_seq = cp.seq;
   state.last_cp_time = now;
-  out.stored_text.push_back(base::CompactJson(cp.data));
+  out.stored_text.push_back(base::compact_json(cp.data));
   out.stored.push_back(std::move(cp));
 }
 
 }  // namespace
 
-void Undo(ChainState& state, ChainUndo undo) {
+void undo(ChainState& state, ChainUndo undo) {
   state.seq = undo.seq;
   state.hash = std::move(undo.hash);
   state.cp_from = undo.cp_from;
@@ -125,11 +127,11 @@ void Undo(ChainState& state, ChainUndo undo) {
   state.pending.resize(undo.pending_size);
 }
 
-bool HasUncovered(const ChainState& state) { return state.seq > state.last_cp_seq; }
+bool has_uncovered(const ChainState& state) { return state.seq > state.last_cp_seq; }
 
-Result<Sealed> SealBatch(ChainState& state, std::vector<Event> events, bool force,
-                         const SealContext& ctx) {
-  VENTURE_ASSIGN_OR_RETURN(std::vector<std::string> encoded, ValidateEvents(events, ctx));
+Result<Sealed> seal_batch(ChainState& state, std::vector<Event> events, bool force,
+                          const SealContext& ctx) {
+  VENTURE_ASSIGN_OR_RETURN(std::vector<std::string> encoded, validate_events(events, ctx));
   Sealed out;
   out.undo = ChainUndo{state.seq,          state.hash,           state.cp_from, state.last_cp_seq,
                        state.last_cp_time, state.pending.size(), std::nullopt};
@@ -145,15 +147,15 @@ Result<Sealed> SealBatch(ChainState& state, std::vector<Event> events, bool forc
     stored.run = e.run;
     stored.node = e.node;
     if (encoded[i].size() > limits::kBlobThresholdBytes) {
-      const std::string hash = base::B2(base::Blake2b(encoded[i]));
+      const std::string hash = base::b2(base::blake2b(encoded[i]));
       stored.data = json::object{{kBlobKey, hash}, {"bytes", encoded[i].size()}};
       out.blobs.push_back(Blob{hash, std::move(encoded[i])});
-      out.stored_text.push_back(base::CompactJson(stored.data));
+      out.stored_text.push_back(base::compact_json(stored.data));
     } else {
       stored.data = e.data;
       out.stored_text.push_back(std::move(encoded[i]));
     }
-    Link(state, stored);
+    link(state, stored);
     e.seq = stored.seq;
     e.prev = stored.prev;
     e.hash = stored.hash;
@@ -164,108 +166,109 @@ Result<Sealed> SealBatch(ChainState& state, std::vector<Event> events, bool forc
     out.result.first_seq = out.result.events.front().seq;
     out.result.last_seq = out.result.events.back().seq;
   }
-  MaybeCheckpoint(state, force, ctx, out);
+  maybe_checkpoint(state, force, ctx, out);
   return out;
 }
 
-Result<ChainState> RestoreChain(const std::optional<Event>& last,
-                                const std::optional<Event>& last_checkpoint,
-                                const std::vector<std::string>& tail_hashes, Time now) {
+Result<ChainState> restore_chain(const std::optional<Event>& last,
+                                 const std::optional<Event>& last_checkpoint,
+                                 const std::vector<std::string>& tail_hashes, Time now) {
   ChainState state;
   state.last_cp_time = now;
   if (!last) {
     return state;
   }
-  if (ComputeEventHash(*last) != last->hash) {
-    return DataLoss("event " + std::to_string(last->seq) + ": stored hash does not recompute");
+  if (compute_event_hash(*last) != last->hash) {
+    return data_loss_error("event " + std::to_string(last->seq) +
+                           ": stored hash does not recompute");
   }
   state.seq = last->seq;
   state.hash = last->hash;
   if (last_checkpoint) {
     const json::object* d = last_checkpoint->data.if_object();
-    const int64_t to = d != nullptr ? base::IntOr(*d, "to_seq", -1) : -1;
+    const int64_t to = d != nullptr ? base::int_or(*d, "to_seq", -1) : -1;
     if (to < 0 || to >= last_checkpoint->seq) {
-      return DataLoss("checkpoint " + std::to_string(last_checkpoint->seq) + ": bad to_seq");
+      return data_loss_error("checkpoint " + std::to_string(last_checkpoint->seq) + ": bad to_seq");
     }
     state.cp_from = to + 1;
     state.last_cp_seq = last_checkpoint->seq;
     state.last_cp_time = last_checkpoint->time;
   }
   if (tail_hashes.size() != static_cast<std::size_t>(state.seq - state.cp_from + 1)) {
-    return DataLoss("event log has gaps after seq " + std::to_string(state.cp_from));
+    return data_loss_error("event log has gaps after seq " + std::to_string(state.cp_from));
   }
   for (const std::string& text : tail_hashes) {
-    auto h = base::ParseB2(text);
+    auto h = base::parse_b2(text);
     if (!h) {
-      return DataLoss("event log holds a malformed hash '" + text.substr(0, 80) + "'");
+      return data_loss_error("event log holds a malformed hash '" + text.substr(0, 80) + "'");
     }
     state.pending.push_back(*h);
   }
   return state;
 }
 
-std::optional<BlobRef> AsBlobRef(const json::value& data) {
+std::optional<BlobRef> as_blob_ref(const json::value& data) {
   const json::object* o = data.if_object();
   if (o == nullptr || !o->contains(kBlobKey)) {
     return std::nullopt;
   }
-  return BlobRef{base::StringOr(*o, kBlobKey, ""), base::IntOr(*o, "bytes", -1)};
+  return BlobRef{base::string_or(*o, kBlobKey, ""), base::int_or(*o, "bytes", -1)};
 }
 
-Result<json::value> DecodeBlob(const BlobRef& ref, std::string_view payload) {
-  if (base::B2(base::Blake2b(payload)) != ref.hash ||
+Result<json::value> decode_blob(const BlobRef& ref, std::string_view payload) {
+  if (base::b2(base::blake2b(payload)) != ref.hash ||
       static_cast<int64_t>(payload.size()) != ref.bytes) {
-    return DataLoss("blob " + ref.hash + " does not match its content");
+    return data_loss_error("blob " + ref.hash + " does not match its content");
   }
-  auto v = base::ParseJson(payload);
+  auto v = base::parse_json(payload);
   if (!v || !v->is_object()) {
-    return DataLoss("blob " + ref.hash + " is not a JSON object");
+    return data_loss_error("blob " + ref.hash + " is not a JSON object");
   }
   return std::move(*v);
 }
 
-bool Verifier::Fail(int64_t seq, std::string reason) {
+bool Verifier::fail(int64_t seq, std::string reason) {
   report_.ok = false;
   report_.first_bad_seq = seq;
   report_.reason = std::move(reason);
   return false;
 }
 
-bool Verifier::AddUndecodable(int64_t row_seq, const std::string& why) {
+bool Verifier::add_undecodable(int64_t row_seq, const std::string& why) {
   if (!report_.ok) {
     return false;
   }
-  return Fail(std::min(row_seq, expect_seq_), "undecodable event: " + why);
+  return fail(std::min(row_seq, expect_seq_), "undecodable event: " + why);
 }
 
-bool Verifier::Add(const Event& e) {
+bool Verifier::add(const Event& e) {
   if (!report_.ok) {
     return false;
   }
   if (e.seq != expect_seq_) {
-    return Fail(std::min(e.seq, expect_seq_), "seq out of order: expected " +
+    return fail(std::min(e.seq, expect_seq_), "seq out of order: expected " +
                                                   std::to_string(expect_seq_) + ", found " +
                                                   std::to_string(e.seq));
   }
   if (e.prev != prev_) {
-    return Fail(e.seq, "prev does not match the hash of the previous event");
+    return fail(e.seq, "prev does not match the hash of the previous event");
   }
-  const base::Hash h = EventHash(e);
-  if (base::B2(h) != e.hash) {
-    return Fail(e.seq, "hash does not recompute");
+  const base::Hash h = event_hash(e);
+  if (base::b2(h) != e.hash) {
+    return fail(e.seq, "hash does not recompute");
   }
   if (e.type == kCheckpointType) {
-    std::string reason = CheckCheckpoint(e);
+    std::string reason = check_checkpoint(e);
     if (!reason.empty()) {
-      return Fail(e.seq, std::move(reason));
+      return fail(e.seq, std::move(reason));
     }
     ++report_.checkpoints;
     pending_.clear();
     cp_from_ = e.seq;
   }
-  std::string reason = CheckBlob(e);
+  std::string reason = check_blob(e);
   if (!reason.empty()) {
-    return Fail(e.seq, std::move(reason));
+    return fail(e.seq, std::move(reason));
   }
   pending_.push_back(h);
   prev_ = e.hash;
@@ -274,40 +277,40 @@ bool Verifier::Add(const Event& e) {
   return true;
 }
 
-std::string Verifier::CheckCheckpoint(const Event& e) const {
+std::string Verifier::check_checkpoint(const Event& e) const {
   const json::object* data = e.data.if_object();
   if (data == nullptr) {
     return "checkpoint data is not an object";
   }
   const json::object& d = *data;
-  const int64_t from = base::IntOr(d, "from_seq", -1);
-  const int64_t to = base::IntOr(d, "to_seq", -1);
+  const int64_t from = base::int_or(d, "from_seq", -1);
+  const int64_t to = base::int_or(d, "to_seq", -1);
   if (from != cp_from_ || to != e.seq - 1) {
     return "checkpoint range " + std::to_string(from) + ".." + std::to_string(to) +
            " does not tile the log (expected " + std::to_string(cp_from_) + ".." +
            std::to_string(e.seq - 1) + ")";
   }
-  const std::string root = base::StringOr(d, "root", "");
-  if (root != base::B2(base::MerkleRoot(pending_))) {
+  const std::string root = base::string_or(d, "root", "");
+  if (root != base::b2(base::merkle_root(pending_))) {
     return "checkpoint root does not match the events it covers";
   }
-  auto key = base::Unhex(base::StringOr(d, "public_key", ""));
-  auto sig = base::Unhex(base::StringOr(d, "signature", ""));
+  auto key = base::unhex(base::string_or(d, "public_key", ""));
+  auto sig = base::unhex(base::string_or(d, "signature", ""));
   if (!key || !sig || key->size() != 32 || sig->size() != 64) {
     return "checkpoint has a malformed public_key or signature";
   }
   const auto* k = reinterpret_cast<const uint8_t*>(key->data());
   const auto* s = reinterpret_cast<const uint8_t*>(sig->data());
-  if (!base::VerifySignature(std::span<const uint8_t>(k, key->size()),
-                             std::span<const uint8_t>(s, sig->size()),
-                             CheckpointMessage(from, to, root))) {
+  if (!base::verify_signature(std::span<const uint8_t>(k, key->size()),
+                              std::span<const uint8_t>(s, sig->size()),
+                              checkpoint_message(from, to, root))) {
     return "checkpoint signature does not verify";
   }
   return "";
 }
 
-std::string Verifier::CheckBlob(const Event& e) const {
-  const std::optional<BlobRef> ref = AsBlobRef(e.data);
+std::string Verifier::check_blob(const Event& e) const {
+  const std::optional<BlobRef> ref = as_blob_ref(e.data);
   if (!ref) {
     return "";
   }
@@ -318,33 +321,33 @@ std::string Verifier::CheckBlob(const Event& e) const {
   if (!payload->has_value()) {
     return "blob " + ref->hash + " is missing";
   }
-  auto decoded = DecodeBlob(*ref, **payload);
+  auto decoded = decode_blob(*ref, **payload);
   if (!decoded) {
     return decoded.error().message;
   }
   return "";
 }
 
-std::string EncodeRunCursor(Time created, const std::string& id) {
-  return std::to_string(ToUnixMs(created)) + "." + id;
+std::string encode_run_cursor(Time created, const std::string& id) {
+  return std::to_string(to_unix_ms(created)) + "." + id;
 }
 
-Result<std::pair<int64_t, std::string>> DecodeRunCursor(const std::string& cursor) {
+Result<std::pair<int64_t, std::string>> decode_run_cursor(const std::string& cursor) {
   const std::size_t dot = cursor.find('.');
   int64_t ms = 0;
   if (dot == std::string::npos || dot + 1 >= cursor.size()) {
-    return InvalidArgument("bad runs cursor");
+    return invalid_argument_error("bad runs cursor");
   }
   const char* end = cursor.data() + dot;
   auto [ptr, ec] = std::from_chars(cursor.data(), end, ms);
   if (ec != std::errc() || ptr != end) {
-    return InvalidArgument("bad runs cursor");
+    return invalid_argument_error("bad runs cursor");
   }
   return std::make_pair(ms, cursor.substr(dot + 1));
 }
 
-std::string CheckpointMessage(int64_t from_seq, int64_t to_seq, const std::string& root) {
-  return base::CanonicalJson(
+std::string checkpoint_message(int64_t from_seq, int64_t to_seq, const std::string& root) {
+  return base::canonical_json(
       json::object{{"from_seq", from_seq}, {"to_seq", to_seq}, {"root", root}});
 }
 

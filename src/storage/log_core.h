@@ -43,7 +43,7 @@ struct ChainUndo {
   std::size_t pending_size = 0;
   std::optional<std::vector<base::Hash>> pending_before_checkpoint;
 };
-void Undo(ChainState& state, ChainUndo undo);
+void undo(ChainState& state, ChainUndo undo);
 
 struct Blob {
   std::string hash;     // "b2:" of payload
@@ -68,32 +68,32 @@ struct Sealed {
 // Validates events (size, type, data kind), fills empty ids, then assigns seq/prev/hash, moves
 // large data to blobs and appends a checkpoint when a threshold is crossed (or force is set and
 // events are uncovered). Mutates state only on success. kInvalidArgument on bad events.
-[[nodiscard]] Result<Sealed> SealBatch(ChainState& state, std::vector<Event> events, bool force,
-                                       const SealContext& ctx);
+[[nodiscard]] Result<Sealed> seal_batch(ChainState& state, std::vector<Event> events, bool force,
+                                        const SealContext& ctx);
 
-// True if checkpoint data covers anything not yet covered (Store::Checkpoint()).
-bool HasUncovered(const ChainState& state);
+// True if checkpoint data covers anything not yet covered (Store::checkpoint()).
+bool has_uncovered(const ChainState& state);
 
 // Builds ChainState from the stored tail: the last event, the last checkpoint (if any) and the
 // hashes of events after it. kDataLoss if the last event's hash does not recompute.
-[[nodiscard]] Result<ChainState> RestoreChain(const std::optional<Event>& last,
-                                              const std::optional<Event>& last_checkpoint,
-                                              const std::vector<std::string>& tail_hashes,
-                                              Time now);
+[[nodiscard]] Result<ChainState> restore_chain(const std::optional<Event>& last,
+                                               const std::optional<Event>& last_checkpoint,
+                                               const std::vector<std::string>& tail_hashes,
+                                               Time now);
 
 // If data is a blob reference, its hash and byte count.
 // The raw chain hash of an event (ComputeEventHash without the "b2:" text form).
-base::Hash EventHash(const Event& e);
-// CanonicalJson(EventToJson(e, false)), built without the intermediate JSON object.
-std::string CanonicalEventText(const Event& e);
+base::Hash event_hash(const Event& e);
+// canonical_json(event_to_json(e, false)), built without the intermediate JSON object.
+std::string canonical_event_text(const Event& e);
 
 struct BlobRef {
   std::string hash;
   int64_t bytes = 0;
 };
-std::optional<BlobRef> AsBlobRef(const json::value& data);
+std::optional<BlobRef> as_blob_ref(const json::value& data);
 // Parses and checks a blob payload against its reference (kDataLoss on mismatch).
-[[nodiscard]] Result<json::value> DecodeBlob(const BlobRef& ref, std::string_view payload);
+[[nodiscard]] Result<json::value> decode_blob(const BlobRef& ref, std::string_view payload);
 
 // Streaming verifier: feed every stored event (or its decode error) in seq order, then Finish.
 class Verifier {
@@ -103,15 +103,15 @@ class Verifier {
   explicit Verifier(BlobLookup lookup) : lookup_(std::move(lookup)) {}
 
   // Returns false once a bad event has been found (callers may stop feeding).
-  bool Add(const Event& e);
+  bool add(const Event& e);
   // A row whose seq is known but whose content does not decode.
-  bool AddUndecodable(int64_t row_seq, const std::string& why);
-  VerifyReport Finish() const { return report_; }
+  bool add_undecodable(int64_t row_seq, const std::string& why);
+  VerifyReport finish() const { return report_; }
 
  private:
-  bool Fail(int64_t seq, std::string reason);
-  std::string CheckCheckpoint(const Event& e) const;
-  std::string CheckBlob(const Event& e) const;
+  bool fail(int64_t seq, std::string reason);
+  std::string check_checkpoint(const Event& e) const;
+  std::string check_blob(const Event& e) const;
 
   BlobLookup lookup_;
   VerifyReport report_;
@@ -122,12 +122,12 @@ class Verifier {
 };
 
 // Opaque ListRuns cursor: the (created, id) of the last item of the previous page.
-std::string EncodeRunCursor(Time created, const std::string& id);
-[[nodiscard]] Result<std::pair<int64_t, std::string>> DecodeRunCursor(const std::string& cursor);
+std::string encode_run_cursor(Time created, const std::string& id);
+[[nodiscard]] Result<std::pair<int64_t, std::string>> decode_run_cursor(const std::string& cursor);
 inline constexpr std::size_t kRunPageMax = 500;
 
 // The payload signed by a checkpoint: canonical JSON of {from_seq, to_seq, root}.
-std::string CheckpointMessage(int64_t from_seq, int64_t to_seq, const std::string& root);
+std::string checkpoint_message(int64_t from_seq, int64_t to_seq, const std::string& root);
 
 // Counters and test hooks every store implements (reached by dynamic_cast from a Store&).
 struct StoreStats {
@@ -137,15 +137,15 @@ struct StoreStats {
 class Introspect {
  public:
   virtual ~Introspect() = default;
-  virtual StoreStats Stats() = 0;
+  virtual StoreStats stats() = 0;
   // Test hook: while held, the writer takes no work, so concurrent Appends pile up into one group.
-  virtual void HoldWriter(bool hold) = 0;
+  virtual void hold_writer(bool hold) = 0;
   // Test hook: blocks until at least n Appends are queued for the writer.
-  virtual void WaitPending(std::size_t n) = 0;
+  virtual void wait_pending(std::size_t n) = 0;
 };
-Introspect& Internals(Store& store);
+Introspect& internals(Store& store);
 
 // Test hook: overwrite a blob payload of a MemoryStore.
-void TamperMemoryBlob(Store& memory_store, const std::string& hash, std::string payload);
+void tamper_memory_blob(Store& memory_store, const std::string& hash, std::string payload);
 
 }  // namespace venture::storage::internal

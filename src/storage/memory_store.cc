@@ -1,7 +1,7 @@
 // MemoryStore: the Store contract in memory, for tests and the deterministic simulation.
 //
 // Append is serialized under one mutex (no group commit: there is no fsync to amortise), so one
-// Append is one "transaction" in Stats(). Sealing, checkpoints, blobs and Verify are the shared
+// Append is one "transaction" in stats(). Sealing, checkpoints, blobs and Verify are the shared
 // core's (log_core.h), so the chain it builds is byte-for-byte the one SQLite would build.
 // Events are indexed by run so reads by run cost O(log n + page), never a scan of the log.
 #include <algorithm>
@@ -24,51 +24,51 @@ class MemoryStore final : public Store, public internal::Introspect {
  public:
   MemoryStore(Options options, base::Clock& clock, base::Random& random)
       : options_(std::move(options)), clock_(clock), random_(random) {
-    chain_.last_cp_time = clock_.Now();
+    chain_.last_cp_time = clock_.now();
   }
 
-  Result<AppendResult> Append(Batch batch) override;
-  Result<std::vector<Event>> ReadEvents(const EventFilter& filter) override;
-  Result<int64_t> LastSeq() override {
+  Result<AppendResult> append(Batch batch) override;
+  Result<std::vector<Event>> read_events(const EventFilter& filter) override;
+  Result<int64_t> last_seq() override {
     std::lock_guard lock(mu_);
     return chain_.seq;
   }
-  Result<RunRow> GetRun(const std::string& id) override;
-  Result<RunPage> ListRuns(const RunFilter& filter) override;
-  Result<std::vector<std::string>> ListActiveRuns() override {
+  Result<RunRow> get_run(const std::string& id) override;
+  Result<RunPage> list_runs(const RunFilter& filter) override;
+  Result<std::vector<std::string>> list_active_runs() override {
     std::lock_guard lock(mu_);
     return std::vector<std::string>(active_.begin(), active_.end());
   }
-  Result<std::vector<NodeRow>> GetNodes(const std::string& run) override;
-  Result<WorkflowVersionRow> GetWorkflowVersion(const std::string& name,
-                                                const std::string& version) override;
-  Result<std::vector<WorkflowVersionRow>> ListWorkflowVersions(const std::string& name) override;
-  Result<std::vector<std::string>> ListWorkflowNames() override;
-  Result<std::vector<TagRow>> ListTags(const std::string& name) override;
-  Result<IdempotencyRow> GetIdempotency(const std::string& key) override;
-  Result<std::optional<Snapshot>> LoadSnapshot(const std::string& run) override;
-  Result<std::optional<std::string>> GetSetting(const std::string& key) override;
-  Result<VerifyReport> Verify() override;
-  Status Checkpoint() override;
+  Result<std::vector<NodeRow>> get_nodes(const std::string& run) override;
+  Result<WorkflowVersionRow> get_workflow_version(const std::string& name,
+                                                  const std::string& version) override;
+  Result<std::vector<WorkflowVersionRow>> list_workflow_versions(const std::string& name) override;
+  Result<std::vector<std::string>> list_workflow_names() override;
+  Result<std::vector<TagRow>> list_tags(const std::string& name) override;
+  Result<IdempotencyRow> get_idempotency(const std::string& key) override;
+  Result<std::optional<Snapshot>> load_snapshot(const std::string& run) override;
+  Result<std::optional<std::string>> get_setting(const std::string& key) override;
+  Result<VerifyReport> verify() override;
+  Status checkpoint() override;
 
-  internal::StoreStats Stats() override {
+  internal::StoreStats stats() override {
     std::lock_guard lock(mu_);
     return stats_;
   }
-  void HoldWriter(bool /*hold*/) override {}
-  void WaitPending(std::size_t /*n*/) override {}
+  void hold_writer(bool /*hold*/) override {}
+  void wait_pending(std::size_t /*n*/) override {}
 
-  void SetFaults(const MemoryFaults& faults, uint64_t seed) {
+  void set_faults(const MemoryFaults& faults, uint64_t seed) {
     std::lock_guard lock(mu_);
     faults_ = faults;
     fault_random_ = std::make_unique<base::SeededRandom>(seed);
   }
-  void TamperEvent(int64_t seq, json::value data) {
+  void tamper_event(int64_t seq, json::value data) {
     std::lock_guard lock(mu_);
     VENTURE_CHECK(seq >= 1 && seq <= static_cast<int64_t>(events_.size()));
     events_[static_cast<std::size_t>(seq - 1)].data = std::move(data);
   }
-  void TamperBlob(const std::string& hash, std::string payload) {
+  void tamper_blob(const std::string& hash, std::string payload) {
     std::lock_guard lock(mu_);
     blobs_[hash] = std::move(payload);
   }
@@ -76,11 +76,11 @@ class MemoryStore final : public Store, public internal::Introspect {
  private:
   using RunKey = std::pair<int64_t, std::string>;  // (created ms, id)
 
-  Status CheckBatch(const Batch& batch) const;
-  void ApplyEvents(Sealed& sealed);
-  void ApplyProjections(Batch& batch, const AppendResult& result);
-  void UpsertRun(RunRow row);
-  Result<Event> Resolve(const Event& stored) const;
+  Status check_batch(const Batch& batch) const;
+  void apply_events(Sealed& sealed);
+  void apply_projections(Batch& batch, const AppendResult& result);
+  void upsert_run(RunRow row);
+  Result<Event> resolve(const Event& stored) const;
 
   std::mutex mu_;
   const Options options_;
@@ -105,40 +105,40 @@ class MemoryStore final : public Store, public internal::Introspect {
   internal::StoreStats stats_;
 };
 
-Status MemoryStore::CheckBatch(const Batch& batch) const {
+Status MemoryStore::check_batch(const Batch& batch) const {
   std::unordered_set<std::string_view> keys;
   for (const IdempotencyRow& row : batch.idempotency) {
     if (idempotency_.contains(row.key) || !keys.insert(row.key).second) {
-      return AlreadyExists("idempotency key exists: " + row.key.substr(0, 200));
+      return already_exists_error("idempotency key exists: " + row.key.substr(0, 200));
     }
   }
   std::unordered_set<std::string_view> ids;
   for (const Event& e : batch.events) {
     if (!e.id.empty() && (ids_.contains(e.id) || !ids.insert(e.id).second)) {
-      return AlreadyExists("event id exists: " + e.id.substr(0, 80));
+      return already_exists_error("event id exists: " + e.id.substr(0, 80));
     }
   }
-  return Ok();
+  return ok();
 }
 
-Result<AppendResult> MemoryStore::Append(Batch batch) {
+Result<AppendResult> MemoryStore::append(Batch batch) {
   std::lock_guard lock(mu_);
   if (fault_random_ && faults_.append_failure_rate > 0 &&
-      fault_random_->UniformDouble() < faults_.append_failure_rate) {
-    return Unavailable("injected append failure");
+      fault_random_->uniform_double() < faults_.append_failure_rate) {
+    return unavailable_error("injected append failure");
   }
-  VENTURE_RETURN_IF_ERROR(CheckBatch(batch));
+  VENTURE_RETURN_IF_ERROR(check_batch(batch));
   const internal::SealContext ctx{&options_, &clock_, &random_};
   VENTURE_ASSIGN_OR_RETURN(Sealed sealed,
-                           internal::SealBatch(chain_, std::move(batch.events), false, ctx));
-  ApplyEvents(sealed);
-  ApplyProjections(batch, sealed.result);
+                           internal::seal_batch(chain_, std::move(batch.events), false, ctx));
+  apply_events(sealed);
+  apply_projections(batch, sealed.result);
   ++stats_.appends;
   ++stats_.transactions;
   return std::move(sealed.result);
 }
 
-void MemoryStore::ApplyEvents(Sealed& sealed) {
+void MemoryStore::apply_events(Sealed& sealed) {
   for (internal::Blob& blob : sealed.blobs) {
     blobs_.emplace(blob.hash, std::move(blob.payload));
   }
@@ -152,14 +152,14 @@ void MemoryStore::ApplyEvents(Sealed& sealed) {
   }
 }
 
-void MemoryStore::UpsertRun(RunRow row) {
+void MemoryStore::upsert_run(RunRow row) {
   auto it = runs_.find(row.id);
   if (it != runs_.end()) {
-    runs_by_created_.erase({ToUnixMs(it->second.created), it->first});
+    runs_by_created_.erase({to_unix_ms(it->second.created), it->first});
     row.last_seq = std::max(row.last_seq, it->second.last_seq);
   }
-  runs_by_created_.insert({ToUnixMs(row.created), row.id});
-  if (IsTerminalRunStatus(row.status)) {
+  runs_by_created_.insert({to_unix_ms(row.created), row.id});
+  if (is_terminal_run_status(row.status)) {
     active_.erase(row.id);
   } else {
     active_.insert(row.id);
@@ -167,7 +167,7 @@ void MemoryStore::UpsertRun(RunRow row) {
   runs_[row.id] = std::move(row);
 }
 
-void MemoryStore::ApplyProjections(Batch& batch, const AppendResult& result) {
+void MemoryStore::apply_projections(Batch& batch, const AppendResult& result) {
   std::unordered_map<std::string_view, int64_t> last_seq;
   for (const Event& e : result.events) {
     if (!e.run.empty()) {
@@ -177,7 +177,7 @@ void MemoryStore::ApplyProjections(Batch& batch, const AppendResult& result) {
   for (RunRow& row : batch.runs) {
     auto it = last_seq.find(row.id);
     row.last_seq = it != last_seq.end() ? it->second : 0;
-    UpsertRun(std::move(row));
+    upsert_run(std::move(row));
   }
   for (NodeRow& row : batch.nodes) {
     nodes_[{row.run, row.node}] = std::move(row);
@@ -202,32 +202,33 @@ void MemoryStore::ApplyProjections(Batch& batch, const AppendResult& result) {
   }
 }
 
-Result<Event> MemoryStore::Resolve(const Event& stored) const {
-  const std::optional<internal::BlobRef> ref = internal::AsBlobRef(stored.data);
+Result<Event> MemoryStore::resolve(const Event& stored) const {
+  const std::optional<internal::BlobRef> ref = internal::as_blob_ref(stored.data);
   if (!ref) {
     return stored;
   }
   auto it = blobs_.find(ref->hash);
   if (it == blobs_.end()) {
-    return DataLoss("event " + std::to_string(stored.seq) + ": blob " + ref->hash + " missing");
+    return data_loss_error("event " + std::to_string(stored.seq) + ": blob " + ref->hash +
+                           " missing");
   }
-  VENTURE_ASSIGN_OR_RETURN(json::value data, internal::DecodeBlob(*ref, it->second));
+  VENTURE_ASSIGN_OR_RETURN(json::value data, internal::decode_blob(*ref, it->second));
   Event e = stored;
   e.data = std::move(data);
   return e;
 }
 
-Result<std::vector<Event>> MemoryStore::ReadEvents(const EventFilter& filter) {
+Result<std::vector<Event>> MemoryStore::read_events(const EventFilter& filter) {
   std::lock_guard lock(mu_);
   const std::size_t limit = std::min(filter.limit, limits::kReadPageMax);
   std::vector<Event> out;
   auto consider = [&](const Event& e) -> Status {
     if (!filter.type_prefix.empty() && !e.type.starts_with(filter.type_prefix)) {
-      return Ok();
+      return ok();
     }
-    VENTURE_ASSIGN_OR_RETURN(Event resolved, Resolve(e));
+    VENTURE_ASSIGN_OR_RETURN(Event resolved, resolve(e));
     out.push_back(std::move(resolved));
-    return Ok();
+    return ok();
   };
   const int64_t after = std::max<int64_t>(filter.after_seq, 0);
   if (!filter.run.empty()) {
@@ -248,21 +249,21 @@ Result<std::vector<Event>> MemoryStore::ReadEvents(const EventFilter& filter) {
   return out;
 }
 
-Result<RunRow> MemoryStore::GetRun(const std::string& id) {
+Result<RunRow> MemoryStore::get_run(const std::string& id) {
   std::lock_guard lock(mu_);
   auto it = runs_.find(id);
   if (it == runs_.end()) {
-    return NotFound("run " + id.substr(0, 80) + " not found");
+    return not_found_error("run " + id.substr(0, 80) + " not found");
   }
   return it->second;
 }
 
-Result<RunPage> MemoryStore::ListRuns(const RunFilter& filter) {
+Result<RunPage> MemoryStore::list_runs(const RunFilter& filter) {
   const std::size_t limit = std::clamp<std::size_t>(filter.limit, 1, internal::kRunPageMax);
   std::lock_guard lock(mu_);
   auto it = runs_by_created_.begin();
   if (!filter.cursor.empty()) {
-    VENTURE_ASSIGN_OR_RETURN(RunKey after, internal::DecodeRunCursor(filter.cursor));
+    VENTURE_ASSIGN_OR_RETURN(RunKey after, internal::decode_run_cursor(filter.cursor));
     it = runs_by_created_.upper_bound(after);
   }
   RunPage page;
@@ -274,7 +275,7 @@ Result<RunPage> MemoryStore::ListRuns(const RunFilter& filter) {
     }
     if (page.items.size() == limit) {
       const RunRow& last = page.items.back();
-      page.next_cursor = internal::EncodeRunCursor(last.created, last.id);
+      page.next_cursor = internal::encode_run_cursor(last.created, last.id);
       break;
     }
     page.items.push_back(row);
@@ -282,7 +283,7 @@ Result<RunPage> MemoryStore::ListRuns(const RunFilter& filter) {
   return page;
 }
 
-Result<std::vector<NodeRow>> MemoryStore::GetNodes(const std::string& run) {
+Result<std::vector<NodeRow>> MemoryStore::get_nodes(const std::string& run) {
   std::lock_guard lock(mu_);
   std::vector<NodeRow> out;
   for (auto it = nodes_.lower_bound({run, ""}); it != nodes_.end() && it->first.first == run;
@@ -292,17 +293,18 @@ Result<std::vector<NodeRow>> MemoryStore::GetNodes(const std::string& run) {
   return out;
 }
 
-Result<WorkflowVersionRow> MemoryStore::GetWorkflowVersion(const std::string& name,
-                                                           const std::string& version) {
+Result<WorkflowVersionRow> MemoryStore::get_workflow_version(const std::string& name,
+                                                             const std::string& version) {
   std::lock_guard lock(mu_);
   auto it = versions_.find({name, version});
   if (it == versions_.end()) {
-    return NotFound("workflow " + name.substr(0, 80) + " version " + version + " not found");
+    return not_found_error("workflow " + name.substr(0, 80) + " version " + version + " not found");
   }
   return it->second;
 }
 
-Result<std::vector<WorkflowVersionRow>> MemoryStore::ListWorkflowVersions(const std::string& name) {
+Result<std::vector<WorkflowVersionRow>> MemoryStore::list_workflow_versions(
+    const std::string& name) {
   std::lock_guard lock(mu_);
   std::vector<WorkflowVersionRow> out;
   for (auto it = versions_.lower_bound({name, ""});
@@ -315,7 +317,7 @@ Result<std::vector<WorkflowVersionRow>> MemoryStore::ListWorkflowVersions(const 
   return out;
 }
 
-Result<std::vector<std::string>> MemoryStore::ListWorkflowNames() {
+Result<std::vector<std::string>> MemoryStore::list_workflow_names() {
   std::lock_guard lock(mu_);
   std::vector<std::string> out;
   for (const auto& [key, row] : versions_) {
@@ -326,7 +328,7 @@ Result<std::vector<std::string>> MemoryStore::ListWorkflowNames() {
   return out;
 }
 
-Result<std::vector<TagRow>> MemoryStore::ListTags(const std::string& name) {
+Result<std::vector<TagRow>> MemoryStore::list_tags(const std::string& name) {
   std::lock_guard lock(mu_);
   std::vector<TagRow> out;
   for (auto it = tags_.lower_bound({name, ""}); it != tags_.end() && it->first.first == name;
@@ -336,16 +338,16 @@ Result<std::vector<TagRow>> MemoryStore::ListTags(const std::string& name) {
   return out;
 }
 
-Result<IdempotencyRow> MemoryStore::GetIdempotency(const std::string& key) {
+Result<IdempotencyRow> MemoryStore::get_idempotency(const std::string& key) {
   std::lock_guard lock(mu_);
   auto it = idempotency_.find(key);
   if (it == idempotency_.end()) {
-    return NotFound("idempotency key not found");
+    return not_found_error("idempotency key not found");
   }
   return it->second;
 }
 
-Result<std::optional<Snapshot>> MemoryStore::LoadSnapshot(const std::string& run) {
+Result<std::optional<Snapshot>> MemoryStore::load_snapshot(const std::string& run) {
   std::lock_guard lock(mu_);
   auto it = snapshots_.find(run);
   if (it == snapshots_.end()) {
@@ -354,7 +356,7 @@ Result<std::optional<Snapshot>> MemoryStore::LoadSnapshot(const std::string& run
   return std::optional<Snapshot>(it->second);
 }
 
-Result<std::optional<std::string>> MemoryStore::GetSetting(const std::string& key) {
+Result<std::optional<std::string>> MemoryStore::get_setting(const std::string& key) {
   std::lock_guard lock(mu_);
   auto it = settings_.find(key);
   if (it == settings_.end()) {
@@ -363,7 +365,7 @@ Result<std::optional<std::string>> MemoryStore::GetSetting(const std::string& ke
   return std::optional<std::string>(it->second);
 }
 
-Result<VerifyReport> MemoryStore::Verify() {
+Result<VerifyReport> MemoryStore::verify() {
   std::lock_guard lock(mu_);
   internal::Verifier verifier(
       [this](const std::string& hash) -> Result<std::optional<std::string>> {
@@ -374,49 +376,50 @@ Result<VerifyReport> MemoryStore::Verify() {
         return std::optional<std::string>(it->second);
       });
   for (const Event& e : events_) {
-    if (!verifier.Add(e)) {
+    if (!verifier.add(e)) {
       break;
     }
   }
-  return verifier.Finish();
+  return verifier.finish();
 }
 
-Status MemoryStore::Checkpoint() {
+Status MemoryStore::checkpoint() {
   std::lock_guard lock(mu_);
-  if (!internal::HasUncovered(chain_)) {
-    return Ok();
+  if (!internal::has_uncovered(chain_)) {
+    return ok();
   }
   const internal::SealContext ctx{&options_, &clock_, &random_};
-  VENTURE_ASSIGN_OR_RETURN(Sealed sealed, internal::SealBatch(chain_, {}, true, ctx));
-  ApplyEvents(sealed);
+  VENTURE_ASSIGN_OR_RETURN(Sealed sealed, internal::seal_batch(chain_, {}, true, ctx));
+  apply_events(sealed);
   ++stats_.transactions;
-  return Ok();
+  return ok();
 }
 
-std::unique_ptr<Store> NewMemoryStore(Options options, base::Clock& clock, base::Random& random) {
-  base::InitCrypto();
+std::unique_ptr<Store> new_memory_store(Options options, base::Clock& clock, base::Random& random) {
+  base::init_crypto();
   return std::make_unique<MemoryStore>(std::move(options), clock, random);
 }
 
-void SetMemoryFaults(Store& memory_store, const MemoryFaults& faults, uint64_t seed) {
+void set_memory_faults(Store& memory_store, const MemoryFaults& faults, uint64_t seed) {
   auto* store = dynamic_cast<MemoryStore*>(&memory_store);
   VENTURE_CHECK(store != nullptr);
-  store->SetFaults(faults, seed);
+  store->set_faults(faults, seed);
 }
 
-void TamperMemoryEvent(Store& memory_store, int64_t seq, json::value data) {
+void tamper_memory_event(Store& memory_store, int64_t seq, json::value data) {
   auto* store = dynamic_cast<MemoryStore*>(&memory_store);
   VENTURE_CHECK(store != nullptr);
-  store->TamperEvent(seq, std::move(data));
+  store->tamper_event(seq, std::move(data));
 }
 
-void internal::TamperMemoryBlob(Store& memory_store, const std::string& hash, std::string payload) {
+void internal::tamper_memory_blob(Store& memory_store, const std::string& hash,
+                                  std::string payload) {
   auto* store = dynamic_cast<MemoryStore*>(&memory_store);
   VENTURE_CHECK(store != nullptr);
-  store->TamperBlob(hash, std::move(payload));
+  store->tamper_blob(hash, std::move(payload));
 }
 
-internal::Introspect& internal::Internals(Store& store) {
+internal::Introspect& internal::internals(Store& store) {
   auto* introspect = dynamic_cast<Introspect*>(&store);
   VENTURE_CHECK(introspect != nullptr);
   return *introspect;

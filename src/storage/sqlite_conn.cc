@@ -8,23 +8,23 @@ namespace {
 constexpr int kBusyTimeoutMs = 5000;
 }  // namespace
 
-Error SqliteError(sqlite3* db, int rc, std::string_view what) {
+Error sqlite_error(sqlite3* db, int rc, std::string_view what) {
   std::string message = std::string(what) + ": " + sqlite3_errstr(rc);
   if (db != nullptr) {
     message += " (" + std::string(sqlite3_errmsg(db)) + ")";
   }
   switch (rc & 0xff) {
     case SQLITE_CONSTRAINT:
-      return AlreadyExists(std::move(message));
+      return already_exists_error(std::move(message));
     case SQLITE_CORRUPT:
     case SQLITE_NOTADB:
-      return DataLoss(std::move(message));
+      return data_loss_error(std::move(message));
     default:
-      return Unavailable(std::move(message));
+      return unavailable_error(std::move(message));
   }
 }
 
-void Stmt::Bind(int index, std::string_view text) {
+void Stmt::bind(int index, std::string_view text) {
   VENTURE_CHECK(text.size() <= static_cast<std::size_t>(std::numeric_limits<int>::max()));
   // A null destructor is SQLITE_STATIC (the macro is an old-style cast).
   const int rc =
@@ -32,13 +32,13 @@ void Stmt::Bind(int index, std::string_view text) {
   VENTURE_CHECK(rc == SQLITE_OK);
 }
 
-void Stmt::Bind(int index, int64_t value) {
+void Stmt::bind(int index, int64_t value) {
   VENTURE_CHECK(sqlite3_bind_int64(stmt_, index, value) == SQLITE_OK);
 }
 
-void Stmt::BindNull(int index) { VENTURE_CHECK(sqlite3_bind_null(stmt_, index) == SQLITE_OK); }
+void Stmt::bind_null(int index) { VENTURE_CHECK(sqlite3_bind_null(stmt_, index) == SQLITE_OK); }
 
-Result<bool> Stmt::Step() {
+Result<bool> Stmt::step() {
   const int rc = sqlite3_step(stmt_);
   if (rc == SQLITE_ROW) {
     return true;
@@ -46,16 +46,16 @@ Result<bool> Stmt::Step() {
   if (rc == SQLITE_DONE) {
     return false;
   }
-  return SqliteError(db_, rc, "sqlite step");
+  return sqlite_error(db_, rc, "sqlite step");
 }
 
-Status Stmt::Run() {
-  VENTURE_ASSIGN_OR_RETURN(bool row, Step());
+Status Stmt::run() {
+  VENTURE_ASSIGN_OR_RETURN(bool row, step());
   (void)row;
-  return Ok();
+  return ok();
 }
 
-std::string Stmt::Text(int col) {
+std::string Stmt::text(int col) {
   const auto* p = sqlite3_column_text(stmt_, col);
   const int n = sqlite3_column_bytes(stmt_, col);
   if (p == nullptr) {
@@ -64,19 +64,19 @@ std::string Stmt::Text(int col) {
   return std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(n));
 }
 
-Result<std::unique_ptr<Conn>> Conn::Open(const std::string& path, bool fsync) {
+Result<std::unique_ptr<Conn>> Conn::open(const std::string& path, bool fsync) {
   sqlite3* db = nullptr;
   const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
   const int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
   if (rc != SQLITE_OK) {
-    Error e = SqliteError(db, rc, "cannot open SQLite database '" + path + "'");
+    Error e = sqlite_error(db, rc, "cannot open SQLite database '" + path + "'");
     sqlite3_close_v2(db);
     return e;
   }
   std::unique_ptr<Conn> conn(new Conn(db));
   sqlite3_busy_timeout(db, kBusyTimeoutMs);
-  VENTURE_RETURN_IF_ERROR(conn->Exec("PRAGMA journal_mode=WAL"));
-  VENTURE_RETURN_IF_ERROR(conn->Exec(fsync ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=OFF"));
+  VENTURE_RETURN_IF_ERROR(conn->exec("PRAGMA journal_mode=WAL"));
+  VENTURE_RETURN_IF_ERROR(conn->exec(fsync ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=OFF"));
   return conn;
 }
 
@@ -87,25 +87,25 @@ Conn::~Conn() {
   sqlite3_close_v2(db_);
 }
 
-Status Conn::Exec(const char* sql) {
+Status Conn::exec(const char* sql) {
   char* err = nullptr;
   const int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &err);
   if (rc != SQLITE_OK) {
     std::string what = std::string("sqlite exec '") + std::string(sql).substr(0, 40) + "'";
     sqlite3_free(err);
-    return SqliteError(db_, rc, what);
+    return sqlite_error(db_, rc, what);
   }
-  return Ok();
+  return ok();
 }
 
-Result<std::unique_ptr<Stmt>> Conn::Prepare(const std::string& sql) {
+Result<std::unique_ptr<Stmt>> Conn::prepare(const std::string& sql) {
   auto it = cache_.find(sql);
   if (it == cache_.end()) {
     sqlite3_stmt* stmt = nullptr;
     const int rc = sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()),
                                       SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
     if (rc != SQLITE_OK) {
-      return SqliteError(db_, rc, "sqlite prepare");
+      return sqlite_error(db_, rc, "sqlite prepare");
     }
     it = cache_.emplace(sql, stmt).first;
   }

@@ -16,7 +16,7 @@ namespace venture::storage::internal {
 
 // Maps a SQLite result code to the canonical code (constraint -> kAlreadyExists, corruption ->
 // kDataLoss, everything else -> kUnavailable: retry).
-Error SqliteError(sqlite3* db, int rc, std::string_view what);
+Error sqlite_error(sqlite3* db, int rc, std::string_view what);
 
 // A cached statement, reset and unbound when this handle goes out of scope.
 class Stmt {
@@ -24,25 +24,25 @@ class Stmt {
   Stmt(sqlite3* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
   Stmt(const Stmt&) = delete;
   Stmt& operator=(const Stmt&) = delete;
-  ~Stmt() { Reset(); }
+  ~Stmt() { reset(); }
 
   // Ready to bind and step again.
-  void Reset() {
+  void reset() {
     sqlite3_reset(stmt_);
     sqlite3_clear_bindings(stmt_);
   }
 
   // Text is bound without copying: it must outlive the Step calls.
-  void Bind(int index, std::string_view text);
-  void Bind(int index, int64_t value);
-  void BindNull(int index);
+  void bind(int index, std::string_view text);
+  void bind(int index, int64_t value);
+  void bind_null(int index);
   // true: a row is available; false: done.
-  [[nodiscard]] Result<bool> Step();
-  [[nodiscard]] Status Run();  // Step to completion of a statement that returns no rows
+  [[nodiscard]] Result<bool> step();
+  [[nodiscard]] Status run();  // Step to completion of a statement that returns no rows
 
   int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
-  bool IsNull(int col) { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
-  std::string Text(int col);
+  bool is_null(int col) { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
+  std::string text(int col);
 
  private:
   sqlite3* db_;
@@ -52,15 +52,15 @@ class Stmt {
 class Conn {
  public:
   // Opens (creating) path with WAL, synchronous FULL/OFF and a busy timeout.
-  [[nodiscard]] static Result<std::unique_ptr<Conn>> Open(const std::string& path, bool fsync);
+  [[nodiscard]] static Result<std::unique_ptr<Conn>> open(const std::string& path, bool fsync);
   ~Conn();
   Conn(const Conn&) = delete;
   Conn& operator=(const Conn&) = delete;
 
   // Runs one or more statements without results.
-  [[nodiscard]] Status Exec(const char* sql);
+  [[nodiscard]] Status exec(const char* sql);
   // A cached prepared statement for sql.
-  [[nodiscard]] Result<std::unique_ptr<Stmt>> Prepare(const std::string& sql);
+  [[nodiscard]] Result<std::unique_ptr<Stmt>> prepare(const std::string& sql);
 
  private:
   explicit Conn(sqlite3* db) : db_(db) {}

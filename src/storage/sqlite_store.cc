@@ -66,57 +66,57 @@ constexpr const char* kRunColumns =
     "last_seq";
 
 // JSON column: NULL <-> null.
-Result<json::value> JsonColumn(Stmt& s, int col) {
-  if (s.IsNull(col)) {
+Result<json::value> json_column(Stmt& s, int col) {
+  if (s.is_null(col)) {
     return json::value();
   }
-  auto v = base::ParseJson(s.Text(col));
+  auto v = base::parse_json(s.text(col));
   if (!v) {
-    return DataLoss("undecodable JSON column: " + v.error().message);
+    return data_loss_error("undecodable JSON column: " + v.error().message);
   }
   return std::move(*v);
 }
 
-void BindJson(Stmt& s, int index, const json::value& v, std::string& keep) {
+void bind_json(Stmt& s, int index, const json::value& v, std::string& keep) {
   if (v.is_null()) {
-    s.BindNull(index);
+    s.bind_null(index);
     return;
   }
-  keep = base::CompactJson(v);
-  s.Bind(index, keep);
+  keep = base::compact_json(v);
+  s.bind(index, keep);
 }
 
 // Decodes the event in the current row (kEventColumns). kDataLoss when it does not decode.
-Result<Event> EventFromRow(Stmt& s) {
+Result<Event> event_from_row(Stmt& s) {
   Event e;
   e.seq = s.Int(0);
-  e.id = s.Text(1);
-  e.type = s.Text(2);
-  e.time = FromUnixMs(s.Int(3));
-  e.run = s.Text(4);
-  e.node = s.Text(5);
-  auto data = base::ParseJson(s.Text(6));
+  e.id = s.text(1);
+  e.type = s.text(2);
+  e.time = from_unix_ms(s.Int(3));
+  e.run = s.text(4);
+  e.node = s.text(5);
+  auto data = base::parse_json(s.text(6));
   if (!data || !data->is_object()) {
-    return DataLoss("event " + std::to_string(e.seq) + ": data is not a JSON object");
+    return data_loss_error("event " + std::to_string(e.seq) + ": data is not a JSON object");
   }
   e.data = std::move(*data);
-  e.prev = s.Text(7);
-  e.hash = s.Text(8);
+  e.prev = s.text(7);
+  e.hash = s.text(8);
   return e;
 }
 
-Result<RunRow> RunFromRow(Stmt& s) {
+Result<RunRow> run_from_row(Stmt& s) {
   RunRow r;
-  r.id = s.Text(0);
-  r.workflow = s.Text(1);
-  r.version = s.Text(2);
-  r.status = s.Text(3);
-  r.created = FromUnixMs(s.Int(4));
-  r.updated = FromUnixMs(s.Int(5));
-  VENTURE_ASSIGN_OR_RETURN(r.inputs, JsonColumn(s, 6));
-  VENTURE_ASSIGN_OR_RETURN(r.output, JsonColumn(s, 7));
-  VENTURE_ASSIGN_OR_RETURN(r.error, JsonColumn(s, 8));
-  r.replay_of = s.Text(9);
+  r.id = s.text(0);
+  r.workflow = s.text(1);
+  r.version = s.text(2);
+  r.status = s.text(3);
+  r.created = from_unix_ms(s.Int(4));
+  r.updated = from_unix_ms(s.Int(5));
+  VENTURE_ASSIGN_OR_RETURN(r.inputs, json_column(s, 6));
+  VENTURE_ASSIGN_OR_RETURN(r.output, json_column(s, 7));
+  VENTURE_ASSIGN_OR_RETURN(r.error, json_column(s, 8));
+  r.replay_of = s.text(9);
   r.last_seq = s.Int(10);
   return r;
 }
@@ -139,7 +139,7 @@ class SqliteStore final : public Store, public internal::Introspect {
         writer_conn_(std::move(writer)),
         chain_(std::move(chain)),
         committed_seq_(chain_.seq) {
-    writer_ = std::jthread([this] { WriterLoop(); });
+    writer_ = std::jthread([this] { writer_loop(); });
   }
   ~SqliteStore() override {
     {
@@ -151,59 +151,59 @@ class SqliteStore final : public Store, public internal::Introspect {
     writer_.join();
   }
 
-  Result<AppendResult> Append(Batch batch) override;
-  Result<std::vector<Event>> ReadEvents(const EventFilter& filter) override;
-  Result<int64_t> LastSeq() override {
+  Result<AppendResult> append(Batch batch) override;
+  Result<std::vector<Event>> read_events(const EventFilter& filter) override;
+  Result<int64_t> last_seq() override {
     std::lock_guard lock(queue_mu_);
     return committed_seq_;
   }
-  Result<RunRow> GetRun(const std::string& id) override;
-  Result<RunPage> ListRuns(const RunFilter& filter) override;
-  Result<std::vector<std::string>> ListActiveRuns() override;
-  Result<std::vector<NodeRow>> GetNodes(const std::string& run) override;
-  Result<WorkflowVersionRow> GetWorkflowVersion(const std::string& name,
-                                                const std::string& version) override;
-  Result<std::vector<WorkflowVersionRow>> ListWorkflowVersions(const std::string& name) override;
-  Result<std::vector<std::string>> ListWorkflowNames() override;
-  Result<std::vector<TagRow>> ListTags(const std::string& name) override;
-  Result<IdempotencyRow> GetIdempotency(const std::string& key) override;
-  Result<std::optional<Snapshot>> LoadSnapshot(const std::string& run) override;
-  Result<std::optional<std::string>> GetSetting(const std::string& key) override;
-  Result<VerifyReport> Verify() override;
-  Status Checkpoint() override;
+  Result<RunRow> get_run(const std::string& id) override;
+  Result<RunPage> list_runs(const RunFilter& filter) override;
+  Result<std::vector<std::string>> list_active_runs() override;
+  Result<std::vector<NodeRow>> get_nodes(const std::string& run) override;
+  Result<WorkflowVersionRow> get_workflow_version(const std::string& name,
+                                                  const std::string& version) override;
+  Result<std::vector<WorkflowVersionRow>> list_workflow_versions(const std::string& name) override;
+  Result<std::vector<std::string>> list_workflow_names() override;
+  Result<std::vector<TagRow>> list_tags(const std::string& name) override;
+  Result<IdempotencyRow> get_idempotency(const std::string& key) override;
+  Result<std::optional<Snapshot>> load_snapshot(const std::string& run) override;
+  Result<std::optional<std::string>> get_setting(const std::string& key) override;
+  Result<VerifyReport> verify() override;
+  Status checkpoint() override;
 
-  internal::StoreStats Stats() override {
+  internal::StoreStats stats() override {
     std::lock_guard lock(queue_mu_);
     return stats_;
   }
-  void HoldWriter(bool hold) override {
+  void hold_writer(bool hold) override {
     {
       std::lock_guard lock(queue_mu_);
       held_ = hold;
     }
     queue_cv_.notify_all();
   }
-  void WaitPending(std::size_t n) override {
+  void wait_pending(std::size_t n) override {
     std::unique_lock lock(queue_mu_);
     pending_cv_.wait(lock, [&] { return queue_.size() >= n; });
   }
 
  private:
-  Result<AppendResult> Enqueue(std::unique_ptr<PendingAppend> p);
-  void WriterLoop();
-  void CommitGroup(std::vector<std::unique_ptr<PendingAppend>>& group);
-  Result<AppendResult> WriteOne(PendingAppend& p);
-  Status WriteEvents(const internal::Sealed& sealed);
-  Status WriteProjections(const Batch& batch, const AppendResult& result);
-  Status WriteRuns(const Batch& batch, const AppendResult& result);
-  Status WriteOtherRows(const Batch& batch);
+  Result<AppendResult> enqueue(std::unique_ptr<PendingAppend> p);
+  void writer_loop();
+  void commit_group(std::vector<std::unique_ptr<PendingAppend>>& group);
+  Result<AppendResult> write_one(PendingAppend& p);
+  Status write_events(const internal::Sealed& sealed);
+  Status write_projections(const Batch& batch, const AppendResult& result);
+  Status write_runs(const Batch& batch, const AppendResult& result);
+  Status write_other_rows(const Batch& batch);
 
   // Runs f(Conn&) on a pooled read connection.
   template <class F>
-  auto WithReader(F f) -> decltype(f(std::declval<Conn&>()));
-  Result<std::unique_ptr<Conn>> AcquireReader();
-  void ReleaseReader(std::unique_ptr<Conn> conn);
-  Result<Event> Resolve(Conn& conn, Event e);
+  auto with_reader(F f) -> decltype(f(std::declval<Conn&>()));
+  Result<std::unique_ptr<Conn>> acquire_reader();
+  void release_reader(std::unique_ptr<Conn> conn);
+  Result<Event> resolve(Conn& conn, Event e);
 
   const std::string path_;
   const Options options_;
@@ -233,27 +233,27 @@ class SqliteStore final : public Store, public internal::Introspect {
 
 // ---- write path ----
 
-Result<AppendResult> SqliteStore::Append(Batch batch) {
+Result<AppendResult> SqliteStore::append(Batch batch) {
   auto p = std::make_unique<PendingAppend>();
   p->events = batch.events.size();
   p->batch = std::move(batch);
-  return Enqueue(std::move(p));
+  return enqueue(std::move(p));
 }
 
-Status SqliteStore::Checkpoint() {
+Status SqliteStore::checkpoint() {
   auto p = std::make_unique<PendingAppend>();
   p->force_checkpoint = true;
-  VENTURE_ASSIGN_OR_RETURN(AppendResult r, Enqueue(std::move(p)));
+  VENTURE_ASSIGN_OR_RETURN(AppendResult r, enqueue(std::move(p)));
   (void)r;
-  return Ok();
+  return ok();
 }
 
-Result<AppendResult> SqliteStore::Enqueue(std::unique_ptr<PendingAppend> p) {
+Result<AppendResult> SqliteStore::enqueue(std::unique_ptr<PendingAppend> p) {
   std::future<Result<AppendResult>> done = p->done.get_future();
   {
     std::lock_guard lock(queue_mu_);
     if (queue_.size() >= limits::kPendingAppendsMax) {
-      return ResourceExhausted("storage: too many appends queued");
+      return resource_exhausted_error("storage: too many appends queued");
     }
     VENTURE_CHECK(!stopping_);
     queue_.push_back(std::move(p));
@@ -263,7 +263,7 @@ Result<AppendResult> SqliteStore::Enqueue(std::unique_ptr<PendingAppend> p) {
   return done.get();
 }
 
-void SqliteStore::WriterLoop() {
+void SqliteStore::writer_loop() {
   std::vector<std::unique_ptr<PendingAppend>> group;
   while (true) {
     {
@@ -280,29 +280,29 @@ void SqliteStore::WriterLoop() {
         queue_.pop_front();
       }
     }
-    CommitGroup(group);
+    commit_group(group);
     group.clear();
   }
 }
 
-void SqliteStore::CommitGroup(std::vector<std::unique_ptr<PendingAppend>>& group) {
+void SqliteStore::commit_group(std::vector<std::unique_ptr<PendingAppend>>& group) {
   std::vector<Result<AppendResult>> results;
   results.reserve(group.size());
   const internal::ChainState before = chain_;
-  Status status = writer_conn_->Exec("BEGIN IMMEDIATE");
+  Status status = writer_conn_->exec("BEGIN IMMEDIATE");
   if (status) {
     for (auto& p : group) {
-      results.push_back(WriteOne(*p));
+      results.push_back(write_one(*p));
     }
-    status = writer_conn_->Exec("COMMIT");
+    status = writer_conn_->exec("COMMIT");
     if (!status) {
-      (void)writer_conn_->Exec("ROLLBACK");
+      (void)writer_conn_->exec("ROLLBACK");
     }
   }
   if (!status) {
     chain_ = before;
     for (auto& p : group) {
-      p->done.set_value(Unavailable(path_ + ": " + status.error().message));
+      p->done.set_value(unavailable_error(path_ + ": " + status.error().message));
     }
     return;
   }
@@ -321,68 +321,68 @@ void SqliteStore::CommitGroup(std::vector<std::unique_ptr<PendingAppend>>& group
   }
 }
 
-Result<AppendResult> SqliteStore::WriteOne(PendingAppend& p) {
-  if (p.force_checkpoint && !internal::HasUncovered(chain_)) {
+Result<AppendResult> SqliteStore::write_one(PendingAppend& p) {
+  if (p.force_checkpoint && !internal::has_uncovered(chain_)) {
     return AppendResult{};
   }
-  VENTURE_RETURN_IF_ERROR(writer_conn_->Exec("SAVEPOINT batch"));
+  VENTURE_RETURN_IF_ERROR(writer_conn_->exec("SAVEPOINT batch"));
   const internal::SealContext ctx{&options_, &clock_, &random_};
-  auto sealed = internal::SealBatch(chain_, std::move(p.batch.events), p.force_checkpoint, ctx);
-  Status status = sealed ? WriteEvents(*sealed) : Status(sealed.error());
+  auto sealed = internal::seal_batch(chain_, std::move(p.batch.events), p.force_checkpoint, ctx);
+  Status status = sealed ? write_events(*sealed) : Status(sealed.error());
   if (status) {
-    status = WriteProjections(p.batch, sealed->result);
+    status = write_projections(p.batch, sealed->result);
   }
   if (!status) {
     if (sealed) {
-      internal::Undo(chain_, std::move(sealed->undo));
+      internal::undo(chain_, std::move(sealed->undo));
     }
-    (void)writer_conn_->Exec("ROLLBACK TO batch");
-    (void)writer_conn_->Exec("RELEASE batch");
+    (void)writer_conn_->exec("ROLLBACK TO batch");
+    (void)writer_conn_->exec("RELEASE batch");
     return status.error();
   }
-  VENTURE_RETURN_IF_ERROR(writer_conn_->Exec("RELEASE batch"));
+  VENTURE_RETURN_IF_ERROR(writer_conn_->exec("RELEASE batch"));
   return std::move(sealed->result);
 }
 
-Status SqliteStore::WriteEvents(const internal::Sealed& sealed) {
+Status SqliteStore::write_events(const internal::Sealed& sealed) {
   for (const internal::Blob& blob : sealed.blobs) {
     VENTURE_ASSIGN_OR_RETURN(
         auto s,
-        writer_conn_->Prepare(
+        writer_conn_->prepare(
             "INSERT INTO blobs (hash, data) VALUES (?1, ?2) ON CONFLICT (hash) DO NOTHING"));
-    s->Bind(1, blob.hash);
-    s->Bind(2, blob.payload);
-    VENTURE_RETURN_IF_ERROR(s->Run());
+    s->bind(1, blob.hash);
+    s->bind(2, blob.payload);
+    VENTURE_RETURN_IF_ERROR(s->run());
   }
   VENTURE_ASSIGN_OR_RETURN(
-      auto s, writer_conn_->Prepare(std::string("INSERT INTO events (") + kEventColumns +
+      auto s, writer_conn_->prepare(std::string("INSERT INTO events (") + kEventColumns +
                                     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"));
   for (std::size_t i = 0; i < sealed.stored.size(); ++i) {
     const Event& e = sealed.stored[i];
-    s->Bind(1, e.seq);
-    s->Bind(2, e.id);
-    s->Bind(3, e.type);
-    s->Bind(4, ToUnixMs(e.time));
-    s->Bind(5, e.run);
-    s->Bind(6, e.node);
-    s->Bind(7, sealed.stored_text[i]);
-    s->Bind(8, e.prev);
-    s->Bind(9, e.hash);
-    auto r = s->Run();
+    s->bind(1, e.seq);
+    s->bind(2, e.id);
+    s->bind(3, e.type);
+    s->bind(4, to_unix_ms(e.time));
+    s->bind(5, e.run);
+    s->bind(6, e.node);
+    s->bind(7, sealed.stored_text[i]);
+    s->bind(8, e.prev);
+    s->bind(9, e.hash);
+    auto r = s->run();
     if (!r) {
       return Error(r.error().code, "event " + e.id + ": " + r.error().message);
     }
-    s->Reset();
+    s->reset();
   }
-  return Ok();
+  return ok();
 }
 
-Status SqliteStore::WriteProjections(const Batch& batch, const AppendResult& result) {
-  VENTURE_RETURN_IF_ERROR(WriteRuns(batch, result));
-  return WriteOtherRows(batch);
+Status SqliteStore::write_projections(const Batch& batch, const AppendResult& result) {
+  VENTURE_RETURN_IF_ERROR(write_runs(batch, result));
+  return write_other_rows(batch);
 }
 
-Status SqliteStore::WriteRuns(const Batch& batch, const AppendResult& result) {
+Status SqliteStore::write_runs(const Batch& batch, const AppendResult& result) {
   std::unordered_map<std::string_view, int64_t> last_seq;
   for (const Event& e : result.events) {
     if (!e.run.empty()) {
@@ -391,7 +391,7 @@ Status SqliteStore::WriteRuns(const Batch& batch, const AppendResult& result) {
   }
   for (const RunRow& r : batch.runs) {
     VENTURE_ASSIGN_OR_RETURN(
-        auto s, writer_conn_->Prepare(std::string("INSERT INTO runs (") + kRunColumns + R"sql()
+        auto s, writer_conn_->prepare(std::string("INSERT INTO runs (") + kRunColumns + R"sql()
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
 ON CONFLICT (id) DO UPDATE SET workflow = excluded.workflow, version = excluded.version,
   status = excluded.status, created_ms = excluded.created_ms, updated_ms = excluded.updated_ms,
@@ -401,99 +401,99 @@ ON CONFLICT (id) DO UPDATE SET workflow = excluded.workflow, version = excluded.
              ELSE runs.last_seq END)sql"));
     std::string inputs, output, error;
     auto it = last_seq.find(r.id);
-    s->Bind(1, r.id);
-    s->Bind(2, r.workflow);
-    s->Bind(3, r.version);
-    s->Bind(4, r.status);
-    s->Bind(5, ToUnixMs(r.created));
-    s->Bind(6, ToUnixMs(r.updated));
-    BindJson(*s, 7, r.inputs, inputs);
-    BindJson(*s, 8, r.output, output);
-    BindJson(*s, 9, r.error, error);
-    s->Bind(10, r.replay_of);
-    s->Bind(11, it != last_seq.end() ? it->second : int64_t{0});
-    VENTURE_RETURN_IF_ERROR(s->Run());
+    s->bind(1, r.id);
+    s->bind(2, r.workflow);
+    s->bind(3, r.version);
+    s->bind(4, r.status);
+    s->bind(5, to_unix_ms(r.created));
+    s->bind(6, to_unix_ms(r.updated));
+    bind_json(*s, 7, r.inputs, inputs);
+    bind_json(*s, 8, r.output, output);
+    bind_json(*s, 9, r.error, error);
+    s->bind(10, r.replay_of);
+    s->bind(11, it != last_seq.end() ? it->second : int64_t{0});
+    VENTURE_RETURN_IF_ERROR(s->run());
   }
-  return Ok();
+  return ok();
 }
 
-Status SqliteStore::WriteOtherRows(const Batch& batch) {
+Status SqliteStore::write_other_rows(const Batch& batch) {
   Conn& c = *writer_conn_;
   for (const NodeRow& n : batch.nodes) {
-    VENTURE_ASSIGN_OR_RETURN(auto s, c.Prepare(R"sql(INSERT INTO run_nodes
+    VENTURE_ASSIGN_OR_RETURN(auto s, c.prepare(R"sql(INSERT INTO run_nodes
 (run, node, status, outcome, attempts, output, error, started_ms, finished_ms)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
 ON CONFLICT (run, node) DO UPDATE SET status = excluded.status, outcome = excluded.outcome,
   attempts = excluded.attempts, output = excluded.output, error = excluded.error,
   started_ms = excluded.started_ms, finished_ms = excluded.finished_ms)sql"));
     std::string output, error;
-    s->Bind(1, n.run);
-    s->Bind(2, n.node);
-    s->Bind(3, n.status);
-    s->Bind(4, n.outcome);
-    s->Bind(5, n.attempts);
-    BindJson(*s, 6, n.output, output);
-    BindJson(*s, 7, n.error, error);
-    n.started ? s->Bind(8, ToUnixMs(*n.started)) : s->BindNull(8);
-    n.finished ? s->Bind(9, ToUnixMs(*n.finished)) : s->BindNull(9);
-    VENTURE_RETURN_IF_ERROR(s->Run());
+    s->bind(1, n.run);
+    s->bind(2, n.node);
+    s->bind(3, n.status);
+    s->bind(4, n.outcome);
+    s->bind(5, n.attempts);
+    bind_json(*s, 6, n.output, output);
+    bind_json(*s, 7, n.error, error);
+    n.started ? s->bind(8, to_unix_ms(*n.started)) : s->bind_null(8);
+    n.finished ? s->bind(9, to_unix_ms(*n.finished)) : s->bind_null(9);
+    VENTURE_RETURN_IF_ERROR(s->run());
   }
   for (const WorkflowVersionRow& w : batch.workflow_versions) {
-    VENTURE_ASSIGN_OR_RETURN(auto s, c.Prepare(R"sql(INSERT INTO workflow_versions
+    VENTURE_ASSIGN_OR_RETURN(auto s, c.prepare(R"sql(INSERT INTO workflow_versions
 (name, version, definition, created_ms) VALUES (?1, ?2, ?3, ?4)
 ON CONFLICT (name, version) DO NOTHING)sql"));
-    const std::string definition = base::CompactJson(w.definition);
-    s->Bind(1, w.name);
-    s->Bind(2, w.version);
-    s->Bind(3, definition);
-    s->Bind(4, ToUnixMs(w.created));
-    VENTURE_RETURN_IF_ERROR(s->Run());
+    const std::string definition = base::compact_json(w.definition);
+    s->bind(1, w.name);
+    s->bind(2, w.version);
+    s->bind(3, definition);
+    s->bind(4, to_unix_ms(w.created));
+    VENTURE_RETURN_IF_ERROR(s->run());
   }
   for (const TagRow& t : batch.tags) {
-    VENTURE_ASSIGN_OR_RETURN(auto s, c.Prepare(R"sql(INSERT INTO tags (name, tag, version)
+    VENTURE_ASSIGN_OR_RETURN(auto s, c.prepare(R"sql(INSERT INTO tags (name, tag, version)
 VALUES (?1, ?2, ?3) ON CONFLICT (name, tag) DO UPDATE SET version = excluded.version)sql"));
-    s->Bind(1, t.name);
-    s->Bind(2, t.tag);
-    s->Bind(3, t.version);
-    VENTURE_RETURN_IF_ERROR(s->Run());
+    s->bind(1, t.name);
+    s->bind(2, t.tag);
+    s->bind(3, t.version);
+    VENTURE_RETURN_IF_ERROR(s->run());
   }
   for (const IdempotencyRow& k : batch.idempotency) {
     VENTURE_ASSIGN_OR_RETURN(
         auto s,
-        c.Prepare("INSERT INTO idempotency_keys (key, body_hash, run) VALUES (?1, ?2, ?3)"));
-    s->Bind(1, k.key);
-    s->Bind(2, k.body_hash);
-    s->Bind(3, k.run);
-    auto r = s->Run();
+        c.prepare("INSERT INTO idempotency_keys (key, body_hash, run) VALUES (?1, ?2, ?3)"));
+    s->bind(1, k.key);
+    s->bind(2, k.body_hash);
+    s->bind(3, k.run);
+    auto r = s->run();
     if (!r) {
       return r.error().code == Code::kAlreadyExists
-                 ? AlreadyExists("idempotency key exists: " + k.key.substr(0, 200))
+                 ? already_exists_error("idempotency key exists: " + k.key.substr(0, 200))
                  : r.error();
     }
   }
   for (const Snapshot& snap : batch.snapshots) {
-    VENTURE_ASSIGN_OR_RETURN(auto s, c.Prepare(R"sql(INSERT INTO snapshots (run, seq, state)
+    VENTURE_ASSIGN_OR_RETURN(auto s, c.prepare(R"sql(INSERT INTO snapshots (run, seq, state)
 VALUES (?1, ?2, ?3) ON CONFLICT (run) DO UPDATE SET seq = excluded.seq, state = excluded.state
 WHERE excluded.seq >= snapshots.seq)sql"));
-    const std::string state = base::CompactJson(snap.state);
-    s->Bind(1, snap.run);
-    s->Bind(2, snap.seq);
-    s->Bind(3, state);
-    VENTURE_RETURN_IF_ERROR(s->Run());
+    const std::string state = base::compact_json(snap.state);
+    s->bind(1, snap.run);
+    s->bind(2, snap.seq);
+    s->bind(3, state);
+    VENTURE_RETURN_IF_ERROR(s->run());
   }
   for (const auto& [key, value] : batch.settings) {
-    VENTURE_ASSIGN_OR_RETURN(auto s, c.Prepare(R"sql(INSERT INTO settings (key, value)
+    VENTURE_ASSIGN_OR_RETURN(auto s, c.prepare(R"sql(INSERT INTO settings (key, value)
 VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value)sql"));
-    s->Bind(1, key);
-    s->Bind(2, value);
-    VENTURE_RETURN_IF_ERROR(s->Run());
+    s->bind(1, key);
+    s->bind(2, value);
+    VENTURE_RETURN_IF_ERROR(s->run());
   }
-  return Ok();
+  return ok();
 }
 
 // ---- read path ----
 
-Result<std::unique_ptr<Conn>> SqliteStore::AcquireReader() {
+Result<std::unique_ptr<Conn>> SqliteStore::acquire_reader() {
   std::unique_lock lock(pool_mu_);
   pool_cv_.wait(lock, [&] { return !readers_.empty() || readers_open_ < kReadConnectionsMax; });
   if (!readers_.empty()) {
@@ -503,7 +503,7 @@ Result<std::unique_ptr<Conn>> SqliteStore::AcquireReader() {
   }
   ++readers_open_;
   lock.unlock();
-  auto conn = Conn::Open(path_, options_.fsync);
+  auto conn = Conn::open(path_, options_.fsync);
   if (!conn) {
     std::lock_guard relock(pool_mu_);
     --readers_open_;
@@ -513,7 +513,7 @@ Result<std::unique_ptr<Conn>> SqliteStore::AcquireReader() {
   return std::move(*conn);
 }
 
-void SqliteStore::ReleaseReader(std::unique_ptr<Conn> conn) {
+void SqliteStore::release_reader(std::unique_ptr<Conn> conn) {
   {
     std::lock_guard lock(pool_mu_);
     readers_.push_back(std::move(conn));
@@ -522,29 +522,29 @@ void SqliteStore::ReleaseReader(std::unique_ptr<Conn> conn) {
 }
 
 template <class F>
-auto SqliteStore::WithReader(F f) -> decltype(f(std::declval<Conn&>())) {
-  VENTURE_ASSIGN_OR_RETURN(std::unique_ptr<Conn> conn, AcquireReader());
+auto SqliteStore::with_reader(F f) -> decltype(f(std::declval<Conn&>())) {
+  VENTURE_ASSIGN_OR_RETURN(std::unique_ptr<Conn> conn, acquire_reader());
   auto result = f(*conn);
-  ReleaseReader(std::move(conn));
+  release_reader(std::move(conn));
   return result;
 }
 
-Result<Event> SqliteStore::Resolve(Conn& conn, Event e) {
-  const std::optional<internal::BlobRef> ref = internal::AsBlobRef(e.data);
+Result<Event> SqliteStore::resolve(Conn& conn, Event e) {
+  const std::optional<internal::BlobRef> ref = internal::as_blob_ref(e.data);
   if (!ref) {
     return e;
   }
-  VENTURE_ASSIGN_OR_RETURN(auto s, conn.Prepare("SELECT data FROM blobs WHERE hash = ?1"));
-  s->Bind(1, ref->hash);
-  VENTURE_ASSIGN_OR_RETURN(bool row, s->Step());
+  VENTURE_ASSIGN_OR_RETURN(auto s, conn.prepare("SELECT data FROM blobs WHERE hash = ?1"));
+  s->bind(1, ref->hash);
+  VENTURE_ASSIGN_OR_RETURN(bool row, s->step());
   if (!row) {
-    return DataLoss("event " + std::to_string(e.seq) + ": blob " + ref->hash + " missing");
+    return data_loss_error("event " + std::to_string(e.seq) + ": blob " + ref->hash + " missing");
   }
-  VENTURE_ASSIGN_OR_RETURN(e.data, internal::DecodeBlob(*ref, s->Text(0)));
+  VENTURE_ASSIGN_OR_RETURN(e.data, internal::decode_blob(*ref, s->text(0)));
   return e;
 }
 
-Result<std::vector<Event>> SqliteStore::ReadEvents(const EventFilter& filter) {
+Result<std::vector<Event>> SqliteStore::read_events(const EventFilter& filter) {
   const std::size_t limit = std::min(filter.limit, limits::kReadPageMax);
   std::string sql = std::string("SELECT ") + kEventColumns + " FROM events WHERE seq > ?1";
   if (!filter.run.empty()) {
@@ -554,49 +554,49 @@ Result<std::vector<Event>> SqliteStore::ReadEvents(const EventFilter& filter) {
     sql += " AND substr(type, 1, ?3) = ?4";
   }
   sql += " ORDER BY seq LIMIT ?5";
-  return WithReader([&](Conn& c) -> Result<std::vector<Event>> {
-    VENTURE_ASSIGN_OR_RETURN(auto s, c.Prepare(sql));
-    s->Bind(1, filter.after_seq);
+  return with_reader([&](Conn& c) -> Result<std::vector<Event>> {
+    VENTURE_ASSIGN_OR_RETURN(auto s, c.prepare(sql));
+    s->bind(1, filter.after_seq);
     if (!filter.run.empty()) {
-      s->Bind(2, filter.run);
+      s->bind(2, filter.run);
     }
     if (!filter.type_prefix.empty()) {
-      s->Bind(3, static_cast<int64_t>(filter.type_prefix.size()));
-      s->Bind(4, filter.type_prefix);
+      s->bind(3, static_cast<int64_t>(filter.type_prefix.size()));
+      s->bind(4, filter.type_prefix);
     }
-    s->Bind(5, static_cast<int64_t>(limit));
+    s->bind(5, static_cast<int64_t>(limit));
     std::vector<Event> out;
     while (true) {
-      VENTURE_ASSIGN_OR_RETURN(bool row, s->Step());
+      VENTURE_ASSIGN_OR_RETURN(bool row, s->step());
       if (!row) {
         break;
       }
-      VENTURE_ASSIGN_OR_RETURN(Event e, EventFromRow(*s));
-      VENTURE_ASSIGN_OR_RETURN(Event resolved, Resolve(c, std::move(e)));
+      VENTURE_ASSIGN_OR_RETURN(Event e, event_from_row(*s));
+      VENTURE_ASSIGN_OR_RETURN(Event resolved, resolve(c, std::move(e)));
       out.push_back(std::move(resolved));
     }
     return out;
   });
 }
 
-Result<RunRow> SqliteStore::GetRun(const std::string& id) {
-  return WithReader([&](Conn& c) -> Result<RunRow> {
+Result<RunRow> SqliteStore::get_run(const std::string& id) {
+  return with_reader([&](Conn& c) -> Result<RunRow> {
     VENTURE_ASSIGN_OR_RETURN(
-        auto s, c.Prepare(std::string("SELECT ") + kRunColumns + " FROM runs WHERE id = ?1"));
-    s->Bind(1, id);
-    VENTURE_ASSIGN_OR_RETURN(bool row, s->Step());
+        auto s, c.prepare(std::string("SELECT ") + kRunColumns + " FROM runs WHERE id = ?1"));
+    s->bind(1, id);
+    VENTURE_ASSIGN_OR_RETURN(bool row, s->step());
     if (!row) {
-      return NotFound("run " + id.substr(0, 80) + " not found");
+      return not_found_error("run " + id.substr(0, 80) + " not found");
     }
-    return RunFromRow(*s);
+    return run_from_row(*s);
   });
 }
 
-Result<RunPage> SqliteStore::ListRuns(const RunFilter& filter) {
+Result<RunPage> SqliteStore::list_runs(const RunFilter& filter) {
   const std::size_t limit = std::clamp<std::size_t>(filter.limit, 1, internal::kRunPageMax);
   std::pair<int64_t, std::string> after;
   if (!filter.cursor.empty()) {
-    VENTURE_ASSIGN_OR_RETURN(after, internal::DecodeRunCursor(filter.cursor));
+    VENTURE_ASSIGN_OR_RETURN(after, internal::decode_run_cursor(filter.cursor));
   }
   std::string sql = std::string("SELECT ") + kRunColumns + " FROM runs WHERE 1 = 1";
   if (!filter.status.empty()) {
@@ -609,222 +609,223 @@ Result<RunPage> SqliteStore::ListRuns(const RunFilter& filter) {
     sql += " AND (created_ms < ?3 OR (created_ms = ?3 AND id < ?4))";
   }
   sql += " ORDER BY created_ms DESC, id DESC LIMIT ?5";
-  return WithReader([&](Conn& c) -> Result<RunPage> {
-    VENTURE_ASSIGN_OR_RETURN(auto s, c.Prepare(sql));
-    s->Bind(1, filter.status);
-    s->Bind(2, filter.workflow);
-    s->Bind(3, after.first);
-    s->Bind(4, after.second);
-    s->Bind(5, static_cast<int64_t>(limit + 1));
+  return with_reader([&](Conn& c) -> Result<RunPage> {
+    VENTURE_ASSIGN_OR_RETURN(auto s, c.prepare(sql));
+    s->bind(1, filter.status);
+    s->bind(2, filter.workflow);
+    s->bind(3, after.first);
+    s->bind(4, after.second);
+    s->bind(5, static_cast<int64_t>(limit + 1));
     RunPage page;
     while (true) {
-      VENTURE_ASSIGN_OR_RETURN(bool row, s->Step());
+      VENTURE_ASSIGN_OR_RETURN(bool row, s->step());
       if (!row) {
         break;
       }
       if (page.items.size() == limit) {
         const RunRow& last = page.items.back();
-        page.next_cursor = internal::EncodeRunCursor(last.created, last.id);
+        page.next_cursor = internal::encode_run_cursor(last.created, last.id);
         break;
       }
-      VENTURE_ASSIGN_OR_RETURN(RunRow r, RunFromRow(*s));
+      VENTURE_ASSIGN_OR_RETURN(RunRow r, run_from_row(*s));
       page.items.push_back(std::move(r));
     }
     return page;
   });
 }
 
-Result<std::vector<std::string>> SqliteStore::ListActiveRuns() {
-  return WithReader([&](Conn& c) -> Result<std::vector<std::string>> {
+Result<std::vector<std::string>> SqliteStore::list_active_runs() {
+  return with_reader([&](Conn& c) -> Result<std::vector<std::string>> {
     VENTURE_ASSIGN_OR_RETURN(
         auto s,
-        c.Prepare("SELECT id FROM runs WHERE status NOT IN ('succeeded', 'failed', 'cancelled') "
+        c.prepare("SELECT id FROM runs WHERE status NOT IN ('succeeded', 'failed', 'cancelled') "
                   "ORDER BY id"));
     std::vector<std::string> out;
     while (true) {
-      VENTURE_ASSIGN_OR_RETURN(bool row, s->Step());
+      VENTURE_ASSIGN_OR_RETURN(bool row, s->step());
       if (!row) {
         return out;
       }
-      out.push_back(s->Text(0));
+      out.push_back(s->text(0));
     }
   });
 }
 
-Result<std::vector<NodeRow>> SqliteStore::GetNodes(const std::string& run) {
-  return WithReader([&](Conn& c) -> Result<std::vector<NodeRow>> {
+Result<std::vector<NodeRow>> SqliteStore::get_nodes(const std::string& run) {
+  return with_reader([&](Conn& c) -> Result<std::vector<NodeRow>> {
     VENTURE_ASSIGN_OR_RETURN(
         auto s,
-        c.Prepare(
+        c.prepare(
             "SELECT run, node, status, outcome, attempts, output, error, started_ms, finished_ms "
             "FROM run_nodes WHERE run = ?1 ORDER BY node"));
-    s->Bind(1, run);
+    s->bind(1, run);
     std::vector<NodeRow> out;
     while (true) {
-      VENTURE_ASSIGN_OR_RETURN(bool row, s->Step());
+      VENTURE_ASSIGN_OR_RETURN(bool row, s->step());
       if (!row) {
         return out;
       }
       NodeRow n;
-      n.run = s->Text(0);
-      n.node = s->Text(1);
-      n.status = s->Text(2);
-      n.outcome = s->Text(3);
+      n.run = s->text(0);
+      n.node = s->text(1);
+      n.status = s->text(2);
+      n.outcome = s->text(3);
       n.attempts = s->Int(4);
-      VENTURE_ASSIGN_OR_RETURN(n.output, JsonColumn(*s, 5));
-      VENTURE_ASSIGN_OR_RETURN(n.error, JsonColumn(*s, 6));
-      if (!s->IsNull(7)) {
-        n.started = FromUnixMs(s->Int(7));
+      VENTURE_ASSIGN_OR_RETURN(n.output, json_column(*s, 5));
+      VENTURE_ASSIGN_OR_RETURN(n.error, json_column(*s, 6));
+      if (!s->is_null(7)) {
+        n.started = from_unix_ms(s->Int(7));
       }
-      if (!s->IsNull(8)) {
-        n.finished = FromUnixMs(s->Int(8));
+      if (!s->is_null(8)) {
+        n.finished = from_unix_ms(s->Int(8));
       }
       out.push_back(std::move(n));
     }
   });
 }
 
-Result<WorkflowVersionRow> SqliteStore::GetWorkflowVersion(const std::string& name,
-                                                           const std::string& version) {
-  VENTURE_ASSIGN_OR_RETURN(std::vector<WorkflowVersionRow> all, ListWorkflowVersions(name));
+Result<WorkflowVersionRow> SqliteStore::get_workflow_version(const std::string& name,
+                                                             const std::string& version) {
+  VENTURE_ASSIGN_OR_RETURN(std::vector<WorkflowVersionRow> all, list_workflow_versions(name));
   for (WorkflowVersionRow& w : all) {
     if (w.version == version) {
       return std::move(w);
     }
   }
-  return NotFound("workflow " + name.substr(0, 80) + " version " + version + " not found");
+  return not_found_error("workflow " + name.substr(0, 80) + " version " + version + " not found");
 }
 
-Result<std::vector<WorkflowVersionRow>> SqliteStore::ListWorkflowVersions(const std::string& name) {
-  return WithReader([&](Conn& c) -> Result<std::vector<WorkflowVersionRow>> {
+Result<std::vector<WorkflowVersionRow>> SqliteStore::list_workflow_versions(
+    const std::string& name) {
+  return with_reader([&](Conn& c) -> Result<std::vector<WorkflowVersionRow>> {
     VENTURE_ASSIGN_OR_RETURN(
         auto s,
-        c.Prepare(
+        c.prepare(
             "SELECT name, version, definition, created_ms FROM workflow_versions WHERE name = ?1 "
             "ORDER BY created_ms DESC, version DESC"));
-    s->Bind(1, name);
+    s->bind(1, name);
     std::vector<WorkflowVersionRow> out;
     while (true) {
-      VENTURE_ASSIGN_OR_RETURN(bool row, s->Step());
+      VENTURE_ASSIGN_OR_RETURN(bool row, s->step());
       if (!row) {
         return out;
       }
       WorkflowVersionRow w;
-      w.name = s->Text(0);
-      w.version = s->Text(1);
-      VENTURE_ASSIGN_OR_RETURN(w.definition, JsonColumn(*s, 2));
-      w.created = FromUnixMs(s->Int(3));
+      w.name = s->text(0);
+      w.version = s->text(1);
+      VENTURE_ASSIGN_OR_RETURN(w.definition, json_column(*s, 2));
+      w.created = from_unix_ms(s->Int(3));
       out.push_back(std::move(w));
     }
   });
 }
 
-Result<std::vector<std::string>> SqliteStore::ListWorkflowNames() {
-  return WithReader([&](Conn& c) -> Result<std::vector<std::string>> {
+Result<std::vector<std::string>> SqliteStore::list_workflow_names() {
+  return with_reader([&](Conn& c) -> Result<std::vector<std::string>> {
     VENTURE_ASSIGN_OR_RETURN(
-        auto s, c.Prepare("SELECT DISTINCT name FROM workflow_versions ORDER BY name"));
+        auto s, c.prepare("SELECT DISTINCT name FROM workflow_versions ORDER BY name"));
     std::vector<std::string> out;
     while (true) {
-      VENTURE_ASSIGN_OR_RETURN(bool row, s->Step());
+      VENTURE_ASSIGN_OR_RETURN(bool row, s->step());
       if (!row) {
         return out;
       }
-      out.push_back(s->Text(0));
+      out.push_back(s->text(0));
     }
   });
 }
 
-Result<std::vector<TagRow>> SqliteStore::ListTags(const std::string& name) {
-  return WithReader([&](Conn& c) -> Result<std::vector<TagRow>> {
+Result<std::vector<TagRow>> SqliteStore::list_tags(const std::string& name) {
+  return with_reader([&](Conn& c) -> Result<std::vector<TagRow>> {
     VENTURE_ASSIGN_OR_RETURN(
-        auto s, c.Prepare("SELECT name, tag, version FROM tags WHERE name = ?1 ORDER BY tag"));
-    s->Bind(1, name);
+        auto s, c.prepare("SELECT name, tag, version FROM tags WHERE name = ?1 ORDER BY tag"));
+    s->bind(1, name);
     std::vector<TagRow> out;
     while (true) {
-      VENTURE_ASSIGN_OR_RETURN(bool row, s->Step());
+      VENTURE_ASSIGN_OR_RETURN(bool row, s->step());
       if (!row) {
         return out;
       }
-      out.push_back(TagRow{s->Text(0), s->Text(1), s->Text(2)});
+      out.push_back(TagRow{s->text(0), s->text(1), s->text(2)});
     }
   });
 }
 
-Result<IdempotencyRow> SqliteStore::GetIdempotency(const std::string& key) {
-  return WithReader([&](Conn& c) -> Result<IdempotencyRow> {
+Result<IdempotencyRow> SqliteStore::get_idempotency(const std::string& key) {
+  return with_reader([&](Conn& c) -> Result<IdempotencyRow> {
     VENTURE_ASSIGN_OR_RETURN(
-        auto s, c.Prepare("SELECT key, body_hash, run FROM idempotency_keys WHERE key = ?1"));
-    s->Bind(1, key);
-    VENTURE_ASSIGN_OR_RETURN(bool row, s->Step());
+        auto s, c.prepare("SELECT key, body_hash, run FROM idempotency_keys WHERE key = ?1"));
+    s->bind(1, key);
+    VENTURE_ASSIGN_OR_RETURN(bool row, s->step());
     if (!row) {
-      return NotFound("idempotency key not found");
+      return not_found_error("idempotency key not found");
     }
-    return IdempotencyRow{s->Text(0), s->Text(1), s->Text(2)};
+    return IdempotencyRow{s->text(0), s->text(1), s->text(2)};
   });
 }
 
-Result<std::optional<Snapshot>> SqliteStore::LoadSnapshot(const std::string& run) {
-  return WithReader([&](Conn& c) -> Result<std::optional<Snapshot>> {
+Result<std::optional<Snapshot>> SqliteStore::load_snapshot(const std::string& run) {
+  return with_reader([&](Conn& c) -> Result<std::optional<Snapshot>> {
     VENTURE_ASSIGN_OR_RETURN(auto s,
-                             c.Prepare("SELECT run, seq, state FROM snapshots WHERE run = ?1"));
-    s->Bind(1, run);
-    VENTURE_ASSIGN_OR_RETURN(bool row, s->Step());
+                             c.prepare("SELECT run, seq, state FROM snapshots WHERE run = ?1"));
+    s->bind(1, run);
+    VENTURE_ASSIGN_OR_RETURN(bool row, s->step());
     if (!row) {
       return std::optional<Snapshot>();
     }
     Snapshot snap;
-    snap.run = s->Text(0);
+    snap.run = s->text(0);
     snap.seq = s->Int(1);
-    VENTURE_ASSIGN_OR_RETURN(snap.state, JsonColumn(*s, 2));
+    VENTURE_ASSIGN_OR_RETURN(snap.state, json_column(*s, 2));
     return std::optional<Snapshot>(std::move(snap));
   });
 }
 
-Result<std::optional<std::string>> SqliteStore::GetSetting(const std::string& key) {
-  return WithReader([&](Conn& c) -> Result<std::optional<std::string>> {
-    VENTURE_ASSIGN_OR_RETURN(auto s, c.Prepare("SELECT value FROM settings WHERE key = ?1"));
-    s->Bind(1, key);
-    VENTURE_ASSIGN_OR_RETURN(bool row, s->Step());
+Result<std::optional<std::string>> SqliteStore::get_setting(const std::string& key) {
+  return with_reader([&](Conn& c) -> Result<std::optional<std::string>> {
+    VENTURE_ASSIGN_OR_RETURN(auto s, c.prepare("SELECT value FROM settings WHERE key = ?1"));
+    s->bind(1, key);
+    VENTURE_ASSIGN_OR_RETURN(bool row, s->step());
     if (!row) {
       return std::optional<std::string>();
     }
-    return std::optional<std::string>(s->Text(0));
+    return std::optional<std::string>(s->text(0));
   });
 }
 
-Result<VerifyReport> SqliteStore::Verify() {
-  VENTURE_ASSIGN_OR_RETURN(const int64_t last, LastSeq());
-  return WithReader([&](Conn& c) -> Result<VerifyReport> {
+Result<VerifyReport> SqliteStore::verify() {
+  VENTURE_ASSIGN_OR_RETURN(const int64_t last, last_seq());
+  return with_reader([&](Conn& c) -> Result<VerifyReport> {
     internal::Verifier verifier(
         [&c](const std::string& hash) -> Result<std::optional<std::string>> {
-          VENTURE_ASSIGN_OR_RETURN(auto s, c.Prepare("SELECT data FROM blobs WHERE hash = ?1"));
-          s->Bind(1, hash);
-          VENTURE_ASSIGN_OR_RETURN(bool row, s->Step());
-          return row ? std::optional<std::string>(s->Text(0)) : std::nullopt;
+          VENTURE_ASSIGN_OR_RETURN(auto s, c.prepare("SELECT data FROM blobs WHERE hash = ?1"));
+          s->bind(1, hash);
+          VENTURE_ASSIGN_OR_RETURN(bool row, s->step());
+          return row ? std::optional<std::string>(s->text(0)) : std::nullopt;
         });
     const std::string sql = std::string("SELECT ") + kEventColumns +
                             " FROM events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3";
     int64_t after = 0;
     bool more = true;
     while (more && after < last) {
-      VENTURE_ASSIGN_OR_RETURN(auto s, c.Prepare(sql));
-      s->Bind(1, after);
-      s->Bind(2, last);
-      s->Bind(3, kVerifyPageEvents);
+      VENTURE_ASSIGN_OR_RETURN(auto s, c.prepare(sql));
+      s->bind(1, after);
+      s->bind(2, last);
+      s->bind(3, kVerifyPageEvents);
       int64_t rows = 0;
       while (more) {
-        VENTURE_ASSIGN_OR_RETURN(bool row, s->Step());
+        VENTURE_ASSIGN_OR_RETURN(bool row, s->step());
         if (!row) {
           break;
         }
         ++rows;
         after = s->Int(0);
-        auto e = EventFromRow(*s);
-        more = e ? verifier.Add(*e) : verifier.AddUndecodable(after, e.error().message);
+        auto e = event_from_row(*s);
+        more = e ? verifier.add(*e) : verifier.add_undecodable(after, e.error().message);
       }
       more = more && rows == kVerifyPageEvents;
     }
-    VerifyReport report = verifier.Finish();
+    VerifyReport report = verifier.finish();
     if (report.ok && report.events != last) {
       report.ok = false;
       report.first_bad_seq = report.events + 1;
@@ -836,105 +837,105 @@ Result<VerifyReport> SqliteStore::Verify() {
 
 // ---- open ----
 
-Status Migrate(Conn& c, Time now) {
+Status migrate(Conn& c, Time now) {
   VENTURE_RETURN_IF_ERROR(
-      c.Exec("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, "
+      c.exec("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, "
              "applied_ms BIGINT NOT NULL)"));
   int64_t current = 0;
   {
     VENTURE_ASSIGN_OR_RETURN(auto s,
-                             c.Prepare("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"));
-    VENTURE_ASSIGN_OR_RETURN(bool row, s->Step());
+                             c.prepare("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"));
+    VENTURE_ASSIGN_OR_RETURN(bool row, s->step());
     current = row ? s->Int(0) : 0;
   }
   const int64_t latest = std::end(kMigrations)[-1].version;
   if (current > latest) {
-    return FailedPrecondition("database schema version " + std::to_string(current) +
-                              " is newer than this binary's " + std::to_string(latest));
+    return failed_precondition_error("database schema version " + std::to_string(current) +
+                                     " is newer than this binary's " + std::to_string(latest));
   }
   for (const Migration& m : kMigrations) {
     if (m.version <= current) {
       continue;
     }
-    VENTURE_RETURN_IF_ERROR(c.Exec("BEGIN IMMEDIATE"));
-    Status st = c.Exec(m.sql);
+    VENTURE_RETURN_IF_ERROR(c.exec("BEGIN IMMEDIATE"));
+    Status st = c.exec(m.sql);
     if (st) {
       VENTURE_ASSIGN_OR_RETURN(
-          auto s, c.Prepare("INSERT INTO schema_migrations (version, applied_ms) VALUES (?1, ?2)"));
-      s->Bind(1, m.version);
-      s->Bind(2, ToUnixMs(now));
-      st = s->Run();
+          auto s, c.prepare("INSERT INTO schema_migrations (version, applied_ms) VALUES (?1, ?2)"));
+      s->bind(1, m.version);
+      s->bind(2, to_unix_ms(now));
+      st = s->run();
     }
     if (!st) {
-      (void)c.Exec("ROLLBACK");
+      (void)c.exec("ROLLBACK");
       return st.error();
     }
-    VENTURE_RETURN_IF_ERROR(c.Exec("COMMIT"));
+    VENTURE_RETURN_IF_ERROR(c.exec("COMMIT"));
   }
-  return Ok();
+  return ok();
 }
 
-Result<std::optional<Event>> QueryOneEvent(Conn& c, const std::string& where) {
+Result<std::optional<Event>> query_one_event(Conn& c, const std::string& where) {
   VENTURE_ASSIGN_OR_RETURN(
-      auto s, c.Prepare(std::string("SELECT ") + kEventColumns + " FROM events " + where +
+      auto s, c.prepare(std::string("SELECT ") + kEventColumns + " FROM events " + where +
                         " ORDER BY seq DESC LIMIT 1"));
-  VENTURE_ASSIGN_OR_RETURN(bool row, s->Step());
+  VENTURE_ASSIGN_OR_RETURN(bool row, s->step());
   if (!row) {
     return std::optional<Event>();
   }
-  VENTURE_ASSIGN_OR_RETURN(Event e, EventFromRow(*s));
+  VENTURE_ASSIGN_OR_RETURN(Event e, event_from_row(*s));
   return std::optional<Event>(std::move(e));
 }
 
-Result<internal::ChainState> LoadChain(Conn& c, Time now) {
-  VENTURE_ASSIGN_OR_RETURN(std::optional<Event> last, QueryOneEvent(c, ""));
+Result<internal::ChainState> load_chain(Conn& c, Time now) {
+  VENTURE_ASSIGN_OR_RETURN(std::optional<Event> last, query_one_event(c, ""));
   VENTURE_ASSIGN_OR_RETURN(std::optional<Event> cp,
-                           QueryOneEvent(c, "WHERE type = 'audit.checkpoint'"));
+                           query_one_event(c, "WHERE type = 'audit.checkpoint'"));
   int64_t from = 1;
   if (cp) {
     const json::object* d = cp->data.if_object();
-    from = (d != nullptr ? base::IntOr(*d, "to_seq", -2) : -2) + 1;
+    from = (d != nullptr ? base::int_or(*d, "to_seq", -2) : -2) + 1;
   }
   std::vector<std::string> tail;
   VENTURE_ASSIGN_OR_RETURN(auto s,
-                           c.Prepare("SELECT hash FROM events WHERE seq >= ?1 ORDER BY seq"));
-  s->Bind(1, from);
+                           c.prepare("SELECT hash FROM events WHERE seq >= ?1 ORDER BY seq"));
+  s->bind(1, from);
   while (true) {
-    VENTURE_ASSIGN_OR_RETURN(bool row, s->Step());
+    VENTURE_ASSIGN_OR_RETURN(bool row, s->step());
     if (!row) {
       break;
     }
-    tail.push_back(s->Text(0));
+    tail.push_back(s->text(0));
   }
-  return internal::RestoreChain(last, cp, tail, now);
+  return internal::restore_chain(last, cp, tail, now);
 }
 
-Error WithPath(const std::string& path, const Error& e) {
+Error with_path(const std::string& path, const Error& e) {
   return Error(e.code, "storage " + path + ": " + e.message);
 }
 
 }  // namespace
 
-Result<std::unique_ptr<Store>> OpenSqlite(const std::string& dir, Options options,
-                                          base::Clock& clock, base::Random& random) {
-  base::InitCrypto();
+Result<std::unique_ptr<Store>> open_sqlite(const std::string& dir, Options options,
+                                           base::Clock& clock, base::Random& random) {
+  base::init_crypto();
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) {
-    return Unavailable("storage: cannot create directory '" + dir + "': " + ec.message());
+    return unavailable_error("storage: cannot create directory '" + dir + "': " + ec.message());
   }
   const std::string path = (std::filesystem::path(dir) / "venture.db").string();
-  auto conn = Conn::Open(path, options.fsync);
+  auto conn = Conn::open(path, options.fsync);
   if (!conn) {
-    return WithPath(path, conn.error());
+    return with_path(path, conn.error());
   }
-  const Time now = clock.Now();
-  if (auto st = Migrate(**conn, now); !st) {
-    return WithPath(path, st.error());
+  const Time now = clock.now();
+  if (auto st = migrate(**conn, now); !st) {
+    return with_path(path, st.error());
   }
-  auto chain = LoadChain(**conn, now);
+  auto chain = load_chain(**conn, now);
   if (!chain) {
-    return WithPath(path, chain.error());
+    return with_path(path, chain.error());
   }
   return std::unique_ptr<Store>(std::make_unique<SqliteStore>(
       path, std::move(options), clock, random, std::move(*conn), std::move(*chain)));

@@ -39,12 +39,12 @@ struct Event {
 };
 
 // The event as JSON (SPEC §4 envelope), with or without the hash member.
-json::object EventToJson(const Event& e, bool with_hash = true);
+json::object event_to_json(const Event& e, bool with_hash = true);
 // Decodes and validates an envelope (types, id prefixes, hash forms). kInvalidArgument / kDataLoss.
-[[nodiscard]] Result<Event> EventFromJson(const json::value& v);
+[[nodiscard]] Result<Event> event_from_json(const json::value& v);
 // hash = BLAKE2b-256(prev ‖ canonical JSON of the event without hash), over the event as stored:
 // for a blob event that is the {"$blob", "bytes"} reference, not the resolved payload.
-std::string ComputeEventHash(const Event& e);
+std::string compute_event_hash(const Event& e);
 
 // Projection rows, computed by the engine and written in the append's transaction.
 struct RunRow {
@@ -162,40 +162,40 @@ class Store {
   // with data {"$blob": "b2:…", "bytes": n} and the payload in the blob table. Errors:
   // kAlreadyExists for a duplicate idempotency key (nothing written), kUnavailable for I/O (nothing
   // written), kInvalidArgument for an event over kEventBytesMax.
-  [[nodiscard]] virtual Result<AppendResult> Append(Batch batch) = 0;
+  [[nodiscard]] virtual Result<AppendResult> append(Batch batch) = 0;
 
   // Events in seq order after filter.after_seq; blob references are resolved to their payloads.
-  [[nodiscard]] virtual Result<std::vector<Event>> ReadEvents(const EventFilter& filter) = 0;
-  [[nodiscard]] virtual Result<int64_t> LastSeq() = 0;
+  [[nodiscard]] virtual Result<std::vector<Event>> read_events(const EventFilter& filter) = 0;
+  [[nodiscard]] virtual Result<int64_t> last_seq() = 0;
 
-  [[nodiscard]] virtual Result<RunRow> GetRun(const std::string& id) = 0;
-  [[nodiscard]] virtual Result<RunPage> ListRuns(const RunFilter& filter) = 0;
+  [[nodiscard]] virtual Result<RunRow> get_run(const std::string& id) = 0;
+  [[nodiscard]] virtual Result<RunPage> list_runs(const RunFilter& filter) = 0;
   // Ids of runs whose status is not terminal (for recovery).
-  [[nodiscard]] virtual Result<std::vector<std::string>> ListActiveRuns() = 0;
-  [[nodiscard]] virtual Result<std::vector<NodeRow>> GetNodes(const std::string& run) = 0;
+  [[nodiscard]] virtual Result<std::vector<std::string>> list_active_runs() = 0;
+  [[nodiscard]] virtual Result<std::vector<NodeRow>> get_nodes(const std::string& run) = 0;
 
-  [[nodiscard]] virtual Result<WorkflowVersionRow> GetWorkflowVersion(
+  [[nodiscard]] virtual Result<WorkflowVersionRow> get_workflow_version(
       const std::string& name, const std::string& version) = 0;
   // Versions of one workflow, newest first.
-  [[nodiscard]] virtual Result<std::vector<WorkflowVersionRow>> ListWorkflowVersions(
+  [[nodiscard]] virtual Result<std::vector<WorkflowVersionRow>> list_workflow_versions(
       const std::string& name) = 0;
-  [[nodiscard]] virtual Result<std::vector<std::string>> ListWorkflowNames() = 0;
-  [[nodiscard]] virtual Result<std::vector<TagRow>> ListTags(const std::string& name) = 0;
-  [[nodiscard]] virtual Result<IdempotencyRow> GetIdempotency(const std::string& key) = 0;
-  [[nodiscard]] virtual Result<std::optional<Snapshot>> LoadSnapshot(const std::string& run) = 0;
-  [[nodiscard]] virtual Result<std::optional<std::string>> GetSetting(const std::string& key) = 0;
+  [[nodiscard]] virtual Result<std::vector<std::string>> list_workflow_names() = 0;
+  [[nodiscard]] virtual Result<std::vector<TagRow>> list_tags(const std::string& name) = 0;
+  [[nodiscard]] virtual Result<IdempotencyRow> get_idempotency(const std::string& key) = 0;
+  [[nodiscard]] virtual Result<std::optional<Snapshot>> load_snapshot(const std::string& run) = 0;
+  [[nodiscard]] virtual Result<std::optional<std::string>> get_setting(const std::string& key) = 0;
 
   // Recomputes the whole chain, every checkpoint's Merkle root and signature, and every blob's
   // hash; names the first bad event.
-  [[nodiscard]] virtual Result<VerifyReport> Verify() = 0;
+  [[nodiscard]] virtual Result<VerifyReport> verify() = 0;
 
   // Appends a checkpoint now if any event is not yet covered (also done automatically).
-  [[nodiscard]] virtual Status Checkpoint() = 0;
+  [[nodiscard]] virtual Status checkpoint() = 0;
 };
 
 // Opens (creating if needed) the SQLite store in dir/venture.db and runs pending migrations.
-[[nodiscard]] Result<std::unique_ptr<Store>> OpenSqlite(const std::string& dir, Options options,
-                                                        base::Clock& clock, base::Random& random);
+[[nodiscard]] Result<std::unique_ptr<Store>> open_sqlite(const std::string& dir, Options options,
+                                                         base::Clock& clock, base::Random& random);
 
 // Faults a MemoryStore can inject, for tests and the simulation.
 struct MemoryFaults {
@@ -205,13 +205,13 @@ struct MemoryFaults {
 
 // In-memory store with the same semantics (chain, checkpoints, projections, blobs).
 class MemoryStore;
-[[nodiscard]] std::unique_ptr<Store> NewMemoryStore(Options options, base::Clock& clock,
-                                                    base::Random& random);
+[[nodiscard]] std::unique_ptr<Store> new_memory_store(Options options, base::Clock& clock,
+                                                      base::Random& random);
 // Sets faults on a store made by NewMemoryStore (CHECKs that it is one).
-void SetMemoryFaults(Store& memory_store, const MemoryFaults& faults, uint64_t seed);
+void set_memory_faults(Store& memory_store, const MemoryFaults& faults, uint64_t seed);
 // Test hook: overwrite the stored data of event seq (to prove Verify catches tampering).
-void TamperMemoryEvent(Store& memory_store, int64_t seq, json::value data);
+void tamper_memory_event(Store& memory_store, int64_t seq, json::value data);
 
-bool IsTerminalRunStatus(std::string_view status);
+bool is_terminal_run_status(std::string_view status);
 
 }  // namespace venture::storage

@@ -7,7 +7,7 @@
 // Method: one behavioural suite, parameterised over the two implementations. Each test gets a
 // fresh mkdtemp directory, a ManualClock and a SeededRandom. Tampering goes behind the store's back
 // (a separate sqlite3 connection for SQLite, the test hooks for memory). Concurrency tests hold
-// the writer (Introspect::HoldWriter) so that grouping is deterministic; nothing sleeps.
+// the writer (Introspect::hold_writer) so that grouping is deterministic; nothing sleeps.
 #include "storage/storage.h"
 
 #include <gtest/gtest.h>
@@ -24,32 +24,32 @@
 namespace venture::storage {
 namespace {
 
-using internal::Internals;
+using internal::internals;
 
-std::string MakeTempDir() {
+std::string make_temp_dir() {
   std::string tmpl = (std::filesystem::temp_directory_path() / "storage_test.XXXXXX").string();
   char* dir = mkdtemp(tmpl.data());
   VENTURE_CHECK(dir != nullptr);
   return dir;
 }
 
-Event MakeEvent(std::string type, std::string run, json::value data = json::object()) {
+Event make_event(std::string type, std::string run, json::value data = json::object()) {
   Event e;
   e.type = std::move(type);
   e.run = std::move(run);
-  e.time = FromUnixMs(1'700'000'000'000);
+  e.time = from_unix_ms(1'700'000'000'000);
   e.data = std::move(data);
   return e;
 }
 
-RunRow MakeRun(std::string id, std::string workflow, std::string status, int64_t created_ms) {
+RunRow make_run(std::string id, std::string workflow, std::string status, int64_t created_ms) {
   RunRow r;
   r.id = std::move(id);
   r.workflow = std::move(workflow);
   r.version = "b2:" + std::string(64, 'a');
   r.status = std::move(status);
-  r.created = FromUnixMs(created_ms);
-  r.updated = FromUnixMs(created_ms + 1);
+  r.created = from_unix_ms(created_ms);
+  r.updated = from_unix_ms(created_ms + 1);
   r.inputs = json::object{{"n", 1}};
   return r;
 }
@@ -57,30 +57,30 @@ RunRow MakeRun(std::string id, std::string workflow, std::string status, int64_t
 class StoreTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    dir_ = MakeTempDir();
+    dir_ = make_temp_dir();
     std::array<uint8_t, 32> seed{};
     seed.fill(7);
-    options_.signing_key = base::SigningKeyFromSeed(seed);
+    options_.signing_key = base::signing_key_from_seed(seed);
     options_.fsync = false;
-    Open();
+    open();
   }
   void TearDown() override {
     store_.reset();
     std::filesystem::remove_all(dir_);
   }
-  bool IsSqlite() const { return GetParam() == "sqlite"; }
-  void Open() {
+  bool is_sqlite() const { return GetParam() == "sqlite"; }
+  void open() {
     store_.reset();
-    if (IsSqlite()) {
-      auto s = OpenSqlite(dir_, options_, clock_, random_);
-      ASSERT_TRUE(s) << s.error().ToString();
+    if (is_sqlite()) {
+      auto s = open_sqlite(dir_, options_, clock_, random_);
+      ASSERT_TRUE(s) << s.error().to_string();
       store_ = std::move(*s);
     } else {
-      store_ = NewMemoryStore(options_, clock_, random_);
+      store_ = new_memory_store(options_, clock_, random_);
     }
   }
   // Runs one UPDATE behind the store's back (SQLite only).
-  void Sql(const std::string& sql, const std::string& text, int64_t key) {
+  void sql(const std::string& sql, const std::string& text, int64_t key) {
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open((dir_ + "/venture.db").c_str(), &db), SQLITE_OK);
     sqlite3_stmt* stmt = nullptr;
@@ -91,38 +91,38 @@ class StoreTest : public ::testing::TestWithParam<std::string> {
     sqlite3_finalize(stmt);
     sqlite3_close(db);
   }
-  void TamperData(int64_t seq, const json::value& data) {
-    if (IsSqlite()) {
-      Sql("UPDATE events SET data = ?1 WHERE seq = ?2", base::CompactJson(data), seq);
+  void tamper_data(int64_t seq, const json::value& data) {
+    if (is_sqlite()) {
+      sql("UPDATE events SET data = ?1 WHERE seq = ?2", base::compact_json(data), seq);
     } else {
-      TamperMemoryEvent(*store_, seq, data);
+      tamper_memory_event(*store_, seq, data);
     }
   }
-  void TamperBlob(const std::string& hash, const std::string& payload) {
-    if (IsSqlite()) {
-      Sql("UPDATE blobs SET data = ?1 WHERE hash = '" + hash + "' AND ?2 = 0", payload, 0);
+  void tamper_blob(const std::string& hash, const std::string& payload) {
+    if (is_sqlite()) {
+      sql("UPDATE blobs SET data = ?1 WHERE hash = '" + hash + "' AND ?2 = 0", payload, 0);
     } else {
-      internal::TamperMemoryBlob(*store_, hash, payload);
+      internal::tamper_memory_blob(*store_, hash, payload);
     }
   }
-  AppendResult MustAppend(Batch b) {
-    auto r = store_->Append(std::move(b));
-    VENTURE_CHECK_MSG(r.has_value(), r ? "" : r.error().ToString().c_str());
+  AppendResult must_append(Batch b) {
+    auto r = store_->append(std::move(b));
+    VENTURE_CHECK_MSG(r.has_value(), r ? "" : r.error().to_string().c_str());
     return std::move(*r);
   }
-  std::vector<Event> ReadAll() {
-    auto r = store_->ReadEvents(EventFilter{0, limits::kReadPageMax, "", ""});
+  std::vector<Event> read_all() {
+    auto r = store_->read_events(EventFilter{0, limits::kReadPageMax, "", ""});
     VENTURE_CHECK(r.has_value());
     return std::move(*r);
   }
-  VerifyReport MustVerify() {
-    auto r = store_->Verify();
+  VerifyReport must_verify() {
+    auto r = store_->verify();
     VENTURE_CHECK(r.has_value());
     return *r;
   }
 
   std::string dir_;
-  base::ManualClock clock_{FromUnixMs(1'700'000'000'000)};
+  base::ManualClock clock_{from_unix_ms(1'700'000'000'000)};
   base::SeededRandom random_{42};
   Options options_;
   std::unique_ptr<Store> store_;
@@ -130,53 +130,53 @@ class StoreTest : public ::testing::TestWithParam<std::string> {
 
 TEST_P(StoreTest, AppendReadRoundTrip) {
   Batch b;
-  b.events = {MakeEvent("run.submitted", "run_a", json::object{{"x", 1}}),
-              MakeEvent("node.started", "run_a"), MakeEvent("node.started", "run_b")};
+  b.events = {make_event("run.submitted", "run_a", json::object{{"x", 1}}),
+              make_event("node.started", "run_a"), make_event("node.started", "run_b")};
   b.events[1].node = "fetch";
-  const AppendResult r = MustAppend(std::move(b));
+  const AppendResult r = must_append(std::move(b));
   EXPECT_EQ(r.first_seq, 1);
   EXPECT_EQ(r.last_seq, 3);
   ASSERT_EQ(r.events.size(), 3u);
   EXPECT_EQ(r.events[0].prev, internal::kZeroHash);
   for (std::size_t i = 0; i < r.events.size(); ++i) {
     EXPECT_EQ(r.events[i].seq, static_cast<int64_t>(i) + 1);
-    EXPECT_TRUE(base::IsId(r.events[i].id, "evt"));
-    EXPECT_EQ(r.events[i].hash, ComputeEventHash(r.events[i]));
+    EXPECT_TRUE(base::is_id(r.events[i].id, "evt"));
+    EXPECT_EQ(r.events[i].hash, compute_event_hash(r.events[i]));
     if (i > 0) {
       EXPECT_EQ(r.events[i].prev, r.events[i - 1].hash);
     }
   }
-  EXPECT_EQ(ReadAll(), r.events);
-  EXPECT_EQ(*store_->LastSeq(), 3);
-  auto by_run = store_->ReadEvents(EventFilter{0, 100, "run_a", ""});
+  EXPECT_EQ(read_all(), r.events);
+  EXPECT_EQ(*store_->last_seq(), 3);
+  auto by_run = store_->read_events(EventFilter{0, 100, "run_a", ""});
   ASSERT_TRUE(by_run);
   EXPECT_EQ(by_run->size(), 2u);
-  auto by_type = store_->ReadEvents(EventFilter{1, 100, "", "node."});
+  auto by_type = store_->read_events(EventFilter{1, 100, "", "node."});
   ASSERT_TRUE(by_type);
   ASSERT_EQ(by_type->size(), 2u);
   EXPECT_EQ((*by_type)[0].seq, 2);
-  auto limited = store_->ReadEvents(EventFilter{0, 1, "", ""});
+  auto limited = store_->read_events(EventFilter{0, 1, "", ""});
   ASSERT_TRUE(limited);
   EXPECT_EQ(limited->size(), 1u);
 }
 
 TEST_P(StoreTest, SeqsAreContiguousAndChainVerifiesWithCheckpoints) {
   options_.checkpoint_every_events = 10;
-  Open();
+  open();
   for (int i = 0; i < 25; ++i) {
     Batch b;
-    b.events = {MakeEvent("node.ready", "run_" + std::to_string(i % 3))};
-    MustAppend(std::move(b));
+    b.events = {make_event("node.ready", "run_" + std::to_string(i % 3))};
+    must_append(std::move(b));
   }
-  const std::vector<Event> all = ReadAll();
-  ASSERT_EQ(static_cast<int64_t>(all.size()), *store_->LastSeq());
+  const std::vector<Event> all = read_all();
+  ASSERT_EQ(static_cast<int64_t>(all.size()), *store_->last_seq());
   int checkpoints = 0;
   for (std::size_t i = 0; i < all.size(); ++i) {
     EXPECT_EQ(all[i].seq, static_cast<int64_t>(i) + 1);
     checkpoints += all[i].type == "audit.checkpoint" ? 1 : 0;
   }
   EXPECT_GE(checkpoints, 2);
-  const VerifyReport report = MustVerify();
+  const VerifyReport report = must_verify();
   EXPECT_TRUE(report.ok) << report.reason;
   EXPECT_EQ(report.checkpoints, checkpoints);
   EXPECT_EQ(report.events, static_cast<int64_t>(all.size()));
@@ -184,37 +184,37 @@ TEST_P(StoreTest, SeqsAreContiguousAndChainVerifiesWithCheckpoints) {
 
 TEST_P(StoreTest, TimeCheckpointAndForcedCheckpoint) {
   options_.checkpoint_every = Millis(1000);
-  Open();
+  open();
   Batch b;
-  b.events = {MakeEvent("run.started", "run_a")};
-  MustAppend(b);
-  EXPECT_EQ(*store_->LastSeq(), 1);
-  clock_.Advance(Millis(1500));
-  MustAppend(b);
-  ASSERT_EQ(*store_->LastSeq(), 3);
-  EXPECT_EQ(ReadAll()[2].type, "audit.checkpoint");
-  ASSERT_TRUE(store_->Checkpoint());  // only the checkpoint itself is uncovered: nothing to do
-  EXPECT_EQ(*store_->LastSeq(), 3);
-  MustAppend(b);
-  ASSERT_TRUE(store_->Checkpoint());
-  EXPECT_EQ(*store_->LastSeq(), 5);
-  const json::object cp = ReadAll()[4].data.as_object();
+  b.events = {make_event("run.started", "run_a")};
+  must_append(b);
+  EXPECT_EQ(*store_->last_seq(), 1);
+  clock_.advance(Millis(1500));
+  must_append(b);
+  ASSERT_EQ(*store_->last_seq(), 3);
+  EXPECT_EQ(read_all()[2].type, "audit.checkpoint");
+  ASSERT_TRUE(store_->checkpoint());  // only the checkpoint itself is uncovered: nothing to do
+  EXPECT_EQ(*store_->last_seq(), 3);
+  must_append(b);
+  ASSERT_TRUE(store_->checkpoint());
+  EXPECT_EQ(*store_->last_seq(), 5);
+  const json::object cp = read_all()[4].data.as_object();
   EXPECT_EQ(cp.at("from_seq").as_int64(), 3);
   EXPECT_EQ(cp.at("to_seq").as_int64(), 4);
-  EXPECT_TRUE(MustVerify().ok);
+  EXPECT_TRUE(must_verify().ok);
 }
 
 TEST_P(StoreTest, TamperedDataIsDetectedAtItsSeq) {
   options_.checkpoint_every_events = 4;
-  Open();
+  open();
   for (int i = 0; i < 10; ++i) {
     Batch b;
-    b.events = {MakeEvent("node.ready", "run_a", json::object{{"i", i}})};
-    MustAppend(std::move(b));
+    b.events = {make_event("node.ready", "run_a", json::object{{"i", i}})};
+    must_append(std::move(b));
   }
-  ASSERT_TRUE(MustVerify().ok);
-  TamperData(7, json::object{{"i", 999}});
-  const VerifyReport report = MustVerify();
+  ASSERT_TRUE(must_verify().ok);
+  tamper_data(7, json::object{{"i", 999}});
+  const VerifyReport report = must_verify();
   EXPECT_FALSE(report.ok);
   EXPECT_EQ(report.first_bad_seq, 7);
   EXPECT_NE(report.reason.find("hash"), std::string::npos) << report.reason;
@@ -223,79 +223,79 @@ TEST_P(StoreTest, TamperedDataIsDetectedAtItsSeq) {
 TEST_P(StoreTest, BlobsRoundTripAndTamperedBlobsAreCaught) {
   const std::string big(100 << 10, 'x');
   Batch b;
-  b.events = {MakeEvent("node.succeeded", "run_a", json::object{{"output", big}}),
-              MakeEvent("node.succeeded", "run_a", json::object{{"small", 1}})};
-  const AppendResult r = MustAppend(std::move(b));
-  const std::vector<Event> all = ReadAll();
+  b.events = {make_event("node.succeeded", "run_a", json::object{{"output", big}}),
+              make_event("node.succeeded", "run_a", json::object{{"small", 1}})};
+  const AppendResult r = must_append(std::move(b));
+  const std::vector<Event> all = read_all();
   ASSERT_EQ(all.size(), 2u);
   EXPECT_EQ(all[0].data.as_object().at("output").as_string(), big);
   EXPECT_EQ(all[0], r.events[0]);
-  EXPECT_TRUE(MustVerify().ok);
-  const std::string payload = base::CompactJson(json::object{{"output", big}});
-  const std::string hash = base::B2(base::Blake2b(payload));
-  TamperBlob(hash, base::CompactJson(json::object{{"output", "evil"}}));
-  const VerifyReport report = MustVerify();
+  EXPECT_TRUE(must_verify().ok);
+  const std::string payload = base::compact_json(json::object{{"output", big}});
+  const std::string hash = base::b2(base::blake2b(payload));
+  tamper_blob(hash, base::compact_json(json::object{{"output", "evil"}}));
+  const VerifyReport report = must_verify();
   EXPECT_FALSE(report.ok);
   EXPECT_EQ(report.first_bad_seq, 1);
-  auto read = store_->ReadEvents(EventFilter{});
+  auto read = store_->read_events(EventFilter{});
   ASSERT_FALSE(read);
   EXPECT_EQ(read.error().code, Code::kDataLoss);
 }
 
 TEST_P(StoreTest, BadEventsAreRejectedAndWriteNothing) {
   Batch ok;
-  ok.events = {MakeEvent("run.started", "run_a")};
-  MustAppend(ok);
+  ok.events = {make_event("run.started", "run_a")};
+  must_append(ok);
   auto expect_invalid = [&](Event e) {
     Batch b;
-    b.events = {MakeEvent("run.started", "run_a"), std::move(e)};
+    b.events = {make_event("run.started", "run_a"), std::move(e)};
     b.settings = {{"k", "v"}};
-    auto r = store_->Append(std::move(b));
+    auto r = store_->append(std::move(b));
     ASSERT_FALSE(r);
-    EXPECT_EQ(r.error().code, Code::kInvalidArgument) << r.error().ToString();
+    EXPECT_EQ(r.error().code, Code::kInvalidArgument) << r.error().to_string();
   };
-  expect_invalid(MakeEvent("audit.checkpoint", ""));
-  expect_invalid(MakeEvent("x", "", json::object{{"$blob", "b2:00"}, {"bytes", 1}}));
-  expect_invalid(MakeEvent("", ""));
-  expect_invalid(MakeEvent("x", "", json::array{1}));
+  expect_invalid(make_event("audit.checkpoint", ""));
+  expect_invalid(make_event("x", "", json::object{{"$blob", "b2:00"}, {"bytes", 1}}));
+  expect_invalid(make_event("", ""));
+  expect_invalid(make_event("x", "", json::array{1}));
   expect_invalid(
-      MakeEvent("x", "", json::object{{"big", std::string(limits::kEventBytesMax, 'a')}}));
-  EXPECT_EQ(*store_->LastSeq(), 1);
-  EXPECT_FALSE(*store_->GetSetting("k"));
-  MustAppend(ok);
-  EXPECT_EQ(*store_->LastSeq(), 2);
-  EXPECT_TRUE(MustVerify().ok);
+      make_event("x", "", json::object{{"big", std::string(limits::kEventBytesMax, 'a')}}));
+  EXPECT_EQ(*store_->last_seq(), 1);
+  EXPECT_FALSE(*store_->get_setting("k"));
+  must_append(ok);
+  EXPECT_EQ(*store_->last_seq(), 2);
+  EXPECT_TRUE(must_verify().ok);
 }
 
 // Two appends are queued while the writer is held, so they share one transaction: the one with a
 // duplicate idempotency key fails alone and writes nothing; the other commits.
 TEST_P(StoreTest, DuplicateIdempotencyKeyWritesNothingWhileTheGroupCommits) {
   Batch first;
-  first.events = {MakeEvent("run.submitted", "run_a")};
+  first.events = {make_event("run.submitted", "run_a")};
   first.idempotency = {IdempotencyRow{"tok:k1", "b2:aa", "run_a"}};
-  MustAppend(first);
-  const int64_t tx_before = Internals(*store_).Stats().transactions;
+  must_append(first);
+  const int64_t tx_before = internals(*store_).stats().transactions;
 
   Batch dup;
-  dup.events = {MakeEvent("run.submitted", "run_b"), MakeEvent("run.started", "run_b")};
-  dup.runs = {MakeRun("run_b", "wf", "queued", 5)};
+  dup.events = {make_event("run.submitted", "run_b"), make_event("run.started", "run_b")};
+  dup.runs = {make_run("run_b", "wf", "queued", 5)};
   dup.idempotency = {IdempotencyRow{"tok:k2", "b2:bb", "run_b"},
                      IdempotencyRow{"tok:k1", "b2:bb", "run_b"}};
   Batch good;
-  good.events = {MakeEvent("run.submitted", "run_c")};
-  good.runs = {MakeRun("run_c", "wf", "queued", 6)};
-  Internals(*store_).HoldWriter(true);
+  good.events = {make_event("run.submitted", "run_c")};
+  good.runs = {make_run("run_c", "wf", "queued", 6)};
+  internals(*store_).hold_writer(true);
   Result<AppendResult> dup_result = AppendResult{};
   Result<AppendResult> good_result = AppendResult{};
-  std::thread t1([&] { dup_result = store_->Append(dup); });
-  if (IsSqlite()) {
-    Internals(*store_).WaitPending(1);
+  std::thread t1([&] { dup_result = store_->append(dup); });
+  if (is_sqlite()) {
+    internals(*store_).wait_pending(1);
   } else {
     t1.join();
   }
-  std::thread t2([&] { good_result = store_->Append(good); });
-  Internals(*store_).WaitPending(2);
-  Internals(*store_).HoldWriter(false);
+  std::thread t2([&] { good_result = store_->append(good); });
+  internals(*store_).wait_pending(2);
+  internals(*store_).hold_writer(false);
   if (t1.joinable()) {
     t1.join();
   }
@@ -303,42 +303,42 @@ TEST_P(StoreTest, DuplicateIdempotencyKeyWritesNothingWhileTheGroupCommits) {
 
   ASSERT_FALSE(dup_result);
   EXPECT_EQ(dup_result.error().code, Code::kAlreadyExists);
-  ASSERT_TRUE(good_result) << good_result.error().ToString();
+  ASSERT_TRUE(good_result) << good_result.error().to_string();
   EXPECT_EQ(good_result->first_seq, 2);
-  EXPECT_EQ(*store_->LastSeq(), 2);
-  EXPECT_EQ(store_->GetRun("run_b").error().code, Code::kNotFound);
-  EXPECT_EQ(store_->GetIdempotency("tok:k2").error().code, Code::kNotFound);
-  EXPECT_EQ(store_->GetIdempotency("tok:k1")->run, "run_a");
-  EXPECT_EQ(store_->GetRun("run_c")->last_seq, 2);
-  if (IsSqlite()) {
-    EXPECT_EQ(Internals(*store_).Stats().transactions, tx_before + 1);
+  EXPECT_EQ(*store_->last_seq(), 2);
+  EXPECT_EQ(store_->get_run("run_b").error().code, Code::kNotFound);
+  EXPECT_EQ(store_->get_idempotency("tok:k2").error().code, Code::kNotFound);
+  EXPECT_EQ(store_->get_idempotency("tok:k1")->run, "run_a");
+  EXPECT_EQ(store_->get_run("run_c")->last_seq, 2);
+  if (is_sqlite()) {
+    EXPECT_EQ(internals(*store_).stats().transactions, tx_before + 1);
   }
-  EXPECT_TRUE(MustVerify().ok);
+  EXPECT_TRUE(must_verify().ok);
 }
 
 TEST_P(StoreTest, ConcurrentAppendsAreContiguousAndGroupCommitted) {
   constexpr int kThreads = 8;
   constexpr int kAppendsPerThread = 40;
-  Internals(*store_).HoldWriter(true);
+  internals(*store_).hold_writer(true);
   std::vector<std::vector<int64_t>> seqs(kThreads);
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kAppendsPerThread; ++i) {
         Batch b;
-        b.events = {MakeEvent("node.ready", "run_" + std::to_string(t)),
-                    MakeEvent("node.started", "run_" + std::to_string(t))};
-        auto r = store_->Append(std::move(b));
+        b.events = {make_event("node.ready", "run_" + std::to_string(t)),
+                    make_event("node.started", "run_" + std::to_string(t))};
+        auto r = store_->append(std::move(b));
         VENTURE_CHECK(r.has_value());
         seqs[static_cast<std::size_t>(t)].push_back(r->first_seq);
         seqs[static_cast<std::size_t>(t)].push_back(r->last_seq);
       }
     });
   }
-  if (IsSqlite()) {
-    Internals(*store_).WaitPending(kThreads);  // the first group holds one append per thread
+  if (is_sqlite()) {
+    internals(*store_).wait_pending(kThreads);  // the first group holds one append per thread
   }
-  Internals(*store_).HoldWriter(false);
+  internals(*store_).hold_writer(false);
   for (auto& t : threads) {
     t.join();
   }
@@ -351,29 +351,29 @@ TEST_P(StoreTest, ConcurrentAppendsAreContiguousAndGroupCommitted) {
     }
   }
   ASSERT_EQ(all.size(), 2u * kThreads * kAppendsPerThread);
-  EXPECT_EQ(ReadAll().size(), static_cast<std::size_t>(*store_->LastSeq()));
-  const internal::StoreStats stats = Internals(*store_).Stats();
+  EXPECT_EQ(read_all().size(), static_cast<std::size_t>(*store_->last_seq()));
+  const internal::StoreStats stats = internals(*store_).stats();
   EXPECT_EQ(stats.appends, kThreads * kAppendsPerThread);
-  if (IsSqlite()) {
+  if (is_sqlite()) {
     EXPECT_LT(stats.transactions, stats.appends);
   }
-  EXPECT_TRUE(MustVerify().ok);
+  EXPECT_TRUE(must_verify().ok);
 }
 
 TEST_P(StoreTest, RunsListWithFiltersAndCursorPagination) {
   Batch b;
   for (int i = 0; i < 23; ++i) {
     // Pairs share a created time, so the id tie-break matters.
-    b.runs.push_back(MakeRun("run_" + std::string(1, static_cast<char>('a' + i)),
-                             i % 2 == 0 ? "alpha" : "beta", i % 3 == 0 ? "succeeded" : "running",
-                             1000 + i / 2));
+    b.runs.push_back(make_run("run_" + std::string(1, static_cast<char>('a' + i)),
+                              i % 2 == 0 ? "alpha" : "beta", i % 3 == 0 ? "succeeded" : "running",
+                              1000 + i / 2));
   }
-  b.events = {MakeEvent("run.submitted", "run_c")};
-  MustAppend(std::move(b));
+  b.events = {make_event("run.submitted", "run_c")};
+  must_append(std::move(b));
   auto page_all = [&](RunFilter f) {
     std::vector<std::string> ids;
     for (int pages = 0; pages < 100; ++pages) {
-      auto page = store_->ListRuns(f);
+      auto page = store_->list_runs(f);
       VENTURE_CHECK(page.has_value());
       for (const RunRow& r : page->items) {
         ids.push_back(r.id);
@@ -395,76 +395,77 @@ TEST_P(StoreTest, RunsListWithFiltersAndCursorPagination) {
   EXPECT_EQ(page_all(RunFilter{"succeeded", "", "", 2}).size(), 8u);
   EXPECT_EQ(page_all(RunFilter{"", "alpha", "", 3}).size(), 12u);
   EXPECT_EQ(page_all(RunFilter{"running", "beta", "", 1}).size(), 7u);
-  EXPECT_EQ(store_->ListRuns(RunFilter{"", "", "garbage", 5}).error().code, Code::kInvalidArgument);
-  EXPECT_EQ(store_->GetRun("run_c")->last_seq, 1);
-  EXPECT_EQ(store_->GetRun("run_a")->last_seq, 0);
-  EXPECT_EQ(store_->ListActiveRuns()->size(), 15u);
+  EXPECT_EQ(store_->list_runs(RunFilter{"", "", "garbage", 5}).error().code,
+            Code::kInvalidArgument);
+  EXPECT_EQ(store_->get_run("run_c")->last_seq, 1);
+  EXPECT_EQ(store_->get_run("run_a")->last_seq, 0);
+  EXPECT_EQ(store_->list_active_runs()->size(), 15u);
 
   Batch update;  // a later batch without an event for run_c keeps its last_seq
-  RunRow c = MakeRun("run_c", "alpha", "failed", 1001);
+  RunRow c = make_run("run_c", "alpha", "failed", 1001);
   c.error = json::object{{"code", "x"}};
   update.runs = {c};
-  MustAppend(std::move(update));
-  const RunRow got = *store_->GetRun("run_c");
+  must_append(std::move(update));
+  const RunRow got = *store_->get_run("run_c");
   EXPECT_EQ(got.status, "failed");
   EXPECT_EQ(got.last_seq, 1);
   EXPECT_EQ(got.error, c.error);
   EXPECT_EQ(got.inputs, c.inputs);
   EXPECT_TRUE(got.output.is_null());
-  EXPECT_EQ(store_->ListActiveRuns()->size(), 14u);
+  EXPECT_EQ(store_->list_active_runs()->size(), 14u);
 }
 
 TEST_P(StoreTest, OtherProjectionsUpsert) {
   Batch b;
-  NodeRow n{"run_a", "fetch", "running", "", 1, nullptr, nullptr, FromUnixMs(5), std::nullopt};
+  NodeRow n{"run_a", "fetch", "running", "", 1, nullptr, nullptr, from_unix_ms(5), std::nullopt};
   b.nodes = {n};
-  b.workflow_versions = {WorkflowVersionRow{"wf", "b2:v1", json::object{{"a", 1}}, FromUnixMs(1)},
-                         WorkflowVersionRow{"wf", "b2:v2", json::object{{"a", 2}}, FromUnixMs(2)},
-                         WorkflowVersionRow{"other", "b2:v1", json::object(), FromUnixMs(1)}};
+  b.workflow_versions = {WorkflowVersionRow{"wf", "b2:v1", json::object{{"a", 1}}, from_unix_ms(1)},
+                         WorkflowVersionRow{"wf", "b2:v2", json::object{{"a", 2}}, from_unix_ms(2)},
+                         WorkflowVersionRow{"other", "b2:v1", json::object(), from_unix_ms(1)}};
   b.tags = {TagRow{"wf", "stable", "b2:v1"}};
   b.snapshots = {Snapshot{"run_a", 10, json::object{{"s", 10}}}};
   b.settings = {{"frozen", "false"}};
-  MustAppend(std::move(b));
+  must_append(std::move(b));
 
   Batch b2;
   n.status = "succeeded";
   n.attempts = 2;
   n.output = json::object{{"ok", true}};
-  n.finished = FromUnixMs(9);
+  n.finished = from_unix_ms(9);
   b2.nodes = {n, NodeRow{"run_a", "parse", "ready", "", 0, nullptr, nullptr, {}, {}}};
   b2.workflow_versions = {
-      WorkflowVersionRow{"wf", "b2:v1", json::object{{"a", 99}}, FromUnixMs(1)}};
+      WorkflowVersionRow{"wf", "b2:v1", json::object{{"a", 99}}, from_unix_ms(1)}};
   b2.tags = {TagRow{"wf", "stable", "b2:v2"}, TagRow{"wf", "beta", "b2:v2"}};
   b2.snapshots = {Snapshot{"run_a", 20, json::object{{"s", 20}}}};
   b2.settings = {{"frozen", "true"}};
-  MustAppend(std::move(b2));
+  must_append(std::move(b2));
   Batch b3;
   b3.snapshots = {Snapshot{"run_a", 15, json::object{{"s", 15}}}};  // older: ignored
-  MustAppend(std::move(b3));
+  must_append(std::move(b3));
 
-  const std::vector<NodeRow> nodes = *store_->GetNodes("run_a");
+  const std::vector<NodeRow> nodes = *store_->get_nodes("run_a");
   ASSERT_EQ(nodes.size(), 2u);
   EXPECT_EQ(nodes[0].node, "fetch");
   EXPECT_EQ(nodes[0].status, "succeeded");
   EXPECT_EQ(nodes[0].attempts, 2);
   EXPECT_EQ(nodes[0].output, n.output);
-  EXPECT_EQ(nodes[0].started, FromUnixMs(5));
-  EXPECT_EQ(nodes[0].finished, FromUnixMs(9));
+  EXPECT_EQ(nodes[0].started, from_unix_ms(5));
+  EXPECT_EQ(nodes[0].finished, from_unix_ms(9));
   EXPECT_FALSE(nodes[1].started.has_value());
-  EXPECT_EQ(store_->GetWorkflowVersion("wf", "b2:v1")->definition, (json::object{{"a", 1}}));
-  EXPECT_EQ(store_->GetWorkflowVersion("wf", "b2:v9").error().code, Code::kNotFound);
-  const auto versions = *store_->ListWorkflowVersions("wf");
+  EXPECT_EQ(store_->get_workflow_version("wf", "b2:v1")->definition, (json::object{{"a", 1}}));
+  EXPECT_EQ(store_->get_workflow_version("wf", "b2:v9").error().code, Code::kNotFound);
+  const auto versions = *store_->list_workflow_versions("wf");
   ASSERT_EQ(versions.size(), 2u);
   EXPECT_EQ(versions[0].version, "b2:v2");
-  EXPECT_EQ(*store_->ListWorkflowNames(), (std::vector<std::string>{"other", "wf"}));
-  const auto tags = *store_->ListTags("wf");
+  EXPECT_EQ(*store_->list_workflow_names(), (std::vector<std::string>{"other", "wf"}));
+  const auto tags = *store_->list_tags("wf");
   ASSERT_EQ(tags.size(), 2u);
   EXPECT_EQ(tags[0].tag, "beta");
   EXPECT_EQ(tags[1].version, "b2:v2");
-  EXPECT_EQ((*store_->LoadSnapshot("run_a"))->seq, 20);
-  EXPECT_FALSE(*store_->LoadSnapshot("run_z"));
-  EXPECT_EQ(**store_->GetSetting("frozen"), "true");
-  EXPECT_FALSE(*store_->GetSetting("nope"));
+  EXPECT_EQ((*store_->load_snapshot("run_a"))->seq, 20);
+  EXPECT_FALSE(*store_->load_snapshot("run_z"));
+  EXPECT_EQ(**store_->get_setting("frozen"), "true");
+  EXPECT_FALSE(*store_->get_setting("nope"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, StoreTest, ::testing::Values("memory", "sqlite"),
@@ -472,30 +473,30 @@ INSTANTIATE_TEST_SUITE_P(Stores, StoreTest, ::testing::Values("memory", "sqlite"
 
 // Memory-only: injected faults fail whole appends, deterministically from the seed.
 TEST(MemoryFaultsTest, FailedAppendsWriteNothingAndAreDeterministic) {
-  base::ManualClock clock(FromUnixMs(0));
+  base::ManualClock clock(from_unix_ms(0));
   auto run = [&](uint64_t seed) {
     base::SeededRandom random(1);
-    std::unique_ptr<Store> store = NewMemoryStore(Options{}, clock, random);
-    SetMemoryFaults(*store, MemoryFaults{0.5}, seed);
+    std::unique_ptr<Store> store = new_memory_store(Options{}, clock, random);
+    set_memory_faults(*store, MemoryFaults{0.5}, seed);
     std::vector<bool> pattern;
     int64_t ok = 0;
     for (int i = 0; i < 100; ++i) {
       Batch b;
-      b.events = {MakeEvent("node.ready", "run_a")};
+      b.events = {make_event("node.ready", "run_a")};
       b.settings = {{"k" + std::to_string(i), "v"}};
-      auto r = store->Append(std::move(b));
+      auto r = store->append(std::move(b));
       pattern.push_back(r.has_value());
       if (r) {
         ++ok;
       } else {
         EXPECT_EQ(r.error().code, Code::kUnavailable);
-        EXPECT_FALSE(*store->GetSetting("k" + std::to_string(i)));
+        EXPECT_FALSE(*store->get_setting("k" + std::to_string(i)));
       }
     }
     EXPECT_GT(ok, 20);
     EXPECT_LT(ok, 80);
-    EXPECT_EQ(*store->LastSeq(), ok);
-    EXPECT_TRUE(store->Verify()->ok);
+    EXPECT_EQ(*store->last_seq(), ok);
+    EXPECT_TRUE(store->verify()->ok);
     return pattern;
   };
   EXPECT_EQ(run(9), run(9));
@@ -507,16 +508,16 @@ TEST(EventJsonTest, RoundTripAndStrictDecoding) {
   e.seq = 42;
   e.id = "evt_0192f3c4-5b6a-7c8d-9e0f-123456789abc";
   e.type = "node.succeeded";
-  e.time = FromUnixMs(1'700'000'000'123);
+  e.time = from_unix_ms(1'700'000'000'123);
   e.run = "run_x";
   e.node = "fetch";
   e.data = json::object{{"b", 1}, {"a", json::array{1, 2}}};
   e.prev = internal::kZeroHash;
-  e.hash = ComputeEventHash(e);
-  const json::object j = EventToJson(e);
+  e.hash = compute_event_hash(e);
+  const json::object j = event_to_json(e);
   EXPECT_EQ(j.at("time").as_string(), "2023-11-14T22:13:20.123Z");
-  auto back = EventFromJson(j);
-  ASSERT_TRUE(back) << back.error().ToString();
+  auto back = event_from_json(j);
+  ASSERT_TRUE(back) << back.error().to_string();
   EXPECT_EQ(*back, e);
   auto broken = [&](const char* key, json::value v) {
     json::object o = j;
@@ -525,7 +526,7 @@ TEST(EventJsonTest, RoundTripAndStrictDecoding) {
     } else {
       o[key] = std::move(v);
     }
-    auto r = EventFromJson(o);
+    auto r = event_from_json(o);
     return !r && r.error().code == Code::kInvalidArgument;
   };
   EXPECT_TRUE(broken("seq", nullptr));
@@ -538,11 +539,11 @@ TEST(EventJsonTest, RoundTripAndStrictDecoding) {
   EXPECT_TRUE(broken("prev", "b2:00"));
   EXPECT_TRUE(broken("hash", json::string("b2:" + std::string(64, 'A'))));
   EXPECT_TRUE(broken("extra", 1));
-  EXPECT_FALSE(EventFromJson(json::value(1)));
+  EXPECT_FALSE(event_from_json(json::value(1)));
   // The hash covers prev: a different prev gives a different hash.
   Event other = e;
   other.prev = "b2:" + std::string(64, '1');
-  EXPECT_NE(ComputeEventHash(other), e.hash);
+  EXPECT_NE(compute_event_hash(other), e.hash);
 }
 
 }  // namespace
@@ -566,9 +567,9 @@ TEST(EventHashTest, FastCanonicalTextEqualsGenericCanonicalJson) {
     e.seq = seq++;
     e.id = "evt_0192f3c4-5b6a-7c8d-9e0f-123456789abc";
     e.type = "node.started";
-    e.time = FromUnixMs(1795428000123);
+    e.time = from_unix_ms(1795428000123);
     e.prev = "b2:" + std::string(64, '0');
-    EXPECT_EQ(internal::CanonicalEventText(e), base::CanonicalJson(EventToJson(e, false)));
+    EXPECT_EQ(internal::canonical_event_text(e), base::canonical_json(event_to_json(e, false)));
   }
 }
 

@@ -9,224 +9,225 @@
 namespace venture::workflow {
 namespace {
 
-using internal::AddProblem;
-using internal::Child;
-using internal::IsDynamic;
+using internal::add_problem;
+using internal::child;
+using internal::is_dynamic;
 
-const json::object* ConfigObject(const json::value& config, const std::string& path,
-                                 Problems& problems) {
+const json::object* config_object(const json::value& config, const std::string& path,
+                                  Problems& problems) {
   const json::object* o = config.if_object();
   if (o == nullptr) {
-    AddProblem(problems, path, "config must be an object, got " + internal::KindName(config));
+    add_problem(problems, path, "config must be an object, got " + internal::kind_name(config));
   }
   return o;
 }
 
-void Require(const json::object& o, std::string_view field, const std::string& path,
+void require(const json::object& o, std::string_view field, const std::string& path,
              Problems& problems) {
   if (!o.contains(field)) {
-    AddProblem(problems, Child(path, field), "required field is missing");
+    add_problem(problems, child(path, field), "required field is missing");
   }
 }
 
-void CheckConfigDuration(const json::value& v, const std::string& path, Problems& problems) {
-  if (!IsDynamic(v)) {
-    internal::CheckDuration(v, path, problems);
+void check_config_duration(const json::value& v, const std::string& path, Problems& problems) {
+  if (!is_dynamic(v)) {
+    internal::check_duration(v, path, problems);
   }
 }
 
-void ValidateNoop(const json::value& config, const std::string& path, Problems& problems) {
-  if (const json::object* o = ConfigObject(config, path, problems)) {
-    internal::CheckFields(*o, path, {"output"}, problems);
+void validate_noop(const json::value& config, const std::string& path, Problems& problems) {
+  if (const json::object* o = config_object(config, path, problems)) {
+    internal::check_fields(*o, path, {"output"}, problems);
   }
 }
 
-void ValidateFail(const json::value& config, const std::string& path, Problems& problems) {
-  const json::object* o = ConfigObject(config, path, problems);
+void validate_fail(const json::value& config, const std::string& path, Problems& problems) {
+  const json::object* o = config_object(config, path, problems);
   if (o == nullptr) {
     return;
   }
-  internal::CheckFields(*o, path, {"code", "message", "retryable"}, problems);
+  internal::check_fields(*o, path, {"code", "message", "retryable"}, problems);
   for (std::string_view field : {"code", "message"}) {
     if (const json::value* v = o->if_contains(field)) {
-      internal::CheckString(*v, Child(path, field), problems);
+      internal::check_string(*v, child(path, field), problems);
     }
   }
   if (const json::value* v = o->if_contains("retryable")) {
-    internal::CheckBool(*v, Child(path, "retryable"), problems);
+    internal::check_bool(*v, child(path, "retryable"), problems);
   }
 }
 
-void ValidateSleep(const json::value& config, const std::string& path, Problems& problems) {
-  const json::object* o = ConfigObject(config, path, problems);
+void validate_sleep(const json::value& config, const std::string& path, Problems& problems) {
+  const json::object* o = config_object(config, path, problems);
   if (o == nullptr) {
     return;
   }
-  internal::CheckFields(*o, path, {"duration"}, problems);
-  Require(*o, "duration", path, problems);
+  internal::check_fields(*o, path, {"duration"}, problems);
+  require(*o, "duration", path, problems);
   if (const json::value* v = o->if_contains("duration")) {
-    CheckConfigDuration(*v, Child(path, "duration"), problems);
+    check_config_duration(*v, child(path, "duration"), problems);
   }
 }
 
-void ValidateTransform(const json::value& config, const std::string& path, Problems& problems) {
-  const json::object* o = ConfigObject(config, path, problems);
+void validate_transform(const json::value& config, const std::string& path, Problems& problems) {
+  const json::object* o = config_object(config, path, problems);
   if (o == nullptr) {
     return;
   }
-  internal::CheckFields(*o, path, {"expr"}, problems);
-  Require(*o, "expr", path, problems);
+  internal::check_fields(*o, path, {"expr"}, problems);
+  require(*o, "expr", path, problems);
   const json::value* v = o->if_contains("expr");
   if (v == nullptr) {
     return;
   }
   const json::string* s = v->if_string();
   if (s == nullptr) {
-    AddProblem(problems, Child(path, "expr"),
-               "expected a jq program string, got " + internal::KindName(*v));
+    add_problem(problems, child(path, "expr"),
+                "expected a jq program string, got " + internal::kind_name(*v));
     return;
   }
-  Result<Expr> expr = CompileExpr(internal::ExpressionProgram(*s));
+  Result<Expr> expr = compile_expr(internal::expression_program(*s));
   if (!expr) {
-    AddProblem(problems, Child(path, "expr"), expr.error().message);
+    add_problem(problems, child(path, "expr"), expr.error().message);
   }
 }
 
-void CheckStatus(const json::value& v, const std::string& path, Problems& problems) {
-  if (!IsDynamic(v)) {
-    internal::CheckInt(v, path, 100, 599, problems);
+void check_status(const json::value& v, const std::string& path, Problems& problems) {
+  if (!is_dynamic(v)) {
+    internal::check_int(v, path, 100, 599, problems);
   }
 }
 
-void CheckHttpFields(const json::object& o, const std::string& path, Problems& problems) {
+void check_http_fields(const json::object& o, const std::string& path, Problems& problems) {
   if (const json::value* v = o.if_contains("method")) {
-    internal::CheckEnum(*v, Child(path, "method"),
-                        {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}, problems);
+    internal::check_enum(*v, child(path, "method"),
+                         {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}, problems);
   }
   if (const json::value* v = o.if_contains("url")) {
     const json::string* s = v->if_string();
     if (s == nullptr) {
-      AddProblem(problems, Child(path, "url"), "expected a string, got " + internal::KindName(*v));
-    } else if (!IsDynamic(*v) && !s->starts_with("http://") && !s->starts_with("https://")) {
-      AddProblem(problems, Child(path, "url"), "must be an http:// or https:// URL");
+      add_problem(problems, child(path, "url"),
+                  "expected a string, got " + internal::kind_name(*v));
+    } else if (!is_dynamic(*v) && !s->starts_with("http://") && !s->starts_with("https://")) {
+      add_problem(problems, child(path, "url"), "must be an http:// or https:// URL");
     }
   }
   for (std::string_view field : {"headers", "query"}) {
     if (const json::value* v = o.if_contains(field)) {
-      internal::CheckStringMap(*v, Child(path, field), problems);
+      internal::check_string_map(*v, child(path, field), problems);
     }
   }
   if (const json::value* v = o.if_contains("timeout")) {
-    CheckConfigDuration(*v, Child(path, "timeout"), problems);
+    check_config_duration(*v, child(path, "timeout"), problems);
   }
-  if (const json::value* v = o.if_contains("max_response_bytes"); v != nullptr && !IsDynamic(*v)) {
-    internal::CheckInt(*v, Child(path, "max_response_bytes"), 1,
-                       static_cast<int64_t>(limits::kNodeOutputBytesMax), problems);
+  if (const json::value* v = o.if_contains("max_response_bytes"); v != nullptr && !is_dynamic(*v)) {
+    internal::check_int(*v, child(path, "max_response_bytes"), 1,
+                        static_cast<int64_t>(limits::kNodeOutputBytesMax), problems);
   }
 }
 
-void ValidateHttp(const json::value& config, const std::string& path, Problems& problems) {
-  const json::object* o = ConfigObject(config, path, problems);
+void validate_http(const json::value& config, const std::string& path, Problems& problems) {
+  const json::object* o = config_object(config, path, problems);
   if (o == nullptr) {
     return;
   }
-  internal::CheckFields(*o, path,
-                        {"method", "url", "headers", "query", "body", "timeout", "expect_status",
-                         "max_response_bytes"},
-                        problems);
-  Require(*o, "url", path, problems);
-  CheckHttpFields(*o, path, problems);
+  internal::check_fields(*o, path,
+                         {"method", "url", "headers", "query", "body", "timeout", "expect_status",
+                          "max_response_bytes"},
+                         problems);
+  require(*o, "url", path, problems);
+  check_http_fields(*o, path, problems);
   const json::value* expect = o->if_contains("expect_status");
   if (expect == nullptr) {
     return;
   }
-  const std::string expect_path = Child(path, "expect_status");
+  const std::string expect_path = child(path, "expect_status");
   if (const json::array* a = expect->if_array()) {
     if (a->empty()) {
-      AddProblem(problems, expect_path, "must list at least one status");
+      add_problem(problems, expect_path, "must list at least one status");
     }
     for (std::size_t i = 0; i < a->size(); ++i) {
-      CheckStatus((*a)[i], Child(expect_path, i), problems);
+      check_status((*a)[i], child(expect_path, i), problems);
     }
   } else {
-    CheckStatus(*expect, expect_path, problems);
+    check_status(*expect, expect_path, problems);
   }
 }
 
-void CheckApprovers(const json::value& v, const std::string& path, Problems& problems) {
+void check_approvers(const json::value& v, const std::string& path, Problems& problems) {
   const json::object* o = v.if_object();
   if (o == nullptr) {
-    AddProblem(problems, path, "expected an object {roles, users}, got " + internal::KindName(v));
+    add_problem(problems, path, "expected an object {roles, users}, got " + internal::kind_name(v));
     return;
   }
-  internal::CheckFields(*o, path, {"roles", "users"}, problems);
+  internal::check_fields(*o, path, {"roles", "users"}, problems);
   bool any = false;
   for (std::string_view field : {"roles", "users"}) {
     if (const json::value* list = o->if_contains(field)) {
-      internal::CheckStringArray(*list, Child(path, field), problems);
-      any |= IsDynamic(*list) || (list->is_array() && !list->get_array().empty());
+      internal::check_string_array(*list, child(path, field), problems);
+      any |= is_dynamic(*list) || (list->is_array() && !list->get_array().empty());
     }
   }
   if (!any) {
-    AddProblem(problems, path, "name at least one role or user");
+    add_problem(problems, path, "name at least one role or user");
   }
 }
 
-void CheckApprovalFields(const json::object& o, const std::string& path, Problems& problems) {
+void check_approval_fields(const json::object& o, const std::string& path, Problems& problems) {
   for (std::string_view field : {"title", "description"}) {
     if (const json::value* v = o.if_contains(field)) {
-      internal::CheckString(*v, Child(path, field), problems);
+      internal::check_string(*v, child(path, field), problems);
     }
   }
   if (const json::value* v = o.if_contains("approvers")) {
-    CheckApprovers(*v, Child(path, "approvers"), problems);
+    check_approvers(*v, child(path, "approvers"), problems);
   }
-  if (const json::value* v = o.if_contains("quorum"); v != nullptr && !IsDynamic(*v)) {
-    internal::CheckInt(*v, Child(path, "quorum"), 1, 1000, problems);
+  if (const json::value* v = o.if_contains("quorum"); v != nullptr && !is_dynamic(*v)) {
+    internal::check_int(*v, child(path, "quorum"), 1, 1000, problems);
   }
   if (const json::value* v = o.if_contains("timeout")) {
-    CheckConfigDuration(*v, Child(path, "timeout"), problems);
+    check_config_duration(*v, child(path, "timeout"), problems);
   }
   if (const json::value* v = o.if_contains("on_timeout")) {
-    internal::CheckEnum(*v, Child(path, "on_timeout"), {"approve", "reject", "fail"}, problems);
+    internal::check_enum(*v, child(path, "on_timeout"), {"approve", "reject", "fail"}, problems);
   }
   for (std::string_view field : {"allow_self_approval", "reject_on_any"}) {
     if (const json::value* v = o.if_contains(field)) {
-      internal::CheckBool(*v, Child(path, field), problems);
+      internal::check_bool(*v, child(path, field), problems);
     }
   }
 }
 
-void ValidateApproval(const json::value& config, const std::string& path, Problems& problems) {
-  const json::object* o = ConfigObject(config, path, problems);
+void validate_approval(const json::value& config, const std::string& path, Problems& problems) {
+  const json::object* o = config_object(config, path, problems);
   if (o == nullptr) {
     return;
   }
-  internal::CheckFields(*o, path,
-                        {"title", "description", "show", "approvers", "quorum", "timeout",
-                         "on_timeout", "allow_self_approval", "reject_on_any"},
-                        problems);
-  Require(*o, "title", path, problems);
-  Require(*o, "approvers", path, problems);
-  CheckApprovalFields(*o, path, problems);
+  internal::check_fields(*o, path,
+                         {"title", "description", "show", "approvers", "quorum", "timeout",
+                          "on_timeout", "allow_self_approval", "reject_on_any"},
+                         problems);
+  require(*o, "title", path, problems);
+  require(*o, "approvers", path, problems);
+  check_approval_fields(*o, path, problems);
 }
 
-const std::array<NodeTypeSpec, 6>& Catalog() {
+const std::array<NodeTypeSpec, 6>& catalog() {
   static const std::array<NodeTypeSpec, 6> kCatalog = {{
-      {"approval", Execution::kGate, false, ValidateApproval},
-      {"fail", Execution::kTask, false, ValidateFail},
-      {"http", Execution::kTask, false, ValidateHttp},
-      {"noop", Execution::kTask, false, ValidateNoop},
-      {"sleep", Execution::kTimer, false, ValidateSleep},
-      {"transform", Execution::kTask, true, ValidateTransform},
+      {"approval", Execution::kGate, false, validate_approval},
+      {"fail", Execution::kTask, false, validate_fail},
+      {"http", Execution::kTask, false, validate_http},
+      {"noop", Execution::kTask, false, validate_noop},
+      {"sleep", Execution::kTimer, false, validate_sleep},
+      {"transform", Execution::kTask, true, validate_transform},
   }};
   return kCatalog;
 }
 
 }  // namespace
 
-const NodeTypeSpec* FindNodeType(std::string_view name) {
-  for (const NodeTypeSpec& spec : Catalog()) {
+const NodeTypeSpec* find_node_type(std::string_view name) {
+  for (const NodeTypeSpec& spec : catalog()) {
     if (spec.name == name) {
       return &spec;
     }
@@ -234,9 +235,9 @@ const NodeTypeSpec* FindNodeType(std::string_view name) {
   return nullptr;
 }
 
-std::vector<std::string> NodeTypeNames() {
+std::vector<std::string> node_type_names() {
   std::vector<std::string> names;
-  for (const NodeTypeSpec& spec : Catalog()) {
+  for (const NodeTypeSpec& spec : catalog()) {
     names.push_back(spec.name);
   }
   return names;

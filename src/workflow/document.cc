@@ -14,7 +14,7 @@
 namespace venture::workflow {
 namespace {
 
-std::string Position(const YAML::Mark& mark) {
+std::string position(const YAML::Mark& mark) {
   if (mark.is_null()) {
     return "";
   }
@@ -22,7 +22,7 @@ std::string Position(const YAML::Mark& mark) {
          ": ";
 }
 
-bool IsOneOf(const std::string& s, std::initializer_list<const char*> choices) {
+bool is_one_of(const std::string& s, std::initializer_list<const char*> choices) {
   for (const char* c : choices) {
     if (s == c) {
       return true;
@@ -32,18 +32,18 @@ bool IsOneOf(const std::string& s, std::initializer_list<const char*> choices) {
 }
 
 // A plain scalar resolved by the YAML 1.2 core schema. nullopt: not representable in JSON.
-std::optional<json::value> ResolvePlain(const std::string& s) {
+std::optional<json::value> resolve_plain(const std::string& s) {
   static const std::regex kInt("[-+]?[0-9]+");
   static const std::regex kFloat("[-+]?(\\.[0-9]+|[0-9]+(\\.[0-9]*)?)([eE][-+]?[0-9]+)?");
   static const std::regex kOctal("0o[0-7]+");
   static const std::regex kHex("0x[0-9a-fA-F]+");
-  if (s.empty() || IsOneOf(s, {"~", "null", "Null", "NULL"})) {
+  if (s.empty() || is_one_of(s, {"~", "null", "Null", "NULL"})) {
     return json::value(nullptr);
   }
-  if (IsOneOf(s, {"true", "True", "TRUE"})) {
+  if (is_one_of(s, {"true", "True", "TRUE"})) {
     return json::value(true);
   }
-  if (IsOneOf(s, {"false", "False", "FALSE"})) {
+  if (is_one_of(s, {"false", "False", "FALSE"})) {
     return json::value(false);
   }
   if (s.size() > 64) {
@@ -63,8 +63,8 @@ std::optional<json::value> ResolvePlain(const std::string& s) {
   if (std::regex_match(s, kFloat)) {
     return json::value(std::strtod(s.c_str(), nullptr));
   }
-  if (IsOneOf(s, {".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf", "-.Inf", "-.INF",
-                  ".nan", ".NaN", ".NAN"})) {
+  if (is_one_of(s, {".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf", "-.Inf", "-.INF",
+                    ".nan", ".NaN", ".NAN"})) {
     return std::nullopt;
   }
   return json::value(json::string(s));
@@ -72,91 +72,91 @@ std::optional<json::value> ResolvePlain(const std::string& s) {
 
 class YamlConverter {
  public:
-  Result<json::value> Convert(const YAML::Node& node, std::size_t depth);
+  Result<json::value> convert(const YAML::Node& node, std::size_t depth);
 
  private:
-  Result<json::value> ConvertMap(const YAML::Node& node, std::size_t depth);
-  Status Spend(const YAML::Node& node, std::size_t bytes) {
+  Result<json::value> convert_map(const YAML::Node& node, std::size_t depth);
+  Status spend(const YAML::Node& node, std::size_t bytes) {
     // Aliases let a small text expand to a huge value ("billion laughs"): the expanded document is
     // held to the same bound as the text.
     if (bytes > budget_) {
-      return ResourceExhausted(Position(node.Mark()) + "document expands beyond " +
-                               std::to_string(limits::kDefinitionBytesMax) + " bytes");
+      return resource_exhausted_error(position(node.Mark()) + "document expands beyond " +
+                                      std::to_string(limits::kDefinitionBytesMax) + " bytes");
     }
     budget_ -= bytes;
-    return Ok();
+    return ok();
   }
   std::size_t budget_ = limits::kDefinitionBytesMax;
 };
 
-Result<json::value> YamlConverter::ConvertMap(const YAML::Node& node, std::size_t depth) {
+Result<json::value> YamlConverter::convert_map(const YAML::Node& node, std::size_t depth) {
   json::object out;
   // By value: yaml-cpp's iterator yields a temporary pair, so `it->first` would dangle.
   for (const YAML::detail::iterator_value kv : node) {
     const YAML::Node key = kv.first;
     if (!key.IsScalar()) {
-      return InvalidArgument(Position(key.Mark()) + "mapping keys must be plain strings");
+      return invalid_argument_error(position(key.Mark()) + "mapping keys must be plain strings");
     }
     const std::string& k = key.Scalar();
-    VENTURE_RETURN_IF_ERROR(Spend(key, k.size() + 8));
+    VENTURE_RETURN_IF_ERROR(spend(key, k.size() + 8));
     if (out.contains(k)) {
-      return InvalidArgument(Position(key.Mark()) + "duplicate key " + internal::Quote(k));
+      return invalid_argument_error(position(key.Mark()) + "duplicate key " + internal::quote(k));
     }
-    VENTURE_ASSIGN_OR_RETURN(json::value value, Convert(kv.second, depth + 1));
+    VENTURE_ASSIGN_OR_RETURN(json::value value, convert(kv.second, depth + 1));
     out[k] = std::move(value);
   }
   return json::value(std::move(out));
 }
 
-Result<json::value> YamlConverter::Convert(const YAML::Node& node, std::size_t depth) {
+Result<json::value> YamlConverter::convert(const YAML::Node& node, std::size_t depth) {
   if (depth > limits::kJsonDepthMax) {
-    return ResourceExhausted(Position(node.Mark()) + "nesting deeper than " +
-                             std::to_string(limits::kJsonDepthMax));
+    return resource_exhausted_error(position(node.Mark()) + "nesting deeper than " +
+                                    std::to_string(limits::kJsonDepthMax));
   }
-  VENTURE_RETURN_IF_ERROR(Spend(node, 8));
+  VENTURE_RETURN_IF_ERROR(spend(node, 8));
   switch (node.Type()) {
     case YAML::NodeType::Undefined:
     case YAML::NodeType::Null:
       return json::value(nullptr);
     case YAML::NodeType::Scalar: {
       const std::string& s = node.Scalar();
-      VENTURE_RETURN_IF_ERROR(Spend(node, s.size()));
+      VENTURE_RETURN_IF_ERROR(spend(node, s.size()));
       // "?" marks a plain scalar; quoted and block scalars ("!") and !!str stay strings.
       if (node.Tag() != "?") {
         return json::value(json::string(s));
       }
-      std::optional<json::value> v = ResolvePlain(s);
+      std::optional<json::value> v = resolve_plain(s);
       if (!v) {
-        return InvalidArgument(Position(node.Mark()) + "'" + s +
-                               "' (infinity or NaN) cannot be represented in JSON");
+        return invalid_argument_error(position(node.Mark()) + "'" + s +
+                                      "' (infinity or NaN) cannot be represented in JSON");
       }
       return *std::move(v);
     }
     case YAML::NodeType::Sequence: {
       json::array out;
       for (const YAML::Node& item : node) {
-        VENTURE_ASSIGN_OR_RETURN(json::value value, Convert(item, depth + 1));
+        VENTURE_ASSIGN_OR_RETURN(json::value value, convert(item, depth + 1));
         out.push_back(std::move(value));
       }
       return json::value(std::move(out));
     }
     case YAML::NodeType::Map:
-      return ConvertMap(node, depth);
+      return convert_map(node, depth);
   }
-  return Internal("unexpected YAML node type");
+  return internal_error("unexpected YAML node type");
 }
 
 // YAML 1.2 forbids C0 control characters other than tab, LF and CR (§5.1); yaml-cpp 0.7 can loop
 // forever on a NUL byte, so they are refused before it sees them.
-Status CheckYamlCharacters(std::string_view text) {
+Status check_yaml_characters(std::string_view text) {
   std::size_t line = 1;
   std::size_t column = 1;
   for (const char ch : text) {
     const auto c = static_cast<unsigned char>(ch);
     if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7F) {
-      return InvalidArgument("line " + std::to_string(line) + ", column " +
-                             std::to_string(column) + ": control character " +
-                             std::to_string(c) + " is not allowed in YAML");
+      return invalid_argument_error("line " + std::to_string(line) + ", column " +
+                                    std::to_string(column) + ": control character " +
+                                    std::to_string(c) + " is not allowed in YAML");
     }
     if (c == '\n') {
       ++line;
@@ -165,7 +165,7 @@ Status CheckYamlCharacters(std::string_view text) {
       ++column;
     }
   }
-  return Ok();
+  return ok();
 }
 
 // Counts documents through the event API. yaml-cpp 0.7's LoadAll can loop forever (on "!\t,-"
@@ -187,8 +187,8 @@ class DocumentCounter final : public YAML::EventHandler {
   YAML::Mark last_start = YAML::Mark::null_mark();
 };
 
-Result<json::value> ParseYaml(std::string_view text) {
-  VENTURE_RETURN_IF_ERROR(CheckYamlCharacters(text));
+Result<json::value> parse_yaml(std::string_view text) {
+  VENTURE_RETURN_IF_ERROR(check_yaml_characters(text));
   try {
     std::istringstream stream{std::string(text)};
     YAML::Parser parser(stream);
@@ -198,43 +198,43 @@ Result<json::value> ParseYaml(std::string_view text) {
       ++documents;
     }
     if (documents == 0) {
-      return InvalidArgument("the document is empty");
+      return invalid_argument_error("the document is empty");
     }
     if (documents > 1) {
-      return InvalidArgument(Position(counter.last_start) +
-                             "more than one YAML document (remove the '---')");
+      return invalid_argument_error(position(counter.last_start) +
+                                    "more than one YAML document (remove the '---')");
     }
-    return YamlConverter().Convert(YAML::Load(std::string(text)), 0);
+    return YamlConverter().convert(YAML::Load(std::string(text)), 0);
   } catch (const YAML::Exception& e) {
-    return InvalidArgument(Position(e.mark) + e.msg);
+    return invalid_argument_error(position(e.mark) + e.msg);
   } catch (const std::exception& e) {
-    return InvalidArgument(std::string("YAML: ") + e.what());
+    return invalid_argument_error(std::string("YAML: ") + e.what());
   }
 }
 
 }  // namespace
 
-Result<json::value> ParseDocument(std::string_view text, Problems& problems) {
+Result<json::value> parse_document(std::string_view text, Problems& problems) {
   Result<json::value> parsed = [&]() -> Result<json::value> {
     if (text.size() > limits::kDefinitionBytesMax) {
-      return ResourceExhausted("document of " + std::to_string(text.size()) +
-                               " bytes exceeds the limit of " +
-                               std::to_string(limits::kDefinitionBytesMax));
+      return resource_exhausted_error("document of " + std::to_string(text.size()) +
+                                      " bytes exceeds the limit of " +
+                                      std::to_string(limits::kDefinitionBytesMax));
     }
     if (text.starts_with("\xEF\xBB\xBF")) {
       text.remove_prefix(3);  // a UTF-8 byte order mark, as some editors write
     }
     const std::size_t first = text.find_first_not_of(" \t\r\n");
     if (first == std::string_view::npos) {
-      return InvalidArgument("the document is empty");
+      return invalid_argument_error("the document is empty");
     }
     if (text[first] == '{') {
-      return base::ParseJson(text, {limits::kDefinitionBytesMax, limits::kJsonDepthMax});
+      return base::parse_json(text, {limits::kDefinitionBytesMax, limits::kJsonDepthMax});
     }
-    return ParseYaml(text);
+    return parse_yaml(text);
   }();
   if (!parsed) {
-    internal::AddProblem(problems, "", parsed.error().message);
+    internal::add_problem(problems, "", parsed.error().message);
   }
   return parsed;
 }

@@ -29,7 +29,7 @@ constexpr std::string_view kPrelude =
     "{} as $ENV | def env: $ENV; def input: error(\"input is not available\"); "
     "def inputs: empty; def stderr: .; def debug: .; def input_filename: null; ";
 
-std::string Truncate(std::string s) {
+std::string truncate(std::string s) {
   if (s.size() > limits::kErrorMessageBytesMax) {
     s.resize(limits::kErrorMessageBytesMax);
     s += "…";
@@ -38,7 +38,7 @@ std::string Truncate(std::string s) {
 }
 
 // Takes ownership of v. A string's text, anything else as compact JSON.
-std::string JvText(jv v) {
+std::string jv_text(jv v) {
   std::string out;
   if (jv_get_kind(v) == JV_KIND_STRING) {
     out.assign(jv_string_value(v), static_cast<std::size_t>(jv_string_length_bytes(jv_copy(v))));
@@ -62,9 +62,9 @@ struct JqProgram {
   }
 };
 
-void CollectJqError(void* data, jv message) {
+void collect_jq_error(void* data, jv message) {
   auto* program = static_cast<JqProgram*>(data);
-  std::string text = JvText(message);
+  std::string text = jv_text(message);
   // jq quotes the whole program, prelude included: keep the user's part only.
   for (std::size_t at = text.find(kPrelude); at != std::string::npos; at = text.find(kPrelude)) {
     text.erase(at, kPrelude.size());
@@ -73,8 +73,8 @@ void CollectJqError(void* data, jv message) {
     text.pop_back();
   }
   // One line per problem: jq's own prefix and shell hint go, the quoted source line follows ": ".
-  for (std::string_view noise : {std::string_view("jq: error: "),
-                                 std::string_view(" (Unix shell quoting issues?)")}) {
+  for (std::string_view noise :
+       {std::string_view("jq: error: "), std::string_view(" (Unix shell quoting issues?)")}) {
     for (std::size_t at = text.find(noise); at != std::string::npos; at = text.find(noise)) {
       text.erase(at, noise.size());
     }
@@ -98,7 +98,7 @@ void CollectJqError(void* data, jv message) {
 // recompiled on demand, so this only costs time).
 class ThreadPrograms {
  public:
-  Result<JqProgram*> Get(const std::string& text) {
+  Result<JqProgram*> get(const std::string& text) {
     auto it = programs_.find(text);
     if (it != programs_.end()) {
       return it->second.get();
@@ -109,13 +109,13 @@ class ThreadPrograms {
     auto program = std::make_unique<JqProgram>();
     program->state = jq_init();
     if (program->state == nullptr) {
-      return ResourceExhausted("jq: out of memory");
+      return resource_exhausted_error("jq: out of memory");
     }
-    jq_set_error_cb(program->state, CollectJqError, program.get());
+    jq_set_error_cb(program->state, collect_jq_error, program.get());
     const std::string wrapped = std::string(kPrelude) + text;
     if (jq_compile(program->state, wrapped.c_str()) == 0) {
       std::string message = program->errors.empty() ? "does not compile" : program->errors;
-      return InvalidArgument("jq: " + Truncate(std::move(message)));
+      return invalid_argument_error("jq: " + truncate(std::move(message)));
     }
     JqProgram* raw = program.get();
     programs_.emplace(text, std::move(program));
@@ -128,9 +128,9 @@ class ThreadPrograms {
 
 thread_local ThreadPrograms tls_programs;
 
-Result<jv> ToJv(const json::value& v, int depth) {
+Result<jv> to_jv(const json::value& v, int depth) {
   if (depth > kConvertDepthMax) {
-    return InvalidArgument("value nested deeper than " + std::to_string(kConvertDepthMax));
+    return invalid_argument_error("value nested deeper than " + std::to_string(kConvertDepthMax));
   }
   switch (v.kind()) {
     case json::kind::null:
@@ -146,14 +146,14 @@ Result<jv> ToJv(const json::value& v, int depth) {
     case json::kind::string: {
       const json::string& s = v.get_string();
       if (s.size() > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
-        return InvalidArgument("string too long for jq");
+        return invalid_argument_error("string too long for jq");
       }
       return jv_string_sized(s.data(), static_cast<int>(s.size()));
     }
     case json::kind::array: {
       jv out = jv_array();
       for (const json::value& e : v.get_array()) {
-        Result<jv> item = ToJv(e, depth + 1);
+        Result<jv> item = to_jv(e, depth + 1);
         if (!item) {
           jv_free(out);
           return item.error();
@@ -165,7 +165,7 @@ Result<jv> ToJv(const json::value& v, int depth) {
     case json::kind::object: {
       jv out = jv_object();
       for (const auto& kv : v.get_object()) {
-        Result<jv> item = ToJv(kv.value(), depth + 1);
+        Result<jv> item = to_jv(kv.value(), depth + 1);
         if (!item) {
           jv_free(out);
           return item.error();
@@ -179,7 +179,7 @@ Result<jv> ToJv(const json::value& v, int depth) {
   return jv_null();
 }
 
-json::value NumberToJson(double d) {
+json::value number_to_json(double d) {
   if (std::isnan(d)) {
     return nullptr;  // JSON has no NaN; jq itself prints null
   }
@@ -194,9 +194,10 @@ json::value NumberToJson(double d) {
 }
 
 // Borrows v (the caller keeps ownership).
-Result<json::value> FromJv(jv v, int depth) {
+Result<json::value> from_jv(jv v, int depth) {
   if (depth > kConvertDepthMax) {
-    return InvalidArgument("jq value nested deeper than " + std::to_string(kConvertDepthMax));
+    return invalid_argument_error("jq value nested deeper than " +
+                                  std::to_string(kConvertDepthMax));
   }
   switch (jv_get_kind(v)) {
     case JV_KIND_NULL:
@@ -206,7 +207,7 @@ Result<json::value> FromJv(jv v, int depth) {
     case JV_KIND_FALSE:
       return json::value(false);
     case JV_KIND_NUMBER:
-      return NumberToJson(jv_number_value(v));
+      return number_to_json(jv_number_value(v));
     case JV_KIND_STRING:
       return json::value(json::string_view(
           jv_string_value(v), static_cast<std::size_t>(jv_string_length_bytes(jv_copy(v)))));
@@ -216,7 +217,7 @@ Result<json::value> FromJv(jv v, int depth) {
       out.reserve(static_cast<std::size_t>(n));
       for (int i = 0; i < n; ++i) {
         jv e = jv_array_get(jv_copy(v), i);
-        Result<json::value> item = FromJv(e, depth + 1);
+        Result<json::value> item = from_jv(e, depth + 1);
         jv_free(e);
         VENTURE_ASSIGN_OR_RETURN(json::value value, std::move(item));
         out.push_back(std::move(value));
@@ -229,24 +230,24 @@ Result<json::value> FromJv(jv v, int depth) {
            it = jv_object_iter_next(v, it)) {
         jv key = jv_object_iter_key(v, it);
         jv value = jv_object_iter_value(v, it);
-        Result<json::value> item = FromJv(value, depth + 1);
+        Result<json::value> item = from_jv(value, depth + 1);
         jv_free(value);
-        std::string k = JvText(key);
+        std::string k = jv_text(key);
         VENTURE_ASSIGN_OR_RETURN(json::value converted, std::move(item));
         out[k] = std::move(converted);
       }
       return json::value(std::move(out));
     }
     default:
-      return Internal("unexpected jq value kind");
+      return internal_error("unexpected jq value kind");
   }
 }
 
 // Runs program over input and collects up to max_outputs values; one more output is an error.
-Result<std::vector<json::value>> Run(const std::string& text, const json::value& input,
+Result<std::vector<json::value>> run(const std::string& text, const json::value& input,
                                      std::size_t max_outputs) {
-  VENTURE_ASSIGN_OR_RETURN(JqProgram * program, tls_programs.Get(text));
-  VENTURE_ASSIGN_OR_RETURN(jv in, ToJv(input, 0));
+  VENTURE_ASSIGN_OR_RETURN(JqProgram * program, tls_programs.get(text));
+  VENTURE_ASSIGN_OR_RETURN(jv in, to_jv(input, 0));
   jq_start(program->state, in, 0);
   std::vector<json::value> outputs;
   while (true) {
@@ -254,18 +255,19 @@ Result<std::vector<json::value>> Run(const std::string& text, const json::value&
     if (jv_is_valid(out)) {
       if (outputs.size() >= max_outputs) {
         jv_free(out);
-        return InvalidArgument(max_outputs == 1 ? "expression yielded more than one value"
-                                                : "expression yielded more than " +
-                                                      std::to_string(max_outputs) + " values");
+        return invalid_argument_error(max_outputs == 1
+                                          ? "expression yielded more than one value"
+                                          : "expression yielded more than " +
+                                                std::to_string(max_outputs) + " values");
       }
-      Result<json::value> value = FromJv(out, 0);
+      Result<json::value> value = from_jv(out, 0);
       jv_free(out);
       VENTURE_ASSIGN_OR_RETURN(json::value converted, std::move(value));
       outputs.push_back(std::move(converted));
       continue;
     }
     if (jv_invalid_has_msg(jv_copy(out))) {
-      return InvalidArgument("jq: " + Truncate(JvText(jv_invalid_get_msg(out))));
+      return invalid_argument_error("jq: " + truncate(jv_text(jv_invalid_get_msg(out))));
     }
     jv_free(out);
     break;
@@ -274,14 +276,14 @@ Result<std::vector<json::value>> Run(const std::string& text, const json::value&
     jv_free(jq_get_exit_code(program->state));
     jv message = jq_get_error_message(program->state);
     if (jv_is_valid(message) && jv_get_kind(message) != JV_KIND_NULL) {
-      return InvalidArgument("jq: halted: " + Truncate(JvText(message)));
+      return invalid_argument_error("jq: halted: " + truncate(jv_text(message)));
     }
     jv_free(message);
   }
   return outputs;
 }
 
-std::string_view Trim(std::string_view s) {
+std::string_view trim(std::string_view s) {
   while (!s.empty() && std::strchr(" \t\r\n", s.front()) != nullptr) {
     s.remove_prefix(1);
   }
@@ -296,27 +298,27 @@ struct ExprCache {
   std::unordered_map<std::string, std::shared_ptr<const std::string>> texts;
 };
 
-ExprCache& GlobalCache() {
+ExprCache& global_cache() {
   static ExprCache* cache = new ExprCache();  // never destroyed: usable during static teardown
   return *cache;
 }
 
 }  // namespace
 
-Result<Expr> CompileExpr(std::string_view program) {
+Result<Expr> compile_expr(std::string_view program) {
   if (program.size() > limits::kExpressionBytesMax) {
-    return InvalidArgument("expression of " + std::to_string(program.size()) +
-                           " bytes exceeds the limit of " +
-                           std::to_string(limits::kExpressionBytesMax));
+    return invalid_argument_error("expression of " + std::to_string(program.size()) +
+                                  " bytes exceeds the limit of " +
+                                  std::to_string(limits::kExpressionBytesMax));
   }
-  if (Trim(program).empty()) {
-    return InvalidArgument("expression is empty");
+  if (trim(program).empty()) {
+    return invalid_argument_error("expression is empty");
   }
   if (program.find('\0') != std::string_view::npos) {
-    return InvalidArgument("expression contains a NUL byte");
+    return invalid_argument_error("expression contains a NUL byte");
   }
   std::string text(program);
-  ExprCache& cache = GlobalCache();
+  ExprCache& cache = global_cache();
   Expr expr;
   {
     std::lock_guard<std::mutex> lock(cache.mu);
@@ -327,7 +329,7 @@ Result<Expr> CompileExpr(std::string_view program) {
     }
   }
   // Compiling in this thread's cache both validates and warms it for a first Eval here.
-  VENTURE_RETURN_IF_ERROR(tls_programs.Get(text));
+  VENTURE_RETURN_IF_ERROR(tls_programs.get(text));
   auto shared = std::make_shared<const std::string>(text);
   {
     std::lock_guard<std::mutex> lock(cache.mu);
@@ -340,18 +342,18 @@ Result<Expr> CompileExpr(std::string_view program) {
   return expr;
 }
 
-Result<json::value> Expr::Eval(const json::value& input) const {
+Result<json::value> Expr::eval(const json::value& input) const {
   VENTURE_CHECK(text_ != nullptr);
-  VENTURE_ASSIGN_OR_RETURN(std::vector<json::value> outputs, Run(*text_, input, 1));
+  VENTURE_ASSIGN_OR_RETURN(std::vector<json::value> outputs, run(*text_, input, 1));
   if (outputs.empty()) {
-    return InvalidArgument("expression yielded no value");
+    return invalid_argument_error("expression yielded no value");
   }
   return std::move(outputs.front());
 }
 
-Result<std::vector<json::value>> Expr::EvalAll(const json::value& input) const {
+Result<std::vector<json::value>> Expr::eval_all(const json::value& input) const {
   VENTURE_CHECK(text_ != nullptr);
-  return Run(*text_, input, limits::kForeachItemsMax);
+  return run(*text_, input, limits::kForeachItemsMax);
 }
 
 }  // namespace venture::workflow

@@ -12,108 +12,108 @@
 namespace venture::workflow {
 namespace {
 
-json::value J(std::string_view text) { return base::ParseJson(text).value(); }
+json::value j(std::string_view text) { return base::parse_json(text).value(); }
 
-json::value EvalOk(std::string_view program, std::string_view input) {
-  Result<Expr> expr = CompileExpr(program);
+json::value eval_ok(std::string_view program, std::string_view input) {
+  Result<Expr> expr = compile_expr(program);
   EXPECT_TRUE(expr) << (expr ? "" : expr.error().message);
-  Result<json::value> v = expr->Eval(J(input));
+  Result<json::value> v = expr->eval(j(input));
   EXPECT_TRUE(v) << (v ? "" : v.error().message);
   return v ? *v : json::value();
 }
 
 TEST(Expr, EvaluatesPathsAndBuildsValues) {
-  EXPECT_EQ(EvalOk(".a.b", R"({"a":{"b":[1,2]}})"), J("[1,2]"));
-  EXPECT_EQ(EvalOk("{x: .a, y: (.a + 1)}", R"({"a":41})"), J(R"({"x":41,"y":42})"));
-  EXPECT_EQ(EvalOk(".s | ascii_upcase", R"({"s":"hi"})"), J(R"("HI")"));
-  EXPECT_EQ(EvalOk("[.[] | select(. > 1)]", "[1,2,3]"), J("[2,3]"));
-  EXPECT_EQ(EvalOk(".missing", "{}"), J("null"));
+  EXPECT_EQ(eval_ok(".a.b", R"({"a":{"b":[1,2]}})"), j("[1,2]"));
+  EXPECT_EQ(eval_ok("{x: .a, y: (.a + 1)}", R"({"a":41})"), j(R"({"x":41,"y":42})"));
+  EXPECT_EQ(eval_ok(".s | ascii_upcase", R"({"s":"hi"})"), j(R"("HI")"));
+  EXPECT_EQ(eval_ok("[.[] | select(. > 1)]", "[1,2,3]"), j("[2,3]"));
+  EXPECT_EQ(eval_ok(".missing", "{}"), j("null"));
 }
 
 TEST(Expr, ConvertsNumbers) {
-  EXPECT_TRUE(EvalOk("3", "null").is_int64());
-  EXPECT_TRUE(EvalOk("1.5", "null").is_double());
-  EXPECT_EQ(EvalOk("2.0", "null"), json::value(2));
+  EXPECT_TRUE(eval_ok("3", "null").is_int64());
+  EXPECT_TRUE(eval_ok("1.5", "null").is_double());
+  EXPECT_EQ(eval_ok("2.0", "null"), json::value(2));
   // Beyond 2^53 jq works in doubles: precision may be lost, documented in README.
-  EXPECT_TRUE(EvalOk(".", "18446744073709551615").is_number());
-  EXPECT_TRUE(EvalOk("nan", "null").is_null());
-  EXPECT_TRUE(EvalOk("infinite", "null").is_double());
+  EXPECT_TRUE(eval_ok(".", "18446744073709551615").is_number());
+  EXPECT_TRUE(eval_ok("nan", "null").is_null());
+  EXPECT_TRUE(eval_ok("infinite", "null").is_double());
 }
 
 TEST(Expr, ConvertsStringsWithUnicodeAndNul) {
-  EXPECT_EQ(EvalOk(".", R"("h\u00e9\u0000x")"), J(R"("h\u00e9\u0000x")"));
-  EXPECT_EQ(EvalOk("keys", R"({"b":1,"a":2})"), J(R"(["a","b"])"));
+  EXPECT_EQ(eval_ok(".", R"("h\u00e9\u0000x")"), j(R"("h\u00e9\u0000x")"));
+  EXPECT_EQ(eval_ok("keys", R"({"b":1,"a":2})"), j(R"(["a","b"])"));
 }
 
 TEST(Expr, NoValueAndSeveralValuesAreErrors) {
-  Expr none = CompileExpr("empty").value();
-  Result<json::value> v = none.Eval(J("{}"));
+  Expr none = compile_expr("empty").value();
+  Result<json::value> v = none.eval(j("{}"));
   ASSERT_FALSE(v);
   EXPECT_EQ(v.error().code, Code::kInvalidArgument);
   EXPECT_EQ(v.error().message, "expression yielded no value");
-  Expr many = CompileExpr(".[]").value();
-  v = many.Eval(J("[1,2]"));
+  Expr many = compile_expr(".[]").value();
+  v = many.eval(j("[1,2]"));
   ASSERT_FALSE(v);
   EXPECT_EQ(v.error().message, "expression yielded more than one value");
-  Result<std::vector<json::value>> all = many.EvalAll(J("[1,2,3]"));
+  Result<std::vector<json::value>> all = many.eval_all(j("[1,2,3]"));
   ASSERT_TRUE(all);
   EXPECT_EQ(all->size(), 3u);
 }
 
 TEST(Expr, EvalAllIsBounded) {
-  Expr range = CompileExpr("range(20000)").value();
-  Result<std::vector<json::value>> all = range.EvalAll(J("null"));
+  Expr range = compile_expr("range(20000)").value();
+  Result<std::vector<json::value>> all = range.eval_all(j("null"));
   ASSERT_FALSE(all);
   EXPECT_EQ(all.error().code, Code::kInvalidArgument);
 }
 
 TEST(Expr, CompileErrorCarriesJqMessage) {
-  Result<Expr> bad = CompileExpr(".a | | .b");
+  Result<Expr> bad = compile_expr(".a | | .b");
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error().code, Code::kInvalidArgument);
   EXPECT_NE(bad.error().message.find("syntax error"), std::string::npos) << bad.error().message;
   // The sandbox prelude must not show in messages.
   EXPECT_EQ(bad.error().message.find("$ENV"), std::string::npos) << bad.error().message;
-  Result<Expr> unknown = CompileExpr("nosuchfunction(1)");
+  Result<Expr> unknown = compile_expr("nosuchfunction(1)");
   ASSERT_FALSE(unknown);
   EXPECT_NE(unknown.error().message.find("nosuchfunction"), std::string::npos);
-  EXPECT_FALSE(CompileExpr(""));
-  EXPECT_FALSE(CompileExpr("   "));
-  EXPECT_FALSE(CompileExpr(std::string(limits::kExpressionBytesMax + 1, '.')));
-  EXPECT_FALSE(CompileExpr(std::string_view(".a\0b", 4)));
+  EXPECT_FALSE(compile_expr(""));
+  EXPECT_FALSE(compile_expr("   "));
+  EXPECT_FALSE(compile_expr(std::string(limits::kExpressionBytesMax + 1, '.')));
+  EXPECT_FALSE(compile_expr(std::string_view(".a\0b", 4)));
 }
 
 TEST(Expr, RuntimeErrorCarriesJqMessage) {
-  Expr e = CompileExpr(".a + 1").value();
-  Result<json::value> v = e.Eval(J(R"({"a":"x"})"));
+  Expr e = compile_expr(".a + 1").value();
+  Result<json::value> v = e.eval(j(R"({"a":"x"})"));
   ASSERT_FALSE(v);
   EXPECT_EQ(v.error().code, Code::kInvalidArgument);
   EXPECT_NE(v.error().message.find("cannot be added"), std::string::npos) << v.error().message;
-  v = CompileExpr("error(\"boom\")").value().Eval(J("null"));
+  v = compile_expr("error(\"boom\")").value().eval(j("null"));
   ASSERT_FALSE(v);
   EXPECT_EQ(v.error().message, "jq: boom");
-  v = CompileExpr("error({code: 1})").value().Eval(J("null"));
+  v = compile_expr("error({code: 1})").value().eval(j("null"));
   ASSERT_FALSE(v);
   EXPECT_EQ(v.error().message, R"(jq: {"code":1})");
 }
 
 TEST(Expr, EnvironmentAndInputsAreHidden) {
-  EXPECT_EQ(EvalOk("env", "null"), J("{}"));
-  EXPECT_EQ(EvalOk("$ENV", "null"), J("{}"));
-  EXPECT_EQ(EvalOk("[inputs]", "null"), J("[]"));
-  EXPECT_FALSE(CompileExpr("import \"foo\" as foo; .").has_value());
+  EXPECT_EQ(eval_ok("env", "null"), j("{}"));
+  EXPECT_EQ(eval_ok("$ENV", "null"), j("{}"));
+  EXPECT_EQ(eval_ok("[inputs]", "null"), j("[]"));
+  EXPECT_FALSE(compile_expr("import \"foo\" as foo; .").has_value());
 }
 
 TEST(Expr, CacheReturnsSameProgram) {
-  Expr a = CompileExpr(".x").value();
-  Expr b = CompileExpr(".x").value();
+  Expr a = compile_expr(".x").value();
+  Expr b = compile_expr(".x").value();
   EXPECT_EQ(&a.text(), &b.text());
   EXPECT_FALSE(a.empty());
   EXPECT_TRUE(Expr().empty());
 }
 
 TEST(Expr, ConcurrentEvaluationUsesPerThreadStates) {
-  Expr e = CompileExpr(".n * 2").value();
+  Expr e = compile_expr(".n * 2").value();
   std::vector<std::thread> threads;
   std::atomic<int> failures{0};
   for (int t = 0; t < 4; ++t) {
@@ -121,7 +121,7 @@ TEST(Expr, ConcurrentEvaluationUsesPerThreadStates) {
       for (int i = 0; i < 200; ++i) {
         json::object in;
         in["n"] = t * 1000 + i;
-        Result<json::value> v = e.Eval(in);
+        Result<json::value> v = e.eval(in);
         if (!v || *v != json::value(2 * (t * 1000 + i))) {
           ++failures;
         }
@@ -135,50 +135,50 @@ TEST(Expr, ConcurrentEvaluationUsesPerThreadStates) {
 }
 
 TEST(Standalone, RecognisesOnlyWholePlaceholders) {
-  EXPECT_EQ(StandaloneExpression("${{ .a }}"), ".a");
-  EXPECT_EQ(StandaloneExpression("  ${{.a}}  "), ".a");
-  EXPECT_EQ(StandaloneExpression("${{ {a: {b: 1}} }}"), "{a: {b: 1}}");
-  EXPECT_EQ(StandaloneExpression("${{ \"}}\" }}"), "\"}}\"");
-  EXPECT_FALSE(StandaloneExpression("x ${{ .a }}"));
-  EXPECT_FALSE(StandaloneExpression("${{ .a }} ${{ .b }}"));
-  EXPECT_FALSE(StandaloneExpression(".a"));
-  EXPECT_FALSE(StandaloneExpression("${{ .a"));
+  EXPECT_EQ(standalone_expression("${{ .a }}"), ".a");
+  EXPECT_EQ(standalone_expression("  ${{.a}}  "), ".a");
+  EXPECT_EQ(standalone_expression("${{ {a: {b: 1}} }}"), "{a: {b: 1}}");
+  EXPECT_EQ(standalone_expression("${{ \"}}\" }}"), "\"}}\"");
+  EXPECT_FALSE(standalone_expression("x ${{ .a }}"));
+  EXPECT_FALSE(standalone_expression("${{ .a }} ${{ .b }}"));
+  EXPECT_FALSE(standalone_expression(".a"));
+  EXPECT_FALSE(standalone_expression("${{ .a"));
 }
 
 TEST(Template, StandaloneYieldsJsonValue) {
   Problems problems;
-  Template t = Template::Compile(J(R"({"show":"${{ .items }}","n":3})"), "/c", problems);
+  Template t = Template::compile(j(R"({"show":"${{ .items }}","n":3})"), "/c", problems);
   ASSERT_TRUE(problems.empty());
   EXPECT_FALSE(t.is_static());
-  Result<json::value> v = t.Render(J(R"({"items":[1,{"a":true}]})"));
+  Result<json::value> v = t.render(j(R"({"items":[1,{"a":true}]})"));
   ASSERT_TRUE(v) << v.error().message;
-  EXPECT_EQ(*v, J(R"({"show":[1,{"a":true}],"n":3})"));
+  EXPECT_EQ(*v, j(R"({"show":[1,{"a":true}],"n":3})"));
 }
 
 TEST(Template, EmbeddedIsInterpolated) {
   Problems problems;
-  Template t = Template::Compile(
-      J(R"({"url":"https://x/items?q=${{ .q }}&n=${{ .n }}&o=${{ .o }}","h":["a${{ .s }}"]})"),
+  Template t = Template::compile(
+      j(R"({"url":"https://x/items?q=${{ .q }}&n=${{ .n }}&o=${{ .o }}","h":["a${{ .s }}"]})"),
       "/c", problems);
   ASSERT_TRUE(problems.empty());
-  Result<json::value> v = t.Render(J(R"({"q":"cats","n":2,"o":{"k":[1]},"s":null})"));
+  Result<json::value> v = t.render(j(R"({"q":"cats","n":2,"o":{"k":[1]},"s":null})"));
   ASSERT_TRUE(v) << v.error().message;
-  EXPECT_EQ(*v, J(R"({"url":"https://x/items?q=cats&n=2&o={\"k\":[1]}","h":["anull"]})"));
+  EXPECT_EQ(*v, j(R"({"url":"https://x/items?q=cats&n=2&o={\"k\":[1]}","h":["anull"]})"));
 }
 
 TEST(Template, StaticTemplateIsReturnedAsIs) {
   Problems problems;
-  Template t = Template::Compile(J(R"({"a":[1,"two",{"b":null}]})"), "/c", problems);
+  Template t = Template::compile(j(R"({"a":[1,"two",{"b":null}]})"), "/c", problems);
   EXPECT_TRUE(t.is_static());
-  EXPECT_EQ(t.Render(json::value()).value(), J(R"({"a":[1,"two",{"b":null}]})"));
-  Template lit = Template::Literal(json::value("${{ .x }}"));
+  EXPECT_EQ(t.render(json::value()).value(), j(R"({"a":[1,"two",{"b":null}]})"));
+  Template lit = Template::literal(json::value("${{ .x }}"));
   EXPECT_TRUE(lit.is_static());
-  EXPECT_EQ(lit.Render(json::value()).value(), json::value("${{ .x }}"));
+  EXPECT_EQ(lit.render(json::value()).value(), json::value("${{ .x }}"));
 }
 
 TEST(Template, CompileProblemsCarryThePath) {
   Problems problems;
-  Template t = Template::Compile(J(R"({"a":{"b/c":["ok","${{ .x | | }}"]},"d":"${{ .y"})"),
+  Template t = Template::compile(j(R"({"a":{"b/c":["ok","${{ .x | | }}"]},"d":"${{ .y"})"),
                                  "/nodes/0/config", problems);
   ASSERT_EQ(problems.size(), 2u);
   EXPECT_EQ(problems[0].path, "/nodes/0/config/a/b~1c/1");
@@ -190,13 +190,13 @@ TEST(Template, CompileProblemsCarryThePath) {
 
 TEST(Template, RenderErrorNamesThePath) {
   Problems problems;
-  Template t = Template::Compile(J(R"({"a":"${{ .x + 1 }}","b":"n=${{ empty }}"})"), "/c",
-                                 problems);
+  Template t =
+      Template::compile(j(R"({"a":"${{ .x + 1 }}","b":"n=${{ empty }}"})"), "/c", problems);
   ASSERT_TRUE(problems.empty());
-  Result<json::value> v = t.Render(J(R"({"x":"s"})"));
+  Result<json::value> v = t.render(j(R"({"x":"s"})"));
   ASSERT_FALSE(v);
   EXPECT_TRUE(v.error().message.starts_with("/c/a: jq:")) << v.error().message;
-  v = t.Render(J(R"({"x":1})"));
+  v = t.render(j(R"({"x":1})"));
   ASSERT_FALSE(v);
   EXPECT_EQ(v.error().message, "/c/b: expression yielded no value");
 }

@@ -8,67 +8,67 @@
 namespace venture::workflow {
 namespace {
 
-json::value J(std::string_view text) { return base::ParseJson(text).value(); }
+json::value j(std::string_view text) { return base::parse_json(text).value(); }
 
-std::shared_ptr<const Ir> WithSchema(std::string_view schema) {
+std::shared_ptr<const Ir> with_schema(std::string_view schema) {
   Problems problems;
-  std::string text = R"({"name":"s","inputs":)" + std::string(schema) +
-                     R"(,"nodes":[{"id":"a","type":"noop"}]})";
-  std::shared_ptr<const Ir> ir = Compile(J(text), problems);
+  std::string text =
+      R"({"name":"s","inputs":)" + std::string(schema) + R"(,"nodes":[{"id":"a","type":"noop"}]})";
+  std::shared_ptr<const Ir> ir = compile(j(text), problems);
   EXPECT_NE(ir, nullptr) << (problems.empty() ? "" : problems[0].path + problems[0].message);
   return ir;
 }
 
-Problems Check(const Ir& ir, std::string_view inputs) {
+Problems check(const Ir& ir, std::string_view inputs) {
   Problems problems;
-  ValidateInputs(ir, J(inputs), problems);
+  validate_inputs(ir, j(inputs), problems);
   return problems;
 }
 
 TEST(Inputs, RequiredAndTypes) {
-  auto ir = WithSchema(R"({"type":"object","required":["q"],"properties":{"q":{"type":"string"},
+  auto ir = with_schema(R"({"type":"object","required":["q"],"properties":{"q":{"type":"string"},
       "n":{"type":"integer","minimum":1,"maximum":10},"tags":{"type":"array",
       "items":{"type":"string"},"maxItems":2}},"additionalProperties":false})");
-  EXPECT_TRUE(Check(*ir, R"({"q":"x","n":3,"tags":["a"]})").empty());
-  Problems p = Check(*ir, R"({})");
+  EXPECT_TRUE(check(*ir, R"({"q":"x","n":3,"tags":["a"]})").empty());
+  Problems p = check(*ir, R"({})");
   ASSERT_EQ(p.size(), 1u);
   EXPECT_EQ(p[0].path, "/inputs/q");
   EXPECT_EQ(p[0].message, "required property is missing");
-  p = Check(*ir, R"({"q":1,"n":2.5,"tags":["a",2,"c"],"extra":true})");
+  p = check(*ir, R"({"q":1,"n":2.5,"tags":["a",2,"c"],"extra":true})");
   ASSERT_EQ(p.size(), 5u);
   EXPECT_EQ(p[0].path, "/inputs/q");
   EXPECT_EQ(p[1].path, "/inputs/n");
   EXPECT_EQ(p[2].path, "/inputs/tags/1");
   EXPECT_EQ(p[3].path, "/inputs/tags");
   EXPECT_EQ(p[4].path, "/inputs/extra");
-  p = Check(*ir, R"({"q":"x","n":11})");
+  p = check(*ir, R"({"q":"x","n":11})");
   ASSERT_EQ(p.size(), 1u);
   EXPECT_EQ(p[0].message, "must be at most 10");
-  EXPECT_EQ(Check(*ir, "[]").size(), 1u);
+  EXPECT_EQ(check(*ir, "[]").size(), 1u);
 }
 
 TEST(Inputs, StringsNumbersEnumsConst) {
-  auto ir = WithSchema(R"({"properties":{"s":{"minLength":2,"maxLength":3,"pattern":"^[a-z]+$"},
+  auto ir = with_schema(R"({"properties":{"s":{"minLength":2,"maxLength":3,"pattern":"^[a-z]+$"},
       "u":{"minLength":2,"maxLength":2},
       "e":{"enum":["a",1]},"c":{"const":{"k":1}},"m":{"multipleOf":0.5,"exclusiveMinimum":0,
       "exclusiveMaximum":2}}})");
-  EXPECT_TRUE(Check(*ir, R"({"s":"ab","e":1.0,"c":{"k":1},"m":1.5})").empty());
-  EXPECT_TRUE(Check(*ir, R"({"u":"éé"})").empty());  // lengths count characters
-  EXPECT_EQ(Check(*ir, R"({"s":"a"})").size(), 1u);
-  EXPECT_EQ(Check(*ir, R"({"s":"abcd"})").size(), 1u);
-  EXPECT_EQ(Check(*ir, R"({"s":"A1"})").size(), 1u);
-  EXPECT_EQ(Check(*ir, R"({"e":"b"})").size(), 1u);
-  EXPECT_EQ(Check(*ir, R"({"c":{"k":2}})").size(), 1u);
-  EXPECT_EQ(Check(*ir, R"({"m":0.3})").size(), 1u);
-  EXPECT_EQ(Check(*ir, R"({"m":2})").size(), 1u);
-  EXPECT_EQ(Check(*ir, R"({"m":0})").size(), 1u);
-  Problems p = Check(*ir, R"({"s":")" + std::string(5000, 'a') + R"("})");
+  EXPECT_TRUE(check(*ir, R"({"s":"ab","e":1.0,"c":{"k":1},"m":1.5})").empty());
+  EXPECT_TRUE(check(*ir, R"({"u":"éé"})").empty());  // lengths count characters
+  EXPECT_EQ(check(*ir, R"({"s":"a"})").size(), 1u);
+  EXPECT_EQ(check(*ir, R"({"s":"abcd"})").size(), 1u);
+  EXPECT_EQ(check(*ir, R"({"s":"A1"})").size(), 1u);
+  EXPECT_EQ(check(*ir, R"({"e":"b"})").size(), 1u);
+  EXPECT_EQ(check(*ir, R"({"c":{"k":2}})").size(), 1u);
+  EXPECT_EQ(check(*ir, R"({"m":0.3})").size(), 1u);
+  EXPECT_EQ(check(*ir, R"({"m":2})").size(), 1u);
+  EXPECT_EQ(check(*ir, R"({"m":0})").size(), 1u);
+  Problems p = check(*ir, R"({"s":")" + std::string(5000, 'a') + R"("})");
   ASSERT_EQ(p.size(), 2u);  // maxLength and the pattern subject bound
   EXPECT_NE(p[1].message.find("too long"), std::string::npos);
 }
 
 TEST(Inputs, CombinatorsAndRefs) {
-  auto ir = WithSchema(R"({"definitions":{"pos":{"type":"integer","minimum":1}},
+  auto ir = with_schema(R"({"definitions":{"pos":{"type":"integer","minimum":1}},
       "properties":{"a":{"$ref":"#/definitions/pos"},
         "b":{"anyOf":[{"type":"string"},{"type":"null"}]},
         "c":{"oneOf":[{"type":"integer"},{"type":"number"}]},
@@ -76,22 +76,22 @@ TEST(Inputs, CombinatorsAndRefs) {
         "e":{"not":{"type":"string"}},
         "f":{"type":["string","null"]},
         "g":{"$ref":"#"}}})");
-  EXPECT_TRUE(Check(*ir, R"({"a":1,"b":null,"c":1.5,"d":"xy","e":1,"f":null,"g":{}})").empty());
-  EXPECT_EQ(Check(*ir, R"({"a":0})").size(), 1u);
-  EXPECT_EQ(Check(*ir, R"({"b":1})").size(), 1u);
-  EXPECT_EQ(Check(*ir, R"({"c":1})").size(), 1u);  // matches both
-  EXPECT_EQ(Check(*ir, R"({"d":"x"})").size(), 1u);
-  EXPECT_EQ(Check(*ir, R"({"e":"x"})").size(), 1u);
-  EXPECT_EQ(Check(*ir, R"({"f":1})").size(), 1u);
-  Problems deep = Check(*ir, R"({"g":{"g":{"a":0}}})");
+  EXPECT_TRUE(check(*ir, R"({"a":1,"b":null,"c":1.5,"d":"xy","e":1,"f":null,"g":{}})").empty());
+  EXPECT_EQ(check(*ir, R"({"a":0})").size(), 1u);
+  EXPECT_EQ(check(*ir, R"({"b":1})").size(), 1u);
+  EXPECT_EQ(check(*ir, R"({"c":1})").size(), 1u);  // matches both
+  EXPECT_EQ(check(*ir, R"({"d":"x"})").size(), 1u);
+  EXPECT_EQ(check(*ir, R"({"e":"x"})").size(), 1u);
+  EXPECT_EQ(check(*ir, R"({"f":1})").size(), 1u);
+  Problems deep = check(*ir, R"({"g":{"g":{"a":0}}})");
   ASSERT_EQ(deep.size(), 1u);
   EXPECT_EQ(deep[0].path, "/inputs/g/g/a");
 }
 
 TEST(Inputs, SelfReferenceLoopIsBounded) {
-  auto ir = WithSchema(R"({"definitions":{"x":{"$ref":"#/definitions/x"}},
+  auto ir = with_schema(R"({"definitions":{"x":{"$ref":"#/definitions/x"}},
       "properties":{"a":{"$ref":"#/definitions/x"},"b":{"$ref":"#/definitions/none"}}})");
-  Problems p = Check(*ir, R"({"a":1,"b":1})");
+  Problems p = check(*ir, R"({"a":1,"b":1})");
   ASSERT_EQ(p.size(), 2u);
   EXPECT_NE(p[0].message.find("too deeply"), std::string::npos);
   EXPECT_NE(p[1].message.find("does not resolve"), std::string::npos);
@@ -99,14 +99,14 @@ TEST(Inputs, SelfReferenceLoopIsBounded) {
 
 TEST(Inputs, NoSchemaAcceptsAnything) {
   Problems problems;
-  auto ir = Compile(J(R"({"name":"s","nodes":[{"id":"a","type":"noop"}]})"), problems);
+  auto ir = compile(j(R"({"name":"s","nodes":[{"id":"a","type":"noop"}]})"), problems);
   ASSERT_NE(ir, nullptr);
-  EXPECT_TRUE(Check(*ir, R"({"anything":[1]})").empty());
+  EXPECT_TRUE(check(*ir, R"({"anything":[1]})").empty());
 }
 
 TEST(Inputs, MalformedSchemasAreProblems) {
   Problems p;
-  EXPECT_EQ(Compile(J(R"({"name":"s","inputs":{"type":"object","properties":{
+  EXPECT_EQ(compile(j(R"({"name":"s","inputs":{"type":"object","properties":{
       "a":{"type":"strng"},"b":{"pattern":"(unclosed"},"c":{"minLength":-1},"d":5,
       "e":{"pattern":"(a{1000}){1000}"},"f":{"anyOf":[]},"g":{"$ref":"http://x"}},
       "required":"q"},"nodes":[{"id":"a","type":"noop"}]})"),

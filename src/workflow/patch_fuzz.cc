@@ -21,28 +21,28 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view ops_text = input;
   if (newline != std::string_view::npos) {
     venture::Result<json::value> parsed =
-        venture::base::ParseJson(input.substr(0, newline), kLimits);
+        venture::base::parse_json(input.substr(0, newline), kLimits);
     if (!parsed) {
       return 0;
     }
     doc = *parsed;
     ops_text = input.substr(newline + 1);
   }
-  venture::Result<json::value> ops = venture::base::ParseJson(ops_text, kLimits);
+  venture::Result<json::value> ops = venture::base::parse_json(ops_text, kLimits);
   if (!ops) {
     return 0;
   }
   const json::value before = doc;
-  venture::Result<json::value> patched = venture::workflow::ApplyPatch(doc, *ops);
+  venture::Result<json::value> patched = venture::workflow::apply_patch(doc, *ops);
   if (doc != before) {
     __builtin_trap();  // ApplyPatch must work on a copy
   }
   if (const json::array* list = ops->if_array()) {
     for (const json::value& op : *list) {
       const json::object* o = op.if_object();
-      const json::string* path = o != nullptr ? venture::base::FindString(*o, "path") : nullptr;
+      const json::string* path = o != nullptr ? venture::base::find_string(*o, "path") : nullptr;
       if (path != nullptr) {
-        (void)venture::workflow::ResolvePointer(patched ? *patched : doc, *path);
+        (void)venture::workflow::resolve_pointer(patched ? *patched : doc, *path);
       }
     }
   }

@@ -8,37 +8,46 @@
 namespace venture::workflow {
 namespace {
 
-json::value J(std::string_view text) { return base::ParseJson(text).value(); }
+json::value j(std::string_view text) { return base::parse_json(text).value(); }
 
-const char* kRfc6901Doc = R"({"foo": ["bar", "baz"], "": 0, "a/b": 1, "c%d": 2, "e^f": 3,
+const char* k_rfc6901_doc = R"({"foo": ["bar", "baz"], "": 0, "a/b": 1, "c%d": 2, "e^f": 3,
   "g|h": 4, "i\\j": 5, "k\"l": 6, " ": 7, "m~n": 8})";
 
 TEST(Pointer, Rfc6901Examples) {
-  const json::value doc = J(kRfc6901Doc);
+  const json::value doc = j(k_rfc6901_doc);
   const std::vector<std::pair<std::string, std::string>> cases = {
-      {"", kRfc6901Doc}, {"/foo", R"(["bar","baz"])"}, {"/foo/0", R"("bar")"}, {"/", "0"},
-      {"/a~1b", "1"},    {"/c%d", "2"},  {"/e^f", "3"},   {"/g|h", "4"},  {"/i\\j", "5"},
-      {"/k\"l", "6"},    {"/ ", "7"},    {"/m~0n", "8"},
+      {"", k_rfc6901_doc},
+      {"/foo", R"(["bar","baz"])"},
+      {"/foo/0", R"("bar")"},
+      {"/", "0"},
+      {"/a~1b", "1"},
+      {"/c%d", "2"},
+      {"/e^f", "3"},
+      {"/g|h", "4"},
+      {"/i\\j", "5"},
+      {"/k\"l", "6"},
+      {"/ ", "7"},
+      {"/m~0n", "8"},
   };
   for (const auto& [pointer, expected] : cases) {
-    Result<const json::value*> v = ResolvePointer(doc, pointer);
+    Result<const json::value*> v = resolve_pointer(doc, pointer);
     ASSERT_TRUE(v) << pointer << ": " << v.error().message;
-    EXPECT_EQ(**v, J(expected)) << pointer;
+    EXPECT_EQ(**v, j(expected)) << pointer;
   }
 }
 
 TEST(Pointer, Errors) {
-  const json::value doc = J(R"({"a":[1,2],"b":{"c":null}})");
-  EXPECT_EQ(ResolvePointer(doc, "a").error().code, Code::kInvalidArgument);
-  EXPECT_EQ(ResolvePointer(doc, "/a~2").error().code, Code::kInvalidArgument);
-  EXPECT_EQ(ResolvePointer(doc, "/a~").error().code, Code::kInvalidArgument);
-  EXPECT_EQ(ResolvePointer(doc, "/x").error().code, Code::kNotFound);
-  EXPECT_EQ(ResolvePointer(doc, "/a/2").error().code, Code::kNotFound);
-  EXPECT_EQ(ResolvePointer(doc, "/a/-").error().code, Code::kNotFound);
-  EXPECT_EQ(ResolvePointer(doc, "/a/01").error().code, Code::kInvalidArgument);
-  EXPECT_EQ(ResolvePointer(doc, "/a/x").error().code, Code::kInvalidArgument);
-  EXPECT_EQ(ResolvePointer(doc, "/b/c/d").error().code, Code::kNotFound);
-  EXPECT_TRUE(ResolvePointer(doc, "/b/c").value()->is_null());
+  const json::value doc = j(R"({"a":[1,2],"b":{"c":null}})");
+  EXPECT_EQ(resolve_pointer(doc, "a").error().code, Code::kInvalidArgument);
+  EXPECT_EQ(resolve_pointer(doc, "/a~2").error().code, Code::kInvalidArgument);
+  EXPECT_EQ(resolve_pointer(doc, "/a~").error().code, Code::kInvalidArgument);
+  EXPECT_EQ(resolve_pointer(doc, "/x").error().code, Code::kNotFound);
+  EXPECT_EQ(resolve_pointer(doc, "/a/2").error().code, Code::kNotFound);
+  EXPECT_EQ(resolve_pointer(doc, "/a/-").error().code, Code::kNotFound);
+  EXPECT_EQ(resolve_pointer(doc, "/a/01").error().code, Code::kInvalidArgument);
+  EXPECT_EQ(resolve_pointer(doc, "/a/x").error().code, Code::kInvalidArgument);
+  EXPECT_EQ(resolve_pointer(doc, "/b/c/d").error().code, Code::kNotFound);
+  EXPECT_TRUE(resolve_pointer(doc, "/b/c").value()->is_null());
 }
 
 struct PatchCase {
@@ -83,8 +92,7 @@ const PatchCase kCases[] = {
     {"A.15 comparing strings and numbers", R"({"/":9,"~1":10})",
      R"([{"op":"test","path":"/~01","value":"10"}])", nullptr},
     {"A.16 add array value", R"({"foo":["bar"]})",
-     R"([{"op":"add","path":"/foo/-","value":["abc","def"]}])",
-     R"({"foo":["bar",["abc","def"]]})"},
+     R"([{"op":"add","path":"/foo/-","value":["abc","def"]}])", R"({"foo":["bar",["abc","def"]]})"},
     {"replace root", R"({"a":1})", R"([{"op":"replace","path":"","value":[1]}])", "[1]"},
     {"add root", R"({"a":1})", R"([{"op":"add","path":"","value":{"b":2}}])", R"({"b":2})"},
     {"copy", R"({"a":{"b":[1]}})", R"([{"op":"copy","from":"/a/b","path":"/c"}])",
@@ -98,8 +106,8 @@ const PatchCase kCases[] = {
     {"add past end", R"({"a":[1]})", R"([{"op":"add","path":"/a/2","value":3}])", nullptr},
     {"remove missing", R"({"a":1})", R"([{"op":"remove","path":"/b"}])", nullptr},
     {"replace missing", R"({"a":1})", R"([{"op":"replace","path":"/b","value":1}])", nullptr},
-    {"move into own child", R"({"a":{"b":{}}})",
-     R"([{"op":"move","from":"/a","path":"/a/b/c"}])", nullptr},
+    {"move into own child", R"({"a":{"b":{}}})", R"([{"op":"move","from":"/a","path":"/a/b/c"}])",
+     nullptr},
     {"unknown op", R"({})", R"([{"op":"ad","path":"/a","value":1}])", nullptr},
     {"missing value", R"({})", R"([{"op":"add","path":"/a"}])", nullptr},
     {"missing from", R"({})", R"([{"op":"copy","path":"/a"}])", nullptr},
@@ -110,78 +118,78 @@ const PatchCase kCases[] = {
 
 TEST(Patch, Cases) {
   for (const PatchCase& c : kCases) {
-    const json::value doc = J(c.doc);
-    Result<json::value> out = ApplyPatch(doc, J(c.ops));
+    const json::value doc = j(c.doc);
+    Result<json::value> out = apply_patch(doc, j(c.ops));
     if (c.expected == nullptr) {
       EXPECT_FALSE(out) << c.name;
       if (!out) {
-        EXPECT_TRUE(out.error().message.starts_with("/0: ")) << c.name << ": "
-                                                             << out.error().message;
+        EXPECT_TRUE(out.error().message.starts_with("/0: "))
+            << c.name << ": " << out.error().message;
       }
     } else {
       ASSERT_TRUE(out) << c.name << ": " << out.error().message;
-      EXPECT_EQ(*out, J(c.expected)) << c.name;
+      EXPECT_EQ(*out, j(c.expected)) << c.name;
     }
-    EXPECT_EQ(doc, J(c.doc)) << c.name << ": the input must be untouched";
+    EXPECT_EQ(doc, j(c.doc)) << c.name << ": the input must be untouched";
   }
 }
 
 TEST(Patch, ErrorsNameTheOpAndCodes) {
-  const json::value doc = J(R"({"nodes":[{"id":"a"}]})");
-  Result<json::value> out = ApplyPatch(doc, J(R"([
+  const json::value doc = j(R"({"nodes":[{"id":"a"}]})");
+  Result<json::value> out = apply_patch(doc, j(R"([
     {"op":"add","path":"/nodes/-","value":{"id":"b"}},
     {"op":"test","path":"/nodes/1/id","value":"b"},
     {"op":"test","path":"/nodes/0/id","value":"x"}])"));
   ASSERT_FALSE(out);
   EXPECT_EQ(out.error().code, Code::kFailedPrecondition);
   EXPECT_TRUE(out.error().message.starts_with("/2: test failed")) << out.error().message;
-  out = ApplyPatch(doc, J(R"([{"op":"test","path":"/nodes","value":[{"id":"a"}]},
+  out = apply_patch(doc, j(R"([{"op":"test","path":"/nodes","value":[{"id":"a"}]},
                                {"op":"remove","path":"/nodes/9"}])"));
   ASSERT_FALSE(out);
   EXPECT_EQ(out.error().code, Code::kInvalidArgument);
   EXPECT_TRUE(out.error().message.starts_with("/1: path '/nodes/9'")) << out.error().message;
-  EXPECT_FALSE(ApplyPatch(doc, J("{}")));
+  EXPECT_FALSE(apply_patch(doc, j("{}")));
 }
 
 TEST(Patch, OpsAreBounded) {
   json::array ops;
   for (std::size_t i = 0; i <= limits::kPatchOpsMax; ++i) {
-    ops.push_back(J(R"({"op":"test","path":"","value":{}})"));
+    ops.push_back(j(R"({"op":"test","path":"","value":{}})"));
   }
-  EXPECT_FALSE(ApplyPatch(J("{}"), ops));
+  EXPECT_FALSE(apply_patch(j("{}"), ops));
   ops.pop_back();
-  EXPECT_TRUE(ApplyPatch(J("{}"), ops));
+  EXPECT_TRUE(apply_patch(j("{}"), ops));
 }
 
 TEST(Patch, CopyGrowthIsBounded) {
   json::array ops;
-  ops.push_back(J(R"({"op":"add","path":"/a","value":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"})"));
+  ops.push_back(j(R"({"op":"add","path":"/a","value":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"})"));
   // Copying the root into alternating members grows the document like Fibonacci numbers.
   for (int i = 0; i < 60; ++i) {
-    ops.push_back(J(i % 2 == 0 ? R"({"op":"copy","from":"","path":"/a"})"
+    ops.push_back(j(i % 2 == 0 ? R"({"op":"copy","from":"","path":"/a"})"
                                : R"({"op":"copy","from":"","path":"/b"})"));
   }
-  Result<json::value> out = ApplyPatch(J("{}"), ops);
+  Result<json::value> out = apply_patch(j("{}"), ops);
   ASSERT_FALSE(out);
   EXPECT_EQ(out.error().code, Code::kResourceExhausted);
 }
 
 TEST(Names, ClosestMatchAndPatterns) {
-  EXPECT_EQ(ClosestMatch("fetc", {"fetch", "pick"}), "fetch");
-  EXPECT_EQ(ClosestMatch("tyep", {"type", "id"}), "type");
-  EXPECT_EQ(ClosestMatch("zzzzzz", {"fetch"}), "");
-  EXPECT_EQ(ClosestMatch("ab", {"ac", "ad"}), "ac");  // tie: lexicographically smallest
-  EXPECT_EQ(ClosestMatch("ab", {"ad", "ac"}), "ac");
-  EXPECT_EQ(ClosestMatch("x", {"id"}), "");
-  EXPECT_TRUE(IsValidWorkflowName("enrich-and-approve"));
-  EXPECT_TRUE(IsValidWorkflowName("0.v1_x"));
-  EXPECT_FALSE(IsValidWorkflowName("-x"));
-  EXPECT_FALSE(IsValidWorkflowName("Upper"));
-  EXPECT_FALSE(IsValidWorkflowName(""));
-  EXPECT_FALSE(IsValidWorkflowName(std::string(64, 'a')));
-  EXPECT_TRUE(IsValidWorkflowName(std::string(63, 'a')));
-  EXPECT_TRUE(IsValidTagName("latest"));
-  EXPECT_FALSE(IsValidTagName("a b"));
+  EXPECT_EQ(closest_match("fetc", {"fetch", "pick"}), "fetch");
+  EXPECT_EQ(closest_match("tyep", {"type", "id"}), "type");
+  EXPECT_EQ(closest_match("zzzzzz", {"fetch"}), "");
+  EXPECT_EQ(closest_match("ab", {"ac", "ad"}), "ac");  // tie: lexicographically smallest
+  EXPECT_EQ(closest_match("ab", {"ad", "ac"}), "ac");
+  EXPECT_EQ(closest_match("x", {"id"}), "");
+  EXPECT_TRUE(is_valid_workflow_name("enrich-and-approve"));
+  EXPECT_TRUE(is_valid_workflow_name("0.v1_x"));
+  EXPECT_FALSE(is_valid_workflow_name("-x"));
+  EXPECT_FALSE(is_valid_workflow_name("Upper"));
+  EXPECT_FALSE(is_valid_workflow_name(""));
+  EXPECT_FALSE(is_valid_workflow_name(std::string(64, 'a')));
+  EXPECT_TRUE(is_valid_workflow_name(std::string(63, 'a')));
+  EXPECT_TRUE(is_valid_tag_name("latest"));
+  EXPECT_FALSE(is_valid_tag_name("a b"));
 }
 
 }  // namespace

@@ -11,7 +11,7 @@ struct Piece {
   std::string_view text;  // literal text, or the program between `${{` and `}}`
 };
 
-std::string_view Trim(std::string_view s) {
+std::string_view trim(std::string_view s) {
   while (!s.empty() && std::strchr(" \t\r\n", s.front()) != nullptr) {
     s.remove_prefix(1);
   }
@@ -24,7 +24,7 @@ std::string_view Trim(std::string_view s) {
 // Finds the `}}` that closes a placeholder whose program starts at `from`. jq programs contain
 // braces and strings of their own ({a: "}}"}), so braces are counted outside string literals;
 // the first `}}` at depth zero closes. npos when unterminated.
-std::size_t FindClose(std::string_view text, std::size_t from) {
+std::size_t find_close(std::string_view text, std::size_t from) {
   int depth = 0;
   bool in_string = false;
   for (std::size_t i = from; i < text.size(); ++i) {
@@ -50,7 +50,7 @@ std::size_t FindClose(std::string_view text, std::size_t from) {
   return std::string_view::npos;
 }
 
-Result<std::vector<Piece>> Split(std::string_view text) {
+Result<std::vector<Piece>> split(std::string_view text) {
   std::vector<Piece> pieces;
   std::size_t pos = 0;
   while (pos < text.size()) {
@@ -62,11 +62,11 @@ Result<std::vector<Piece>> Split(std::string_view text) {
     if (open > pos) {
       pieces.push_back({false, text.substr(pos, open - pos)});
     }
-    const std::size_t close = FindClose(text, open + 3);
+    const std::size_t close = find_close(text, open + 3);
     if (close == std::string_view::npos) {
-      return InvalidArgument("unterminated '${{' (close it with '}}')");
+      return invalid_argument_error("unterminated '${{' (close it with '}}')");
     }
-    pieces.push_back({true, Trim(text.substr(open + 3, close - open - 3))});
+    pieces.push_back({true, trim(text.substr(open + 3, close - open - 3))});
     pos = close + 2;
   }
   return pieces;
@@ -74,12 +74,12 @@ Result<std::vector<Piece>> Split(std::string_view text) {
 
 }  // namespace
 
-std::optional<std::string_view> StandaloneExpression(std::string_view text) {
-  const std::string_view trimmed = Trim(text);
+std::optional<std::string_view> standalone_expression(std::string_view text) {
+  const std::string_view trimmed = trim(text);
   if (!trimmed.starts_with("${{")) {
     return std::nullopt;
   }
-  Result<std::vector<Piece>> pieces = Split(trimmed);
+  Result<std::vector<Piece>> pieces = split(trimmed);
   if (!pieces || pieces->size() != 1 || !pieces->front().is_expr) {
     return std::nullopt;
   }
@@ -88,8 +88,8 @@ std::optional<std::string_view> StandaloneExpression(std::string_view text) {
 
 namespace internal {
 
-std::string_view ExpressionProgram(std::string_view text) {
-  std::optional<std::string_view> program = StandaloneExpression(text);
+std::string_view expression_program(std::string_view text) {
+  std::optional<std::string_view> program = standalone_expression(text);
   return program ? *program : text;
 }
 
@@ -118,8 +118,7 @@ struct Template::Compiled {
 namespace {
 
 // Builds the mirror of v; returns false when v holds no placeholder (then node is a literal).
-bool Build(const json::value& v, const std::string& path, Problems& problems,
-           TemplateNode& node) {
+bool build(const json::value& v, const std::string& path, Problems& problems, TemplateNode& node) {
   node.path = path;
   node.literal = v;
   bool dynamic = false;
@@ -127,19 +126,19 @@ bool Build(const json::value& v, const std::string& path, Problems& problems,
     node.kind = TemplateNode::Kind::kObject;
     for (const auto& kv : *o) {
       node.keys.emplace_back(kv.key());
-      dynamic |= Build(kv.value(), internal::Child(path, kv.key()), problems,
-                       node.items.emplace_back());
+      dynamic |=
+          build(kv.value(), internal::child(path, kv.key()), problems, node.items.emplace_back());
     }
   } else if (const json::array* a = v.if_array()) {
     node.kind = TemplateNode::Kind::kArray;
     for (std::size_t i = 0; i < a->size(); ++i) {
-      dynamic |= Build((*a)[i], internal::Child(path, i), problems, node.items.emplace_back());
+      dynamic |= build((*a)[i], internal::child(path, i), problems, node.items.emplace_back());
     }
-  } else if (const json::string* s = v.if_string(); s != nullptr && internal::IsDynamic(v)) {
+  } else if (const json::string* s = v.if_string(); s != nullptr && internal::is_dynamic(v)) {
     dynamic = true;
-    Result<std::vector<Piece>> pieces = Split(*s);
+    Result<std::vector<Piece>> pieces = split(*s);
     if (!pieces) {
-      internal::AddProblem(problems, path, pieces.error().message);
+      internal::add_problem(problems, path, pieces.error().message);
       return true;
     }
     node.kind = pieces->size() == 1 && pieces->front().is_expr ? TemplateNode::Kind::kStandalone
@@ -150,9 +149,9 @@ bool Build(const json::value& v, const std::string& path, Problems& problems,
         part.literal = piece.text;
         continue;
       }
-      Result<Expr> expr = CompileExpr(piece.text);
+      Result<Expr> expr = compile_expr(piece.text);
       if (!expr) {
-        internal::AddProblem(problems, path, expr.error().message);
+        internal::add_problem(problems, path, expr.error().message);
         continue;
       }
       part.expr = *expr;
@@ -169,13 +168,13 @@ bool Build(const json::value& v, const std::string& path, Problems& problems,
   return dynamic;
 }
 
-Result<json::value> RenderNode(const TemplateNode& node, const json::value& context) {
+Result<json::value> render_node(const TemplateNode& node, const json::value& context) {
   switch (node.kind) {
     case TemplateNode::Kind::kLiteral:
       return node.literal;
     case TemplateNode::Kind::kStandalone: {
       VENTURE_CHECK(node.expr.has_value());
-      Result<json::value> value = node.expr->Eval(context);
+      Result<json::value> value = node.expr->eval(context);
       if (!value) {
         return Error(value.error().code, node.path + ": " + value.error().message);
       }
@@ -188,14 +187,14 @@ Result<json::value> RenderNode(const TemplateNode& node, const json::value& cont
           out += part.literal;
           continue;
         }
-        Result<json::value> value = part.expr->Eval(context);
+        Result<json::value> value = part.expr->eval(context);
         if (!value) {
           return Error(value.error().code, node.path + ": " + value.error().message);
         }
         if (const json::string* s = value->if_string()) {
           out.append(s->data(), s->size());
         } else {
-          out += base::CompactJson(*value);
+          out += base::compact_json(*value);
         }
       }
       return json::value(json::string(out));
@@ -203,7 +202,7 @@ Result<json::value> RenderNode(const TemplateNode& node, const json::value& cont
     case TemplateNode::Kind::kObject: {
       json::object out;
       for (std::size_t i = 0; i < node.items.size(); ++i) {
-        VENTURE_ASSIGN_OR_RETURN(json::value value, RenderNode(node.items[i], context));
+        VENTURE_ASSIGN_OR_RETURN(json::value value, render_node(node.items[i], context));
         out[node.keys[i]] = std::move(value);
       }
       return json::value(std::move(out));
@@ -211,44 +210,43 @@ Result<json::value> RenderNode(const TemplateNode& node, const json::value& cont
     case TemplateNode::Kind::kArray: {
       json::array out;
       for (const TemplateNode& item : node.items) {
-        VENTURE_ASSIGN_OR_RETURN(json::value value, RenderNode(item, context));
+        VENTURE_ASSIGN_OR_RETURN(json::value value, render_node(item, context));
         out.push_back(std::move(value));
       }
       return json::value(std::move(out));
     }
   }
-  return Internal("unreachable template kind");
+  return internal_error("unreachable template kind");
 }
 
 }  // namespace
 
-Template Template::Compile(const json::value& value, const std::string& path,
-                           Problems& problems) {
+Template Template::compile(const json::value& value, const std::string& path, Problems& problems) {
   Template t;
   t.raw_ = value;
   auto compiled = std::make_shared<Compiled>();
   // Local list: whether this template failed must not depend on the caller's problem cap.
   Problems local;
-  if (Build(value, path, local, compiled->root) && local.empty()) {
+  if (build(value, path, local, compiled->root) && local.empty()) {
     t.compiled_ = std::move(compiled);
   }
   for (Problem& p : local) {
-    internal::AddProblem(problems, std::move(p.path), std::move(p.message));
+    internal::add_problem(problems, std::move(p.path), std::move(p.message));
   }
   return t;
 }
 
-Template Template::Literal(json::value value) {
+Template Template::literal(json::value value) {
   Template t;
   t.raw_ = std::move(value);
   return t;
 }
 
-Result<json::value> Template::Render(const json::value& context) const {
+Result<json::value> Template::render(const json::value& context) const {
   if (compiled_ == nullptr) {
     return raw_;
   }
-  return RenderNode(compiled_->root, context);
+  return render_node(compiled_->root, context);
 }
 
 }  // namespace venture::workflow

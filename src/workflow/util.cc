@@ -8,21 +8,21 @@
 namespace venture::workflow {
 namespace internal {
 
-void AddProblem(Problems& problems, std::string path, std::string message) {
+void add_problem(Problems& problems, std::string path, std::string message) {
   if (problems.size() < limits::kValidationProblemsMax) {
     problems.push_back({std::move(path), std::move(message)});
   }
 }
 
-std::string Child(const std::string& path, std::string_view token) {
-  return path + "/" + base::EscapePointerToken(token);
+std::string child(const std::string& path, std::string_view token) {
+  return path + "/" + base::escape_pointer_token(token);
 }
 
-std::string Child(const std::string& path, std::size_t index) {
+std::string child(const std::string& path, std::size_t index) {
   return path + "/" + std::to_string(index);
 }
 
-std::string Quote(std::string_view s) {
+std::string quote(std::string_view s) {
   constexpr std::size_t kShownMax = 64;  // keep messages short for hostile keys
   if (s.size() > kShownMax) {
     return "'" + std::string(s.substr(0, kShownMax)) + "…'";
@@ -30,28 +30,28 @@ std::string Quote(std::string_view s) {
   return "'" + std::string(s) + "'";
 }
 
-void CheckFields(const json::object& o, const std::string& path,
-                 const std::vector<std::string>& allowed, Problems& problems) {
+void check_fields(const json::object& o, const std::string& path,
+                  const std::vector<std::string>& allowed, Problems& problems) {
   for (const auto& kv : o) {
     const std::string_view key = kv.key();
     if (std::find(allowed.begin(), allowed.end(), key) != allowed.end()) {
       continue;
     }
-    std::string message = "unknown field " + Quote(key);
-    const std::string suggestion = ClosestMatch(key, allowed);
+    std::string message = "unknown field " + quote(key);
+    const std::string suggestion = closest_match(key, allowed);
     if (!suggestion.empty()) {
       message += "; did you mean '" + suggestion + "'?";
     }
-    AddProblem(problems, Child(path, key), std::move(message));
+    add_problem(problems, child(path, key), std::move(message));
   }
 }
 
-bool IsDynamic(const json::value& v) {
+bool is_dynamic(const json::value& v) {
   const json::string* s = v.if_string();
   return s != nullptr && s->subview().find("${{") != json::string_view::npos;
 }
 
-std::optional<int64_t> AsInt(const json::value& v) {
+std::optional<int64_t> as_int(const json::value& v) {
   if (v.is_int64()) {
     return v.get_int64();
   }
@@ -70,7 +70,7 @@ std::optional<int64_t> AsInt(const json::value& v) {
   return std::nullopt;
 }
 
-std::optional<double> AsNumber(const json::value& v) {
+std::optional<double> as_number(const json::value& v) {
   if (v.is_int64()) {
     return static_cast<double>(v.get_int64());
   }
@@ -83,7 +83,7 @@ std::optional<double> AsNumber(const json::value& v) {
   return std::nullopt;
 }
 
-std::string KindName(const json::value& v) {
+std::string kind_name(const json::value& v) {
   switch (v.kind()) {
     case json::kind::null:
       return "null";
@@ -103,84 +103,83 @@ std::string KindName(const json::value& v) {
   return "a value";
 }
 
-std::optional<Millis> CheckDuration(const json::value& v, const std::string& path,
-                                    Problems& problems, int64_t minimum_ms) {
+std::optional<Millis> check_duration(const json::value& v, const std::string& path,
+                                     Problems& problems, int64_t minimum_ms) {
   const json::string* s = v.if_string();
   if (s == nullptr) {
-    AddProblem(problems, path,
-               "expected a duration string such as \"30s\", got " + KindName(v));
+    add_problem(problems, path, "expected a duration string such as \"30s\", got " + kind_name(v));
     return std::nullopt;
   }
-  Result<Millis> d = ParseDuration(*s);
+  Result<Millis> d = parse_duration(*s);
   if (!d) {
-    AddProblem(problems, path, d.error().message);
+    add_problem(problems, path, d.error().message);
     return std::nullopt;
   }
   if (d->count() < minimum_ms) {
-    AddProblem(problems, path, "must be at least " + FormatDuration(Millis(minimum_ms)));
+    add_problem(problems, path, "must be at least " + format_duration(Millis(minimum_ms)));
     return std::nullopt;
   }
   return *d;
 }
 
-std::optional<int64_t> CheckInt(const json::value& v, const std::string& path, int64_t lo,
-                                int64_t hi, Problems& problems) {
-  std::optional<int64_t> n = AsInt(v);
+std::optional<int64_t> check_int(const json::value& v, const std::string& path, int64_t lo,
+                                 int64_t hi, Problems& problems) {
+  std::optional<int64_t> n = as_int(v);
   if (!n) {
-    AddProblem(problems, path, "expected an integer, got " + KindName(v));
+    add_problem(problems, path, "expected an integer, got " + kind_name(v));
     return std::nullopt;
   }
   if (*n < lo || *n > hi) {
-    AddProblem(problems, path,
-               "must be between " + std::to_string(lo) + " and " + std::to_string(hi));
+    add_problem(problems, path,
+                "must be between " + std::to_string(lo) + " and " + std::to_string(hi));
     return std::nullopt;
   }
   return n;
 }
 
-void CheckString(const json::value& v, const std::string& path, Problems& problems) {
+void check_string(const json::value& v, const std::string& path, Problems& problems) {
   if (!v.is_string()) {
-    AddProblem(problems, path, "expected a string, got " + KindName(v));
+    add_problem(problems, path, "expected a string, got " + kind_name(v));
   }
 }
 
-void CheckStringArray(const json::value& v, const std::string& path, Problems& problems) {
-  if (IsDynamic(v)) {
+void check_string_array(const json::value& v, const std::string& path, Problems& problems) {
+  if (is_dynamic(v)) {
     return;
   }
   const json::array* a = v.if_array();
   if (a == nullptr) {
-    AddProblem(problems, path, "expected an array of strings, got " + KindName(v));
+    add_problem(problems, path, "expected an array of strings, got " + kind_name(v));
     return;
   }
   for (std::size_t i = 0; i < a->size(); ++i) {
-    CheckString((*a)[i], Child(path, i), problems);
+    check_string((*a)[i], child(path, i), problems);
   }
 }
 
-void CheckStringMap(const json::value& v, const std::string& path, Problems& problems) {
-  if (IsDynamic(v)) {
+void check_string_map(const json::value& v, const std::string& path, Problems& problems) {
+  if (is_dynamic(v)) {
     return;
   }
   const json::object* o = v.if_object();
   if (o == nullptr) {
-    AddProblem(problems, path, "expected an object of strings, got " + KindName(v));
+    add_problem(problems, path, "expected an object of strings, got " + kind_name(v));
     return;
   }
   for (const auto& kv : *o) {
-    CheckString(kv.value(), Child(path, kv.key()), problems);
+    check_string(kv.value(), child(path, kv.key()), problems);
   }
 }
 
-void CheckBool(const json::value& v, const std::string& path, Problems& problems) {
-  if (!v.is_bool() && !IsDynamic(v)) {
-    AddProblem(problems, path, "expected true or false, got " + KindName(v));
+void check_bool(const json::value& v, const std::string& path, Problems& problems) {
+  if (!v.is_bool() && !is_dynamic(v)) {
+    add_problem(problems, path, "expected true or false, got " + kind_name(v));
   }
 }
 
-void CheckEnum(const json::value& v, const std::string& path,
-               const std::vector<std::string>& choices, Problems& problems) {
-  if (IsDynamic(v)) {
+void check_enum(const json::value& v, const std::string& path,
+                const std::vector<std::string>& choices, Problems& problems) {
+  if (is_dynamic(v)) {
     return;
   }
   const json::string* s = v.if_string();
@@ -193,15 +192,15 @@ void CheckEnum(const json::value& v, const std::string& path,
   }
   std::string message = "must be one of " + list;
   if (s != nullptr) {
-    const std::string suggestion = ClosestMatch(*s, choices);
+    const std::string suggestion = closest_match(*s, choices);
     if (!suggestion.empty()) {
       message += "; did you mean '" + suggestion + "'?";
     }
   }
-  AddProblem(problems, path, std::move(message));
+  add_problem(problems, path, std::move(message));
 }
 
-std::size_t EditDistance(std::string_view a, std::string_view b, std::size_t cap) {
+std::size_t edit_distance(std::string_view a, std::string_view b, std::size_t cap) {
   const std::size_t diff = a.size() > b.size() ? a.size() - b.size() : b.size() - a.size();
   if (diff > cap) {
     return cap + 1;
@@ -230,7 +229,7 @@ std::size_t EditDistance(std::string_view a, std::string_view b, std::size_t cap
 
 }  // namespace internal
 
-std::string ClosestMatch(std::string_view word, const std::vector<std::string>& candidates) {
+std::string closest_match(std::string_view word, const std::vector<std::string>& candidates) {
   constexpr std::size_t kDistanceMax = 2;
   constexpr std::size_t kWordBytesMax = 256;  // suggestions for huge strings are noise
   if (word.empty() || word.size() > kWordBytesMax) {
@@ -239,7 +238,7 @@ std::string ClosestMatch(std::string_view word, const std::vector<std::string>& 
   std::string best;
   std::size_t best_distance = kDistanceMax + 1;
   for (const std::string& candidate : candidates) {
-    const std::size_t d = internal::EditDistance(word, candidate, kDistanceMax);
+    const std::size_t d = internal::edit_distance(word, candidate, kDistanceMax);
     // A suggestion must keep something of the word ("x" -> "id" helps no one).
     if (d >= word.size() || d == 0) {
       continue;
@@ -255,7 +254,7 @@ std::string ClosestMatch(std::string_view word, const std::vector<std::string>& 
 
 namespace {
 
-bool MatchesName(std::string_view s, bool letter_first, std::string_view extra) {
+bool matches_name(std::string_view s, bool letter_first, std::string_view extra) {
   if (s.empty() || s.size() > 63) {
     return false;
   }
@@ -276,14 +275,14 @@ bool MatchesName(std::string_view s, bool letter_first, std::string_view extra) 
 
 }  // namespace
 
-bool IsValidTagName(std::string_view tag) { return MatchesName(tag, false, "._-"); }
-bool IsValidWorkflowName(std::string_view name) { return MatchesName(name, false, "._-"); }
+bool is_valid_tag_name(std::string_view tag) { return matches_name(tag, false, "._-"); }
+bool is_valid_workflow_name(std::string_view name) { return matches_name(name, false, "._-"); }
 
 namespace internal {
-bool IsValidNodeId(std::string_view id) { return MatchesName(id, true, "_"); }
+bool is_valid_node_id(std::string_view id) { return matches_name(id, true, "_"); }
 }  // namespace internal
 
-int Ir::IndexOf(std::string_view id) const {
+int Ir::index_of(std::string_view id) const {
   auto it = index.find(std::string(id));
   return it == index.end() ? -1 : it->second;
 }

@@ -7,7 +7,7 @@
 // Key types: Ir (a compiled definition; immutable, shared), Expr (a compiled jq program), Template
 // (a config value with `${{ }}` placeholders), Problem (path + message).
 //
-// Threading: everything is thread-safe. Expr::Eval uses a per-thread jq state cache, so concurrent
+// Threading: everything is thread-safe. Expr::eval uses a per-thread jq state cache, so concurrent
 // evaluation needs no lock. Pure: nothing here performs I/O or reads the clock.
 #pragma once
 
@@ -38,21 +38,21 @@ class Expr {
   Expr() = default;
   const std::string& text() const { return *text_; }
   bool empty() const { return text_ == nullptr; }
-  [[nodiscard]] Result<json::value> Eval(const json::value& input) const;
+  [[nodiscard]] Result<json::value> eval(const json::value& input) const;
   // Like Eval, but every output; bounded by limits::kForeachItemsMax outputs.
-  [[nodiscard]] Result<std::vector<json::value>> EvalAll(const json::value& input) const;
+  [[nodiscard]] Result<std::vector<json::value>> eval_all(const json::value& input) const;
 
  private:
-  friend Result<Expr> CompileExpr(std::string_view program);
+  friend Result<Expr> compile_expr(std::string_view program);
   std::shared_ptr<const std::string> text_;
 };
 
 // Compiles a jq program (cached by text; limits::kExpressionCacheEntriesMax entries).
 // kInvalidArgument with jq's message when it does not compile.
-[[nodiscard]] Result<Expr> CompileExpr(std::string_view program);
+[[nodiscard]] Result<Expr> compile_expr(std::string_view program);
 
 // If text is exactly "${{ program }}" (surrounding whitespace allowed) returns program.
-std::optional<std::string_view> StandaloneExpression(std::string_view text);
+std::optional<std::string_view> standalone_expression(std::string_view text);
 
 // A JSON value in which strings may contain `${{ expr }}`: a string that is exactly one placeholder
 // yields the expression's JSON value; placeholders embedded in text are interpolated as strings
@@ -61,12 +61,12 @@ class Template {
  public:
   Template() = default;
   // Compiles every placeholder; problems are reported under `path`.
-  static Template Compile(const json::value& value, const std::string& path, Problems& problems);
+  static Template compile(const json::value& value, const std::string& path, Problems& problems);
   // A template that is returned as-is.
-  static Template Literal(json::value value);
+  static Template literal(json::value value);
   bool is_static() const { return compiled_ == nullptr; }
   const json::value& raw() const { return raw_; }
-  [[nodiscard]] Result<json::value> Render(const json::value& context) const;
+  [[nodiscard]] Result<json::value> render(const json::value& context) const;
 
  private:
   // Private representation: the implementer of workflow/ may change these members freely.
@@ -88,8 +88,8 @@ struct RetryPolicy {
 };
 
 struct RepeatPolicy {
-  Expr until;                // over {output, iteration, ...context}; true stops
-  int max_iterations = 10;   // <= limits::kRepeatIterationsMax
+  Expr until;               // over {output, iteration, ...context}; true stops
+  int max_iterations = 10;  // <= limits::kRepeatIterationsMax
   Millis interval{0};
 };
 
@@ -110,8 +110,8 @@ struct NodeTypeSpec {
 };
 
 // The v1 catalog: noop, fail, sleep, transform, http, approval. nullptr when unknown.
-const NodeTypeSpec* FindNodeType(std::string_view name);
-std::vector<std::string> NodeTypeNames();
+const NodeTypeSpec* find_node_type(std::string_view name);
+std::vector<std::string> node_type_names();
 
 struct Node {
   std::string id;
@@ -132,46 +132,46 @@ struct Node {
 // A compiled, validated definition. Immutable; share it.
 struct Ir {
   std::string name;
-  std::string version;     // "b2:…" of the canonical definition
-  json::value definition;  // the definition as registered
+  std::string version;        // "b2:…" of the canonical definition
+  json::value definition;     // the definition as registered
   json::value inputs_schema;  // null when absent
   std::vector<Node> nodes;    // in definition order
   std::vector<int> topo_order;
-  std::vector<std::vector<int>> dependents;  // reverse of needs
+  std::vector<std::vector<int>> dependents;    // reverse of needs
   std::unordered_map<std::string, int> index;  // id -> position
   std::optional<Template> output;
-  int IndexOf(std::string_view id) const;  // -1 if absent
+  int index_of(std::string_view id) const;  // -1 if absent
 };
 
 // Parses text as JSON (first non-space character '{') or YAML. Problems carry "" or a pointer and
 // "line L, column C: …". Over limits::kDefinitionBytesMax is a problem, not a crash.
-[[nodiscard]] Result<json::value> ParseDocument(std::string_view text, Problems& problems);
+[[nodiscard]] Result<json::value> parse_document(std::string_view text, Problems& problems);
 
 // Validates and compiles. Returns nullptr with every problem found when invalid.
-std::shared_ptr<const Ir> Compile(const json::value& definition, Problems& problems);
+std::shared_ptr<const Ir> compile(const json::value& definition, Problems& problems);
 
 // "b2:" + hex BLAKE2b-256 of the canonical JSON.
-std::string VersionOf(const json::value& definition);
+std::string version_of(const json::value& definition);
 
 // Validates run inputs against the Ir's inputs schema (draft-07 subset: type, enum, const,
 // properties, required, additionalProperties, items, min/max(Length|Items|imum), exclusive*,
 // multipleOf, pattern, allOf/anyOf/oneOf/not, $ref to #/definitions). Problems are reported under
 // "/inputs…".
-void ValidateInputs(const Ir& ir, const json::value& inputs, Problems& problems);
+void validate_inputs(const Ir& ir, const json::value& inputs, Problems& problems);
 
 // RFC 6901. Errors: kInvalidArgument (malformed pointer), kNotFound (no such location).
-[[nodiscard]] Result<const json::value*> ResolvePointer(const json::value& doc,
-                                                        std::string_view pointer);
+[[nodiscard]] Result<const json::value*> resolve_pointer(const json::value& doc,
+                                                         std::string_view pointer);
 
 // RFC 6902: applies every op to a copy of doc, atomically. Errors name the op: "/3: path
 // '/nodes/9' does not exist" (kInvalidArgument) or a failed `test` (kFailedPrecondition).
-[[nodiscard]] Result<json::value> ApplyPatch(const json::value& doc, const json::value& ops);
+[[nodiscard]] Result<json::value> apply_patch(const json::value& doc, const json::value& ops);
 
 // Tag names: [a-z0-9][a-z0-9._-]{0,62}. Workflow names: the same pattern (SPEC §1).
-bool IsValidTagName(std::string_view tag);
-bool IsValidWorkflowName(std::string_view name);
+bool is_valid_tag_name(std::string_view tag);
+bool is_valid_workflow_name(std::string_view name);
 
 // "did you mean 'fetch'?" helper: the closest candidate within edit distance 2, or "".
-std::string ClosestMatch(std::string_view word, const std::vector<std::string>& candidates);
+std::string closest_match(std::string_view word, const std::vector<std::string>& candidates);
 
 }  // namespace venture::workflow

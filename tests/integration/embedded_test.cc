@@ -29,36 +29,39 @@ class Stack {
  public:
   explicit Stack(const std::string& dir, bool workers = true) : dir_(dir) {
     storage::Options so;
-    so.signing_key = base::SigningKeyFromSeed(std::vector<uint8_t>(32, 7));
-    store_ = storage::OpenSqlite(dir, so, clock_, random_).value();
-    bus_ = bus::NewMemoryBus(clock_);
-    nodes::RegisterBuiltins(registry_);
+    so.signing_key = base::signing_key_from_seed(std::vector<uint8_t>(32, 7));
+    store_ = storage::open_sqlite(dir, so, clock_, random_).value();
+    bus_ = bus::new_memory_bus(clock_);
+    nodes::register_builtins(registry_);
     for (const char* s : {"run.succeeded", "run.failed", "run.cancelled"}) {
-      (void)bus_->Subscribe(s, [this](const bus::Message& m) {
-        std::lock_guard lock(mu_);
-        done_[std::string(m.data.at("run").as_string())] = m.subject;
-        cv_.notify_all();
-      }).value();
+      (void)bus_
+          ->subscribe(s,
+                      [this](const bus::Message& m) {
+                        std::lock_guard lock(mu_);
+                        done_[std::string(m.data.at("run").as_string())] = m.subject;
+                        cv_.notify_all();
+                      })
+          .value();
     }
     engine_ = std::make_unique<engine::Engine>(*store_, *bus_, clock_, random_, engine::Options{});
-    EXPECT_TRUE(engine_->Start());
-    if (workers) StartWorkers();
+    EXPECT_TRUE(engine_->start());
+    if (workers) start_workers();
   }
-  ~Stack() { Shutdown(); }
+  ~Stack() { shutdown(); }
 
-  void StartWorkers() {
+  void start_workers() {
     workers_ =
         std::make_unique<nodes::WorkerPool>(*bus_, registry_, clock_, nodes::WorkerOptions{});
-    workers_->Start();
+    workers_->start();
   }
-  void Shutdown() {
-    if (workers_) workers_->Stop();
-    if (engine_) engine_->Stop();
+  void shutdown() {
+    if (workers_) workers_->stop();
+    if (engine_) engine_->stop();
     workers_.reset();
     engine_.reset();
   }
   // The terminal event type of the run, waiting up to two minutes for it.
-  std::string Wait(const std::string& run) {
+  std::string wait(const std::string& run) {
     std::unique_lock lock(mu_);
     cv_.wait_for(lock, std::chrono::minutes(2), [&] { return done_.contains(run); });
     return done_.contains(run) ? done_[run] : "timeout";
@@ -90,17 +93,17 @@ class EmbeddedTest : public ::testing::Test {
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
-  static json::value Load(const std::string& file) {
+  static json::value load(const std::string& file) {
     std::ifstream in(std::string(VENTURE_SOURCE_DIR) + "/examples/" + file);
     std::stringstream ss;
     ss << in.rdbuf();
     workflow::Problems problems;
-    auto doc = workflow::ParseDocument(ss.str(), problems);
+    auto doc = workflow::parse_document(ss.str(), problems);
     EXPECT_TRUE(problems.empty()) << file;
     return doc.value();
   }
 
-  static std::string Start(Stack& s, const json::value& def, json::value inputs = {},
+  static std::string start(Stack& s, const json::value& def, json::value inputs = {},
                            std::string key = "", std::string hash = "") {
     engine::StartRequest req;
     req.definition = def;
@@ -108,8 +111,8 @@ class EmbeddedTest : public ::testing::Test {
     req.idempotency_key = std::move(key);
     req.body_hash = std::move(hash);
     workflow::Problems problems;
-    auto r = s.engine().StartRun(std::move(req), problems);
-    EXPECT_TRUE(r) << (r ? "" : r.error().ToString());
+    auto r = s.engine().start_run(std::move(req), problems);
+    EXPECT_TRUE(r) << (r ? "" : r.error().to_string());
     return r ? r->id : "";
   }
 
@@ -135,138 +138,143 @@ TEST_F(EmbeddedTest, ExamplesRunToTheirDocumentedResults) {
       {"timers.yaml", json::object{}, "succeeded", 3},
   };
   for (const Case& c : cases) {
-    const std::string run = Start(s, Load(c.file), c.inputs);
-    EXPECT_EQ(s.Wait(run), std::string("run.") + c.status) << c.file;
-    auto row = s.store().GetRun(run);
+    const std::string run = start(s, load(c.file), c.inputs);
+    EXPECT_EQ(s.wait(run), std::string("run.") + c.status) << c.file;
+    auto row = s.store().get_run(run);
     ASSERT_TRUE(row) << c.file;
     EXPECT_EQ(row->status, c.status) << c.file;
     EXPECT_EQ(row->output, c.output) << c.file << ": " << json::serialize(row->output);
   }
   // retries: flaky ran 3 attempts and failed (continue); fatal ran once; fallback was skipped.
-  auto runs = s.store().ListRuns({}).value();
+  auto runs = s.store().list_runs({}).value();
   for (const auto& r : runs.items) {
     if (r.workflow != "retries") continue;
     std::map<std::string, storage::NodeRow> nodes;
-    for (auto& n : s.store().GetNodes(r.id).value()) nodes[n.node] = n;
+    for (auto& n : s.store().get_nodes(r.id).value()) nodes[n.node] = n;
     EXPECT_EQ(nodes["flaky"].status, "failed");
     EXPECT_EQ(nodes["flaky"].attempts, 3);
     EXPECT_EQ(nodes["fatal"].attempts, 1);
     EXPECT_EQ(nodes["fallback"].status, "skipped");
     EXPECT_EQ(nodes["report"].status, "succeeded");
   }
-  EXPECT_TRUE(s.store().Verify().value().ok);
+  EXPECT_TRUE(s.store().verify().value().ok);
 }
 
 TEST_F(EmbeddedTest, RunsSurviveARestartWithTimersAndInFlightTasks) {
-  const json::value sleeper = base::ParseJson(R"({"name": "sleeper", "nodes": [
+  const json::value sleeper = base::parse_json(R"({"name": "sleeper", "nodes": [
       {"id": "nap", "type": "sleep", "config": {"duration": "300ms"}},
-      {"id": "after", "type": "noop", "needs": ["nap"], "config": {"output": "woke"}}]})").value();
-  const json::value chain = base::ParseJson(R"({"name": "chain", "nodes": [
-      {"id": "a", "type": "noop"}, {"id": "b", "type": "noop", "needs": ["a"]}]})").value();
+      {"id": "after", "type": "noop", "needs": ["nap"], "config": {"output": "woke"}}]})")
+                                  .value();
+  const json::value chain = base::parse_json(R"({"name": "chain", "nodes": [
+      {"id": "a", "type": "noop"}, {"id": "b", "type": "noop", "needs": ["a"]}]})")
+                                .value();
   std::string timer_run, task_run;
   {
     Stack s(dir_, /*workers=*/false);  // no workers: the chain's first task stays in flight
-    timer_run = Start(s, sleeper);
-    task_run = Start(s, chain);
-    EXPECT_EQ(s.store().GetRun(task_run).value().status, "running");
+    timer_run = start(s, sleeper);
+    task_run = start(s, chain);
+    EXPECT_EQ(s.store().get_run(task_run).value().status, "running");
   }  // the process "dies": the in-process bus and its queued task are gone
   Stack s(dir_);
-  EXPECT_EQ(s.Wait(timer_run), "run.succeeded");
-  EXPECT_EQ(s.Wait(task_run), "run.succeeded");
-  EXPECT_EQ(s.store().GetRun(timer_run).value().output, nullptr);
-  auto nodes = s.store().GetNodes(timer_run).value();
+  EXPECT_EQ(s.wait(timer_run), "run.succeeded");
+  EXPECT_EQ(s.wait(task_run), "run.succeeded");
+  EXPECT_EQ(s.store().get_run(timer_run).value().output, nullptr);
+  auto nodes = s.store().get_nodes(timer_run).value();
   for (const auto& n : nodes) EXPECT_EQ(n.status, "succeeded") << n.node;
-  EXPECT_TRUE(s.store().Verify().value().ok);
+  EXPECT_TRUE(s.store().verify().value().ok);
 }
 
 TEST_F(EmbeddedTest, FreezeStopsDispatchAndRunStartsUntilUnfreeze) {
   Stack s(dir_);
-  const json::value chain = base::ParseJson(R"({"name": "chain5", "nodes": [
+  const json::value chain = base::parse_json(R"({"name": "chain5", "nodes": [
       {"id": "a", "type": "noop"}, {"id": "b", "type": "noop", "needs": ["a"]},
       {"id": "c", "type": "noop", "needs": ["b"]}, {"id": "d", "type": "noop", "needs": ["c"]},
-      {"id": "e", "type": "noop", "needs": ["d"]}]})").value();
+      {"id": "e", "type": "noop", "needs": ["d"]}]})")
+                                .value();
   std::vector<std::string> live;
-  for (int i = 0; i < 50; ++i) live.push_back(Start(s, chain));
-  ASSERT_TRUE(s.engine().Freeze("incident"));
+  for (int i = 0; i < 50; ++i) live.push_back(start(s, chain));
+  ASSERT_TRUE(s.engine().freeze("incident"));
   EXPECT_TRUE(s.engine().frozen());
-  const std::string queued = Start(s, chain);
-  EXPECT_EQ(s.store().GetRun(queued).value().status, "queued");
+  const std::string queued = start(s, chain);
+  EXPECT_EQ(s.store().get_run(queued).value().status, "queued");
   // Let the workers drain what was dispatched before the freeze: results still apply.
   const int64_t frozen_at = [&] {
     storage::EventFilter f;
     f.type_prefix = "control.frozen";
-    return s.store().ReadEvents(f).value().back().seq;
+    return s.store().read_events(f).value().back().seq;
   }();
   // Drive engine steps (each probe is a commit) until the workers have returned every task that
   // was dispatched before the freeze and the engine has applied every result.
   auto idle = [&] {
-    auto t = s.bus().Stats(engine::TaskQueue("noop"));
-    auto r = s.bus().Stats(engine::kResultsQueue);
+    auto t = s.bus().stats(engine::task_queue("noop"));
+    auto r = s.bus().stats(engine::kResultsQueue);
     return t && r && t->ready + t->leased + r->ready + r->leased == 0;
   };
   for (int i = 0; i < 10000 && !idle(); ++i) {
-    ASSERT_TRUE(s.engine().Pause(queued, "probe"));
-    ASSERT_TRUE(s.engine().Resume(queued, "probe"));
+    ASSERT_TRUE(s.engine().pause(queued, "probe"));
+    ASSERT_TRUE(s.engine().resume(queued, "probe"));
   }
   ASSERT_TRUE(idle());
-  ASSERT_TRUE(s.engine().Pause(queued, "one more step after the last result"));
-  ASSERT_TRUE(s.engine().Resume(queued, "probe"));
+  ASSERT_TRUE(s.engine().pause(queued, "one more step after the last result"));
+  ASSERT_TRUE(s.engine().resume(queued, "probe"));
   storage::EventFilter f;
   f.after_seq = frozen_at;
   f.limit = limits::kReadPageMax;
-  for (const auto& e : s.store().ReadEvents(f).value()) {
+  for (const auto& e : s.store().read_events(f).value()) {
     EXPECT_NE(e.type, "node.started") << "dispatch while frozen at seq " << e.seq;
     EXPECT_NE(e.type, "run.started") << "run start while frozen at seq " << e.seq;
   }
-  ASSERT_TRUE(s.engine().Unfreeze());
-  for (const auto& run : live) EXPECT_EQ(s.Wait(run), "run.succeeded");
-  EXPECT_EQ(s.Wait(queued), "run.succeeded");
-  EXPECT_TRUE(s.store().Verify().value().ok);
+  ASSERT_TRUE(s.engine().unfreeze());
+  for (const auto& run : live) EXPECT_EQ(s.wait(run), "run.succeeded");
+  EXPECT_EQ(s.wait(queued), "run.succeeded");
+  EXPECT_TRUE(s.store().verify().value().ok);
 }
 
 TEST_F(EmbeddedTest, IdempotencyKeysAndOperatorCommands) {
   Stack s(dir_);
-  const json::value sleeper = base::ParseJson(R"({"name": "sleeper", "nodes": [
-      {"id": "nap", "type": "sleep", "config": {"duration": "1h"}}]})").value();
-  const std::string a = Start(s, sleeper, {}, "key-1", "b2:one");
-  const std::string b = Start(s, sleeper, {}, "key-1", "b2:one");
+  const json::value sleeper = base::parse_json(R"({"name": "sleeper", "nodes": [
+      {"id": "nap", "type": "sleep", "config": {"duration": "1h"}}]})")
+                                  .value();
+  const std::string a = start(s, sleeper, {}, "key-1", "b2:one");
+  const std::string b = start(s, sleeper, {}, "key-1", "b2:one");
   EXPECT_EQ(a, b);
   engine::StartRequest other;
   other.definition = sleeper;
   other.idempotency_key = "key-1";
   other.body_hash = "b2:two";
   workflow::Problems problems;
-  auto conflict = s.engine().StartRun(other, problems);
+  auto conflict = s.engine().start_run(other, problems);
   ASSERT_FALSE(conflict);
   EXPECT_EQ(conflict.error().code, Code::kInvalidArgument);
 
-  EXPECT_EQ(s.store().GetRun(a).value().status, "waiting");
-  auto resume = s.engine().Resume(a, "not paused");
+  EXPECT_EQ(s.store().get_run(a).value().status, "waiting");
+  auto resume = s.engine().resume(a, "not paused");
   ASSERT_FALSE(resume);
   EXPECT_EQ(resume.error().code, Code::kFailedPrecondition);
-  ASSERT_TRUE(s.engine().Pause(a, "hold"));
-  EXPECT_EQ(s.store().GetRun(a).value().status, "paused");
-  EXPECT_EQ(s.engine().Pause(a, "again").error().code, Code::kFailedPrecondition);
-  ASSERT_TRUE(s.engine().Resume(a, "go"));
-  ASSERT_TRUE(s.engine().Cancel(a, "enough"));
-  EXPECT_EQ(s.Wait(a), "run.cancelled");
-  EXPECT_EQ(s.engine().Cancel(a, "twice").error().code, Code::kFailedPrecondition);
-  EXPECT_EQ(s.engine().Cancel("run_nope", "x").error().code, Code::kNotFound);
+  ASSERT_TRUE(s.engine().pause(a, "hold"));
+  EXPECT_EQ(s.store().get_run(a).value().status, "paused");
+  EXPECT_EQ(s.engine().pause(a, "again").error().code, Code::kFailedPrecondition);
+  ASSERT_TRUE(s.engine().resume(a, "go"));
+  ASSERT_TRUE(s.engine().cancel(a, "enough"));
+  EXPECT_EQ(s.wait(a), "run.cancelled");
+  EXPECT_EQ(s.engine().cancel(a, "twice").error().code, Code::kFailedPrecondition);
+  EXPECT_EQ(s.engine().cancel("run_nope", "x").error().code, Code::kNotFound);
 
   // Replay from the last node reuses nothing downstream and runs it again.
-  const json::value chain = base::ParseJson(R"({"name": "chain", "nodes": [
+  const json::value chain = base::parse_json(R"({"name": "chain", "nodes": [
       {"id": "a", "type": "noop", "config": {"output": 1}},
       {"id": "b", "type": "transform", "needs": ["a"], "config": {"expr": ".nodes.a.output + 1"}}],
-      "output": "${{ .nodes.b.output }}"})").value();
-  const std::string c = Start(s, chain);
-  EXPECT_EQ(s.Wait(c), "run.succeeded");
-  auto replay = s.engine().Replay(c, "b");
+      "output": "${{ .nodes.b.output }}"})")
+                                .value();
+  const std::string c = start(s, chain);
+  EXPECT_EQ(s.wait(c), "run.succeeded");
+  auto replay = s.engine().replay(c, "b");
   ASSERT_TRUE(replay);
   EXPECT_EQ(replay->replay_of, c);
-  EXPECT_EQ(s.Wait(replay->id), "run.succeeded");
-  EXPECT_EQ(s.store().GetRun(replay->id).value().output, 2);
-  EXPECT_EQ(s.engine().Replay(c, "bb").error().code, Code::kInvalidArgument);
-  EXPECT_TRUE(s.store().Verify().value().ok);
+  EXPECT_EQ(s.wait(replay->id), "run.succeeded");
+  EXPECT_EQ(s.store().get_run(replay->id).value().output, 2);
+  EXPECT_EQ(s.engine().replay(c, "bb").error().code, Code::kInvalidArgument);
+  EXPECT_TRUE(s.store().verify().value().ok);
 }
 
 }  // namespace

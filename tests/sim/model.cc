@@ -9,31 +9,31 @@
 namespace venture::sim {
 namespace {
 
-uint64_t Mix(uint64_t x) {
+uint64_t mix(uint64_t x) {
   x += 0x9e3779b97f4a7c15ULL;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
   return x ^ (x >> 31);
 }
 
-int Pick(base::Random& r, int n) { return static_cast<int>(r.Uniform(static_cast<uint64_t>(n))); }
-bool Chance(base::Random& r, int percent) { return Pick(r, 100) < percent; }
+int pick(base::Random& r, int n) { return static_cast<int>(r.uniform(static_cast<uint64_t>(n))); }
+bool chance(base::Random& r, int percent) { return pick(r, 100) < percent; }
 
-void GenRetry(base::Random& r, NodeSpec& n) {
-  if (!Chance(r, 60)) {
+void gen_retry(base::Random& r, NodeSpec& n) {
+  if (!chance(r, 60)) {
     return;
   }
   n.has_retry = true;
-  n.max_attempts = 1 + Pick(r, 4);
-  n.initial_ms = Chance(r, 50) ? 100 : 1000;
-  n.coefficient = Chance(r, 50) ? 1.5 : 2.0;
+  n.max_attempts = 1 + pick(r, 4);
+  n.initial_ms = chance(r, 50) ? 100 : 1000;
+  n.coefficient = chance(r, 50) ? 1.5 : 2.0;
   n.max_ms = 2000;
-  n.jitter = Chance(r, 30) ? 0.3 : 0.0;
-  n.fatal_listed = Chance(r, 50);
+  n.jitter = chance(r, 30) ? 0.3 : 0.0;
+  n.fatal_listed = chance(r, 50);
 }
 
-void GenIf(base::Random& r, NodeSpec& n) {
-  const int roll = Pick(r, 100);
+void gen_if(base::Random& r, NodeSpec& n) {
+  const int roll = pick(r, 100);
   if (roll < 55) {
     return;
   }
@@ -44,50 +44,50 @@ void GenIf(base::Random& r, NodeSpec& n) {
   } else if (roll < 80) {
     n.if_kind = IfKind::kInputFlag;
   } else if (!n.needs.empty()) {
-    n.if_need = n.needs[static_cast<std::size_t>(Pick(r, static_cast<int>(n.needs.size())))];
+    n.if_need = n.needs[static_cast<std::size_t>(pick(r, static_cast<int>(n.needs.size())))];
     n.if_kind = roll < 90 ? IfKind::kNeedSucceeded : IfKind::kNeedOutputIs;
-    n.if_value = Pick(r, 3);
+    n.if_value = pick(r, 3);
   }
 }
 
-void GenType(base::Random& r, NodeSpec& n, const GenOptions& o) {
-  const int roll = Pick(r, 100);
+void gen_type(base::Random& r, NodeSpec& n, const GenOptions& o) {
+  const int roll = pick(r, 100);
   n.type = roll < 45 ? "noop" : roll < 60 ? "fail" : roll < 85 ? "transform" : "sleep";
   if (n.type == "sleep") {
-    n.sleep_ms = 100 * (1 + Pick(r, 30));
+    n.sleep_ms = 100 * (1 + pick(r, 30));
     return;
   }
   if (n.type == "fail") {
-    const int k = Pick(r, 3);
-    n.fail_kind = k == 0 ? Outcome::kFailRetryable
+    const int k = pick(r, 3);
+    n.fail_kind = k == 0   ? Outcome::kFailRetryable
                   : k == 1 ? Outcome::kFailFatal
                            : Outcome::kFailPermanent;
   } else {
-    n.fail_percent = Chance(r, 50) ? 0 : 10 + Pick(r, 50);
-    n.hang_percent = o.allow_hang && Chance(r, 20) ? 10 + Pick(r, 20) : 0;
+    n.fail_percent = chance(r, 50) ? 0 : 10 + pick(r, 50);
+    n.hang_percent = o.allow_hang && chance(r, 20) ? 10 + pick(r, 20) : 0;
   }
-  if (Chance(r, 25)) {
+  if (chance(r, 25)) {
     n.foreach = true;
-    n.items = Pick(r, 5);
-    n.max_parallel = Chance(r, 50) ? 1 + Pick(r, 3) : 0;
-  } else if (Chance(r, 30)) {
+    n.items = pick(r, 5);
+    n.max_parallel = chance(r, 50) ? 1 + pick(r, 3) : 0;
+  } else if (chance(r, 30)) {
     n.repeat = true;
-    n.until = Chance(r, 50) ? UntilKind::kIterationAtLeast : UntilKind::kOutputDone;
-    n.until_iterations = 1 + Pick(r, 3);
-    n.max_iterations = 1 + Pick(r, 4);
-    n.interval_ms = 100 * Pick(r, 4);
+    n.until = chance(r, 50) ? UntilKind::kIterationAtLeast : UntilKind::kOutputDone;
+    n.until_iterations = 1 + pick(r, 3);
+    n.max_iterations = 1 + pick(r, 4);
+    n.interval_ms = 100 * pick(r, 4);
   }
 }
 
-json::value RetryJson(const NodeSpec& n) {
+json::value retry_json(const NodeSpec& n) {
   json::array non_retryable;
   if (n.fatal_listed) {
     non_retryable.emplace_back("fatal");
   }
   json::object retry{{"max_attempts", n.max_attempts},
-                     {"initial_interval", FormatDuration(Millis(n.initial_ms))},
+                     {"initial_interval", format_duration(Millis(n.initial_ms))},
                      {"backoff_coefficient", n.coefficient},
-                     {"max_interval", FormatDuration(Millis(n.max_ms))},
+                     {"max_interval", format_duration(Millis(n.max_ms))},
                      {"non_retryable", std::move(non_retryable)}};
   if (n.jitter > 0) {
     retry["jitter"] = n.jitter;
@@ -95,7 +95,7 @@ json::value RetryJson(const NodeSpec& n) {
   return retry;
 }
 
-std::string IfText(const WorkflowSpec& spec, const NodeSpec& n) {
+std::string if_text(const WorkflowSpec& spec, const NodeSpec& n) {
   switch (n.if_kind) {
     case IfKind::kNone:
       return "";
@@ -115,14 +115,14 @@ std::string IfText(const WorkflowSpec& spec, const NodeSpec& n) {
   return "";
 }
 
-json::value ConfigJson(const NodeSpec& n) {
+json::value config_json(const NodeSpec& n) {
   if (n.type == "sleep") {
-    return json::object{{"duration", FormatDuration(Millis(n.sleep_ms))}};
+    return json::object{{"duration", format_duration(Millis(n.sleep_ms))}};
   }
   if (n.type == "fail") {
-    return json::object{{"code", ErrorCode(n.fail_kind)},
+    return json::object{{"code", error_code(n.fail_kind)},
                         {"message", "scripted failure"},
-                        {"retryable", Retryable(n.fail_kind)}};
+                        {"retryable", retryable(n.fail_kind)}};
   }
   if (n.type == "transform") {
     return json::object{{"expr", ".inputs"}};
@@ -130,17 +130,17 @@ json::value ConfigJson(const NodeSpec& n) {
   return json::object();
 }
 
-json::value RepeatJson(const NodeSpec& n) {
+json::value repeat_json(const NodeSpec& n) {
   const std::string until = n.until == UntilKind::kIterationAtLeast
                                 ? ".iteration >= " + std::to_string(n.until_iterations)
                                 : ".output == \"done\"";
   return json::object{{"until", "${{ " + until + " }}"},
                       {"max_iterations", n.max_iterations},
-                      {"interval", FormatDuration(Millis(n.interval_ms))}};
+                      {"interval", format_duration(Millis(n.interval_ms))}};
 }
 
-json::value NodeJson(const WorkflowSpec& spec, const NodeSpec& n) {
-  json::object o{{"id", n.id}, {"type", n.type}, {"config", ConfigJson(n)}, {"timeout", "30s"}};
+json::value node_json(const WorkflowSpec& spec, const NodeSpec& n) {
+  json::object o{{"id", n.id}, {"type", n.type}, {"config", config_json(n)}, {"timeout", "30s"}};
   if (!n.needs.empty()) {
     json::array needs;
     for (int k : n.needs) {
@@ -150,16 +150,16 @@ json::value NodeJson(const WorkflowSpec& spec, const NodeSpec& n) {
   }
   o["join"] = n.join_any ? "any" : "all";
   if (n.if_kind != IfKind::kNone) {
-    o["if"] = IfText(spec, n);
+    o["if"] = if_text(spec, n);
   }
   if (n.on_failure_continue) {
     o["on_failure"] = "continue";
   }
   if (n.has_retry) {
-    o["retry"] = RetryJson(n);
+    o["retry"] = retry_json(n);
   }
   if (n.repeat) {
-    o["repeat"] = RepeatJson(n);
+    o["repeat"] = repeat_json(n);
   }
   if (n.foreach) {
     std::string list = "[";
@@ -175,7 +175,7 @@ json::value NodeJson(const WorkflowSpec& spec, const NodeSpec& n) {
 }
 
 // Whether a failing attempt is retried.
-bool WillRetry(const NodeSpec& n, Outcome o, int attempt) {
+bool will_retry(const NodeSpec& n, Outcome o, int attempt) {
   if (attempt >= n.max_attempts || o == Outcome::kFailPermanent) {
     return false;
   }
@@ -184,14 +184,14 @@ bool WillRetry(const NodeSpec& n, Outcome o, int attempt) {
 
 // The final status of one slot (a plain node or one item) in one repeat iteration: attempts
 // until one succeeds or fails for good.
-bool SlotSucceeds(const WorkflowSpec& spec, int node, int index, int iteration) {
+bool slot_succeeds(const WorkflowSpec& spec, int node, int index, int iteration) {
   const NodeSpec& n = spec.nodes[static_cast<std::size_t>(node)];
   for (int attempt = 1;; ++attempt) {
-    const Outcome o = OutcomeOf(spec, node, index, iteration, attempt);
+    const Outcome o = outcome_of(spec, node, index, iteration, attempt);
     if (o == Outcome::kOk) {
       return true;
     }
-    if (!WillRetry(n, o, attempt)) {
+    if (!will_retry(n, o, attempt)) {
       return false;
     }
   }
@@ -199,15 +199,15 @@ bool SlotSucceeds(const WorkflowSpec& spec, int node, int index, int iteration) 
 
 // A repeat node: the iteration (0-based) after which `until` holds, or -1 when an iteration
 // fails or max_iterations pass without it (code max_iterations).
-int RepeatEnds(const WorkflowSpec& spec, int node) {
+int repeat_ends(const WorkflowSpec& spec, int node) {
   const NodeSpec& n = spec.nodes[static_cast<std::size_t>(node)];
   for (int iteration = 0; iteration < n.max_iterations; ++iteration) {
-    if (!SlotSucceeds(spec, node, -1, iteration)) {
+    if (!slot_succeeds(spec, node, -1, iteration)) {
       return -1;
     }
     const bool done = n.until == UntilKind::kIterationAtLeast
                           ? iteration + 1 >= n.until_iterations
-                          : OutputOf(spec, node, -1, iteration) == json::value("done");
+                          : output_of(spec, node, -1, iteration) == json::value("done");
     if (done) {
       return iteration;
     }
@@ -215,8 +215,8 @@ int RepeatEnds(const WorkflowSpec& spec, int node) {
   return -1;
 }
 
-json::value IdealOutput(const WorkflowSpec& spec, const std::vector<std::string>& status,
-                        int node) {
+json::value ideal_output(const WorkflowSpec& spec, const std::vector<std::string>& status,
+                         int node) {
   const NodeSpec& n = spec.nodes[static_cast<std::size_t>(node)];
   if (status[static_cast<std::size_t>(node)] != "succeeded" || n.type == "sleep") {
     return nullptr;
@@ -224,14 +224,14 @@ json::value IdealOutput(const WorkflowSpec& spec, const std::vector<std::string>
   if (n.foreach) {
     json::array out;
     for (int k = 0; k < n.items; ++k) {
-      out.push_back(OutputOf(spec, node, k, 0));
+      out.push_back(output_of(spec, node, k, 0));
     }
     return out;
   }
-  return OutputOf(spec, node, -1, n.repeat ? RepeatEnds(spec, node) : 0);
+  return output_of(spec, node, -1, n.repeat ? repeat_ends(spec, node) : 0);
 }
 
-bool IfHolds(const WorkflowSpec& spec, const std::vector<std::string>& status, const NodeSpec& n) {
+bool if_holds(const WorkflowSpec& spec, const std::vector<std::string>& status, const NodeSpec& n) {
   switch (n.if_kind) {
     case IfKind::kNone:
     case IfKind::kTrue:
@@ -243,71 +243,72 @@ bool IfHolds(const WorkflowSpec& spec, const std::vector<std::string>& status, c
     case IfKind::kNeedSucceeded:
       return status[static_cast<std::size_t>(n.if_need)] == "succeeded";
     case IfKind::kNeedOutputIs:
-      return IdealOutput(spec, status, n.if_need) == json::value(n.if_value);
+      return ideal_output(spec, status, n.if_need) == json::value(n.if_value);
   }
   return true;
 }
 
 }  // namespace
 
-WorkflowSpec Generate(base::Random& r, const GenOptions& o) {
+WorkflowSpec generate(base::Random& r, const GenOptions& o) {
   WorkflowSpec spec;
   spec.name = "sim";
-  spec.flag = Chance(r, 50);
-  const int count = 1 + Pick(r, o.nodes_max);
+  spec.flag = chance(r, 50);
+  const int count = 1 + pick(r, o.nodes_max);
   for (int i = 0; i < count; ++i) {
     NodeSpec n;
     n.id = "n" + std::to_string(i);
     for (int k = 0; k < i; ++k) {
-      if (Chance(r, i > 4 ? 20 : 35)) {
+      if (chance(r, i > 4 ? 20 : 35)) {
         n.needs.push_back(k);
       }
     }
-    n.join_any = Chance(r, 30);
-    GenType(r, n, o);
-    GenIf(r, n);
-    n.on_failure_continue = Chance(r, 60);
-    GenRetry(r, n);
-    n.script = r.Next();
+    n.join_any = chance(r, 30);
+    gen_type(r, n, o);
+    gen_if(r, n);
+    n.on_failure_continue = chance(r, 60);
+    gen_retry(r, n);
+    n.script = r.next();
     spec.nodes.push_back(std::move(n));
   }
   return spec;
 }
 
-json::value ToDefinition(const WorkflowSpec& spec) {
+json::value to_definition(const WorkflowSpec& spec) {
   json::array nodes;
   for (const NodeSpec& n : spec.nodes) {
-    nodes.push_back(NodeJson(spec, n));
+    nodes.push_back(node_json(spec, n));
   }
   return json::object{{"name", spec.name}, {"nodes", std::move(nodes)}};
 }
 
-json::value Inputs(const WorkflowSpec& spec) { return json::object{{"flag", spec.flag}}; }
+json::value inputs(const WorkflowSpec& spec) { return json::object{{"flag", spec.flag}}; }
 
-json::value NodeDefinition(const WorkflowSpec& spec, int node) {
-  return NodeJson(spec, spec.nodes[static_cast<std::size_t>(node)]);
+json::value node_definition(const WorkflowSpec& spec, int node) {
+  return node_json(spec, spec.nodes[static_cast<std::size_t>(node)]);
 }
 
-NodeSpec AddedNode(const WorkflowSpec& spec, int need) {
+NodeSpec added_node(const WorkflowSpec& spec, int need) {
   NodeSpec n;
   n.id = "n" + std::to_string(spec.nodes.size());
   n.type = "noop";
   if (need >= 0) {
     n.needs.push_back(need);
   }
-  n.script = Mix(spec.nodes.size());
+  n.script = mix(spec.nodes.size());
   return n;
 }
 
-Outcome OutcomeOf(const WorkflowSpec& spec, int node, int index, int iteration, int attempt) {
+Outcome outcome_of(const WorkflowSpec& spec, int node, int index, int iteration, int attempt) {
   const NodeSpec& n = spec.nodes[static_cast<std::size_t>(node)];
   if (n.type == "fail") {
     return n.fail_kind;
   }
-  const uint64_t key = (static_cast<uint64_t>(index + 2) * uint64_t{1000003} +
-                        static_cast<uint64_t>(iteration)) * uint64_t{1009} +
-                       static_cast<uint64_t>(attempt);
-  const uint64_t h = Mix(n.script ^ Mix(key));
+  const uint64_t key =
+      (static_cast<uint64_t>(index + 2) * uint64_t{1000003} + static_cast<uint64_t>(iteration)) *
+          uint64_t{1009} +
+      static_cast<uint64_t>(attempt);
+  const uint64_t h = mix(n.script ^ mix(key));
   const int roll = static_cast<int>(h % 100);
   if (roll < n.hang_percent) {
     return Outcome::kHang;
@@ -321,7 +322,7 @@ Outcome OutcomeOf(const WorkflowSpec& spec, int node, int index, int iteration, 
   return Outcome::kOk;
 }
 
-json::value OutputOf(const WorkflowSpec& spec, int node, int index, int iteration) {
+json::value output_of(const WorkflowSpec& spec, int node, int index, int iteration) {
   if (index >= 0) {
     return json::value(index * 10);
   }
@@ -332,11 +333,11 @@ json::value OutputOf(const WorkflowSpec& spec, int node, int index, int iteratio
   if (n.until == UntilKind::kIterationAtLeast) {
     return json::value((node + iteration) % 3);  // the last iteration's output is the node's
   }
-  const uint64_t h = Mix(n.script ^ Mix(uint64_t{0xd0e} + static_cast<uint64_t>(iteration)));
+  const uint64_t h = mix(n.script ^ mix(uint64_t{0xd0e} + static_cast<uint64_t>(iteration)));
   return json::value(h % 100 < 40 ? "done" : "more");
 }
 
-std::string ErrorCode(Outcome o) {
+std::string error_code(Outcome o) {
   switch (o) {
     case Outcome::kFailFatal:
       return "fatal";
@@ -349,9 +350,9 @@ std::string ErrorCode(Outcome o) {
   }
 }
 
-bool Retryable(Outcome o) { return o != Outcome::kFailPermanent; }
+bool retryable(Outcome o) { return o != Outcome::kFailPermanent; }
 
-Expected Predict(const WorkflowSpec& spec) {
+Expected predict(const WorkflowSpec& spec) {
   Expected e;
   e.run = "succeeded";
   for (std::size_t i = 0; i < spec.nodes.size(); ++i) {
@@ -363,7 +364,7 @@ Expected Predict(const WorkflowSpec& spec) {
     const bool ready = n.join_any ? (n.needs.empty() || succeeded > 0)
                                   : succeeded == static_cast<int>(n.needs.size());
     std::string status;
-    if (!ready || !IfHolds(spec, e.nodes, n)) {
+    if (!ready || !if_holds(spec, e.nodes, n)) {
       status = "skipped";
     } else if (n.type == "sleep") {
       status = "succeeded";
@@ -371,8 +372,8 @@ Expected Predict(const WorkflowSpec& spec) {
       bool ok = true;
       const int slots = n.foreach ? n.items : 1;
       for (int k = 0; k < slots && ok; ++k) {
-        ok = n.repeat ? RepeatEnds(spec, static_cast<int>(i)) >= 0
-                      : SlotSucceeds(spec, static_cast<int>(i), n.foreach ? k : -1, 0);
+        ok = n.repeat ? repeat_ends(spec, static_cast<int>(i)) >= 0
+                      : slot_succeeds(spec, static_cast<int>(i), n.foreach ? k : -1, 0);
       }
       status = ok ? "succeeded" : "failed";
     }
@@ -388,7 +389,7 @@ namespace {
 
 // A node that settled (not cancelled) must have had settled, uncancelled needs; the only
 // exception is an early skip under join all, which needs one settled need that did not succeed.
-std::string CheckNeeds(const WorkflowSpec& spec, const Observed& seen, std::size_t i) {
+std::string check_needs(const WorkflowSpec& spec, const Observed& seen, std::size_t i) {
   const NodeSpec& n = spec.nodes[i];
   bool any_cancelled = false;
   bool early_skip_reason = false;
@@ -408,7 +409,7 @@ std::string CheckNeeds(const WorkflowSpec& spec, const Observed& seen, std::size
 
 }  // namespace
 
-std::string CheckFinal(const WorkflowSpec& spec, const Expected& expected, const Observed& seen) {
+std::string check_final(const WorkflowSpec& spec, const Expected& expected, const Observed& seen) {
   if (seen.nodes.size() != spec.nodes.size()) {
     return "node count differs";
   }
@@ -424,7 +425,7 @@ std::string CheckFinal(const WorkflowSpec& spec, const Expected& expected, const
     if (st != expected.nodes[i] && !(cut_short && st == "cancelled")) {
       return "node " + spec.nodes[i].id + " is " + st + ", model says " + expected.nodes[i];
     }
-    if (std::string why = CheckNeeds(spec, seen, i); !why.empty()) {
+    if (std::string why = check_needs(spec, seen, i); !why.empty()) {
       return why;
     }
     if (st == "failed" && !spec.nodes[i].on_failure_continue) {
@@ -448,12 +449,12 @@ std::string CheckFinal(const WorkflowSpec& spec, const Expected& expected, const
   return "";
 }
 
-uint64_t EnvSeed(uint64_t fallback) {
+uint64_t env_seed(uint64_t fallback) {
   const char* v = std::getenv("VENTURE_SIM_SEED");
   return v != nullptr && *v != '\0' ? std::strtoull(v, nullptr, 10) : fallback;
 }
 
-int EnvRuns(int fallback) {
+int env_runs(int fallback) {
   const char* v = std::getenv("VENTURE_SIM_RUNS");
   return v != nullptr && *v != '\0' ? std::atoi(v) : fallback;
 }

@@ -1,15 +1,15 @@
 // The workflow generator and the reference model shared by the engine property test
 // (src/engine/property_test.cc) and the deterministic simulation (tests/sim/sim_test.cc).
 //
-// Generate() builds a random DAG workflow (noop/fail/transform/sleep nodes, needs among earlier
+// generate() builds a random DAG workflow (noop/fail/transform/sleep nodes, needs among earlier
 // nodes, join all/any, `if` from a small fixed set, on_failure, retry policies, foreach with
-// max_parallel, repeat with `until` from a small fixed set) plus an outcome script: OutcomeOf()
-// and OutputOf() are pure functions of (node, item, iteration, attempt), so the workers of every
-// test agree with the model. AddedNode() makes the noop node a test patches into a running run.
-// Predict() is the reference model: a direct computation, written independently of
+// max_parallel, repeat with `until` from a small fixed set) plus an outcome script: outcome_of()
+// and output_of() are pure functions of (node, item, iteration, attempt), so the workers of every
+// test agree with the model. added_node() makes the noop node a test patches into a running run.
+// predict() is the reference model: a direct computation, written independently of
 // engine/core.cc, of each node's final status when the run is not cut short (a repeat node
 // succeeds when `until` holds after an iteration within max_iterations, else fails), and of the
-// run's final status. CheckFinal() compares an observed end state with
+// run's final status. check_final() compares an observed end state with
 // the prediction, allowing the one freedom the semantics leave: when a run fails (or is cancelled)
 // nodes that had not settled yet are cancelled.
 #pragma once
@@ -42,8 +42,8 @@ struct NodeSpec {
   std::vector<int> needs;
   bool join_any = false;
   IfKind if_kind = IfKind::kNone;
-  int if_need = -1;   // kNeedSucceeded / kNeedOutputIs
-  int if_value = 0;   // kNeedOutputIs
+  int if_need = -1;  // kNeedSucceeded / kNeedOutputIs
+  int if_value = 0;  // kNeedOutputIs
   bool on_failure_continue = false;
   bool has_retry = false;
   int max_attempts = 1;
@@ -62,8 +62,8 @@ struct NodeSpec {
   int max_iterations = 1;
   int64_t interval_ms = 0;
   Outcome fail_kind = Outcome::kFailRetryable;  // type fail: what every attempt reports
-  int fail_percent = 0;   // task nodes: chance an attempt fails
-  int hang_percent = 0;   // task nodes: chance an attempt hangs (when allowed)
+  int fail_percent = 0;                         // task nodes: chance an attempt fails
+  int hang_percent = 0;  // task nodes: chance an attempt hangs (when allowed)
   uint64_t script = 0;
 };
 
@@ -78,30 +78,30 @@ struct GenOptions {
   bool allow_hang = true;
 };
 
-WorkflowSpec Generate(base::Random& random, const GenOptions& options);
-json::value ToDefinition(const WorkflowSpec& spec);
-json::value Inputs(const WorkflowSpec& spec);
+WorkflowSpec generate(base::Random& random, const GenOptions& options);
+json::value to_definition(const WorkflowSpec& spec);
+json::value inputs(const WorkflowSpec& spec);
 // The definition of one node (what ToDefinition puts in "nodes"), e.g. for a patch's "add" op.
-json::value NodeDefinition(const WorkflowSpec& spec, int node);
+json::value node_definition(const WorkflowSpec& spec, int node);
 // A noop node that always succeeds, with id "n<nodes.size()>" and `need` as its only need (-1:
 // none), for a test to append to the spec when it patches the node into a running run.
-NodeSpec AddedNode(const WorkflowSpec& spec, int need);
+NodeSpec added_node(const WorkflowSpec& spec, int need);
 
 // What attempt `attempt` (1-based) of node `node` (item `index`, -1 for a plain node) in repeat
 // iteration `iteration` (0-based, Dispatch::iteration; 0 for items and non-repeat nodes) does.
-Outcome OutcomeOf(const WorkflowSpec& spec, int node, int index, int iteration, int attempt);
+Outcome outcome_of(const WorkflowSpec& spec, int node, int index, int iteration, int attempt);
 // The output a successful attempt reports (the same for every attempt of an iteration).
-json::value OutputOf(const WorkflowSpec& spec, int node, int index, int iteration);
+json::value output_of(const WorkflowSpec& spec, int node, int index, int iteration);
 // Error code and retryable flag a failing outcome reports.
-std::string ErrorCode(Outcome o);
-bool Retryable(Outcome o);
+std::string error_code(Outcome o);
+bool retryable(Outcome o);
 
 struct Expected {
   std::vector<std::string> nodes;  // ideal status of each node: succeeded|failed|skipped
   std::string run;                 // succeeded | failed
 };
 
-Expected Predict(const WorkflowSpec& spec);
+Expected predict(const WorkflowSpec& spec);
 
 struct Observed {
   std::string run;
@@ -111,10 +111,10 @@ struct Observed {
 };
 
 // "" when the observation is allowed by the prediction, otherwise what is wrong.
-std::string CheckFinal(const WorkflowSpec& spec, const Expected& expected, const Observed& seen);
+std::string check_final(const WorkflowSpec& spec, const Expected& expected, const Observed& seen);
 
 // Seed from VENTURE_SIM_SEED (or fallback) and a count from VENTURE_SIM_RUNS (or fallback).
-uint64_t EnvSeed(uint64_t fallback);
-int EnvRuns(int fallback);
+uint64_t env_seed(uint64_t fallback);
+int env_runs(int fallback);
 
 }  // namespace venture::sim
