@@ -57,7 +57,7 @@ Status Engine::start() {
     for (const Dispatch& d : in_flight(*run)) {
       VENTURE_RETURN_IF_ERROR(bus_.enqueue(task_queue(d.type), attempt_key(d), encode_task(d)));
     }
-    timers_.emplace(now, id);  // a tick dispatches whatever became ready meanwhile
+    arm(now, id);  // a tick dispatches whatever became ready meanwhile
   }
   base::log_info("engine recovered", {{"runs", active.size()}, {"frozen", frozen_}});
   bus_.on_ready(kResultsQueue, [this] {
@@ -141,6 +141,19 @@ void Engine::loop() {
     }
     step();
   }
+}
+
+void Engine::arm(Time due, const std::string& run) {
+  // One pending entry per run at its earliest due time; a later due is re-armed after that entry
+  // fires (the tick computes the run's next due). Keeps the heap bounded by the active runs.
+  auto [it, inserted] = armed_.try_emplace(run, due);
+  if (!inserted) {
+    if (it->second <= due) {
+      return;
+    }
+    it->second = due;
+  }
+  timers_.emplace(due, run);
 }
 
 std::optional<Time> Engine::next_wake() {

@@ -147,6 +147,7 @@ class Engine {
   Status enqueue(Request request);
   [[nodiscard]] Result<Request> prepare_start(StartRequest request, workflow::Problems& problems);
   void loop();
+  void arm(Time due, const std::string& run);
   [[nodiscard]] Result<std::shared_ptr<const workflow::Ir>> resolve(const std::string& ref);
   [[nodiscard]] Result<RunState> fold_run(const std::string& id);
   RunState* load_run(const std::string& id);
@@ -180,6 +181,7 @@ class Engine {
   std::vector<storage::Snapshot> pending_snapshots_;
   using TimerEntry = std::pair<Time, std::string>;
   std::priority_queue<TimerEntry, std::vector<TimerEntry>, std::greater<>> timers_;
+  std::unordered_map<std::string, Time> armed_;  // run -> the earliest due time in timers_
   std::jthread loop_;
 };
 

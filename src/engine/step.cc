@@ -309,7 +309,11 @@ std::size_t Engine::step() {
   }
   std::set<std::string> due;
   while (!timers_.empty() && timers_.top().first <= st.ctx.now) {
-    due.insert(timers_.top().second);
+    const auto& [t, id] = timers_.top();
+    if (auto it = armed_.find(id); it != armed_.end() && it->second == t) {
+      armed_.erase(it);
+    }
+    due.insert(id);
     timers_.pop();
   }
   if (st.freeze_changed && !st.ctx.frozen) {
@@ -325,7 +329,7 @@ std::size_t Engine::step() {
       // Nothing fired (a recovered or reloaded run, a stale entry): keep its next timer armed,
       // since Commit re-arms only the runs a step touched.
       if (auto next = next_due(*run); next && *next > st.ctx.now) {
-        timers_.emplace(*next, id);
+        arm(*next, id);
       }
       continue;
     }
@@ -350,7 +354,7 @@ void Engine::commit(StepState& st) {
     const Time retry = st.ctx.now + Millis(50);
     for (const std::string& id : st.touched_runs) {
       runs_.erase(id);
-      timers_.emplace(retry, id);
+      arm(retry, id);
     }
     for (const bus::Delivery& d : st.deliveries) (void)bus_.nack(d, Millis(50));
     for (auto& r : st.done) r->reply->finish(appended.error());
@@ -391,7 +395,7 @@ void Engine::commit(StepState& st) {
       continue;
     }
     if (auto due = next_due(run); due && (*due > st.ctx.now || !st.ctx.frozen)) {
-      timers_.emplace(std::max(*due, st.ctx.now), id);
+      arm(std::max(*due, st.ctx.now), id);
     }
     int64_t& at = snapshot_events_[id];
     if (run.events - at >= static_cast<int64_t>(options_.snapshot_every_events)) {
