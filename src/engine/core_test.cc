@@ -10,31 +10,13 @@
 
 #include <map>
 
+#include "../../tests/sim/map_ir_source.h"
 #include "engine/engine.h"
 
 namespace venture::engine {
 namespace {
 
 const Time kT0 = from_unix_ms(1'800'000'000'000);
-
-class Irs final : public IrSource {
- public:
-  std::shared_ptr<const workflow::Ir> find(const std::string&, const std::string& v) override {
-    auto it = irs_.find(v);
-    return it == irs_.end() ? nullptr : it->second;
-  }
-  std::shared_ptr<const workflow::Ir> compile_definition(const json::value& def) override {
-    workflow::Problems problems;
-    auto ir = workflow::compile(def, problems);
-    if (ir != nullptr) {
-      irs_[ir->version] = ir;
-    }
-    return ir;
-  }
-
- private:
-  std::map<std::string, std::shared_ptr<const workflow::Ir>> irs_;
-};
 
 std::vector<std::string> types(const Decision& d) {
   std::vector<std::string> out;
@@ -92,7 +74,7 @@ class CoreTest : public ::testing::Test {
     return std::nullopt;
   }
 
-  Irs irs_;
+  sim::MapIrSource irs_;
   base::SeededRandom random_{42};
   DecideContext ctx_;
   RunState s_;

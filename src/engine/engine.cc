@@ -261,31 +261,25 @@ Status Engine::start_run_async(StartRequest request, workflow::Problems& problem
   return enqueue(std::move(r));
 }
 
-Status Engine::cancel(const std::string& run, const std::string& reason) {
+Status Engine::command(Command command, const std::string& run, const std::string& reason) {
   Request r;
   r.kind = Request::Kind::kCommand;
-  r.command = Command::kCancel;
+  r.command = command;
   r.run = run;
   r.reason = reason;
   return post(std::move(r));
+}
+
+Status Engine::cancel(const std::string& run, const std::string& reason) {
+  return command(Command::kCancel, run, reason);
 }
 
 Status Engine::pause(const std::string& run, const std::string& reason) {
-  Request r;
-  r.kind = Request::Kind::kCommand;
-  r.command = Command::kPause;
-  r.run = run;
-  r.reason = reason;
-  return post(std::move(r));
+  return command(Command::kPause, run, reason);
 }
 
 Status Engine::resume(const std::string& run, const std::string& reason) {
-  Request r;
-  r.kind = Request::Kind::kCommand;
-  r.command = Command::kResume;
-  r.run = run;
-  r.reason = reason;
-  return post(std::move(r));
+  return command(Command::kResume, run, reason);
 }
 
 Result<std::string> Engine::patch(const std::string& run, const json::value& ops,

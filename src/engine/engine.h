@@ -148,6 +148,7 @@ class Engine {
   [[nodiscard]] Result<Request> prepare_start(StartRequest request, workflow::Problems& problems);
   void loop();
   void arm(Time due, const std::string& run);
+  Status command(Command command, const std::string& run, const std::string& reason);
   [[nodiscard]] Result<std::shared_ptr<const workflow::Ir>> resolve(const std::string& ref);
   [[nodiscard]] Result<RunState> fold_run(const std::string& id);
   RunState* load_run(const std::string& id);

@@ -22,6 +22,7 @@
 
 #include <map>
 
+#include "../../tests/sim/map_ir_source.h"
 #include "../../tests/sim/model.h"
 #include "engine/engine.h"
 
@@ -31,26 +32,6 @@ namespace {
 constexpr uint64_t kDefaultSeed = 20261123;
 constexpr int kDefaultRuns = 2500;
 const Time kStart = from_unix_ms(1'800'000'000'000);
-
-class MapIrSource final : public IrSource {
- public:
-  std::shared_ptr<const workflow::Ir> find(const std::string&,
-                                           const std::string& version) override {
-    auto it = irs_.find(version);
-    return it == irs_.end() ? nullptr : it->second;
-  }
-  std::shared_ptr<const workflow::Ir> compile_definition(const json::value& def) override {
-    workflow::Problems problems;
-    auto ir = workflow::compile(def, problems);
-    if (ir != nullptr) {
-      irs_[ir->version] = ir;
-    }
-    return ir;
-  }
-
- private:
-  std::map<std::string, std::shared_ptr<const workflow::Ir>> irs_;
-};
 
 struct Drive {
   RunState state;
@@ -472,7 +453,7 @@ std::string check_history(const sim::WorkflowSpec& spec, const Drive& d, IrSourc
 std::string check_one(uint64_t seed) {
   base::SeededRandom gen(seed);
   sim::WorkflowSpec spec = sim::generate(gen, sim::GenOptions{});
-  MapIrSource irs;
+  sim::MapIrSource irs;
   auto ir = irs.compile_definition(sim::to_definition(spec));
   if (ir == nullptr) {
     return "the generated definition does not compile: " +

@@ -283,16 +283,6 @@ Result<std::vector<json::value>> run(const std::string& text, const json::value&
   return outputs;
 }
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && std::strchr(" \t\r\n", s.front()) != nullptr) {
-    s.remove_prefix(1);
-  }
-  while (!s.empty() && std::strchr(" \t\r\n", s.back()) != nullptr) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
-
 struct ExprCache {
   std::mutex mu;
   std::unordered_map<std::string, std::shared_ptr<const std::string>> texts;
@@ -311,7 +301,7 @@ Result<Expr> compile_expr(std::string_view program) {
                                   " bytes exceeds the limit of " +
                                   std::to_string(limits::kExpressionBytesMax));
   }
-  if (trim(program).empty()) {
+  if (internal::trim(program).empty()) {
     return invalid_argument_error("expression is empty");
   }
   if (program.find('\0') != std::string_view::npos) {

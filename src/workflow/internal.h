@@ -64,6 +64,8 @@ namespace venture::workflow::internal {
 bool is_valid_node_id(std::string_view id);
 // 'text', shortened when long.
 std::string quote(std::string_view s);
+// s without leading and trailing spaces, tabs and line breaks.
+std::string_view trim(std::string_view s);
 }  // namespace venture::workflow::internal
 
 namespace venture::workflow::internal {

@@ -11,16 +11,6 @@ struct Piece {
   std::string_view text;  // literal text, or the program between `${{` and `}}`
 };
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && std::strchr(" \t\r\n", s.front()) != nullptr) {
-    s.remove_prefix(1);
-  }
-  while (!s.empty() && std::strchr(" \t\r\n", s.back()) != nullptr) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
-
 // Finds the `}}` that closes a placeholder whose program starts at `from`. jq programs contain
 // braces and strings of their own ({a: "}}"}), so braces are counted outside string literals;
 // the first `}}` at depth zero closes. npos when unterminated.
@@ -66,7 +56,7 @@ Result<std::vector<Piece>> split(std::string_view text) {
     if (close == std::string_view::npos) {
       return invalid_argument_error("unterminated '${{' (close it with '}}')");
     }
-    pieces.push_back({true, trim(text.substr(open + 3, close - open - 3))});
+    pieces.push_back({true, internal::trim(text.substr(open + 3, close - open - 3))});
     pos = close + 2;
   }
   return pieces;
@@ -75,7 +65,7 @@ Result<std::vector<Piece>> split(std::string_view text) {
 }  // namespace
 
 std::optional<std::string_view> standalone_expression(std::string_view text) {
-  const std::string_view trimmed = trim(text);
+  const std::string_view trimmed = internal::trim(text);
   if (!trimmed.starts_with("${{")) {
     return std::nullopt;
   }

@@ -1,6 +1,7 @@
 // Small shared helpers: problem lists, field checks, names, edit distance.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "workflow/internal.h"
@@ -20,6 +21,16 @@ std::string child(const std::string& path, std::string_view token) {
 
 std::string child(const std::string& path, std::size_t index) {
   return path + "/" + std::to_string(index);
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && std::strchr(" \t\r\n", s.front()) != nullptr) {
+    s.remove_prefix(1);
+  }
+  while (!s.empty() && std::strchr(" \t\r\n", s.back()) != nullptr) {
+    s.remove_suffix(1);
+  }
+  return s;
 }
 
 std::string quote(std::string_view s) {
