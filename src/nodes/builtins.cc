@@ -72,9 +72,12 @@ Outcome Outcome::failure(std::string code, std::string message, bool retryable) 
   return o;
 }
 
-void Registry::Register(std::string type, std::unique_ptr<Executor> executor) {
-  VENTURE_CHECK_MSG(!executors_.contains(type), "node type registered twice");
+Status Registry::add(std::string type, std::unique_ptr<Executor> executor) {
+  if (executors_.contains(type)) {
+    return already_exists_error("node type '" + type + "' has an executor already");
+  }
   executors_.emplace(std::move(type), std::move(executor));
+  return ok();
 }
 
 Executor* Registry::find(std::string_view type) const {
@@ -89,9 +92,10 @@ std::vector<std::string> Registry::types() const {
 }
 
 void register_builtins(Registry& registry) {
-  registry.Register("noop", std::make_unique<Noop>());
-  registry.Register("fail", std::make_unique<Fail>());
-  registry.Register("transform", std::make_unique<Transform>());
+  // Registering the built-ins twice is a bug in the composition root.
+  VENTURE_CHECK(registry.add("noop", std::make_unique<Noop>()));
+  VENTURE_CHECK(registry.add("fail", std::make_unique<Fail>()));
+  VENTURE_CHECK(registry.add("transform", std::make_unique<Transform>()));
 }
 
 }  // namespace venture::nodes

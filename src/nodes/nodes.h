@@ -47,8 +47,8 @@ class Executor {
 
 class Registry {
  public:
-  // CHECKs that the type is not registered twice.
-  void Register(std::string type, std::unique_ptr<Executor> executor);
+  // kAlreadyExists if the type has an executor already (nothing changes).
+  [[nodiscard]] Status add(std::string type, std::unique_ptr<Executor> executor);
   Executor* find(std::string_view type) const;
   std::vector<std::string> types() const;
 
