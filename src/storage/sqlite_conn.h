@@ -40,7 +40,7 @@ class Stmt {
   [[nodiscard]] Result<bool> step();
   [[nodiscard]] Status run();  // Step to completion of a statement that returns no rows
 
-  int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
+  int64_t int64(int col) { return sqlite3_column_int64(stmt_, col); }
   bool is_null(int col) { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
   std::string text(int col);
 

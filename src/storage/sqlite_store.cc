@@ -89,10 +89,10 @@ void bind_json(Stmt& s, int index, const json::value& v, std::string& keep) {
 // Decodes the event in the current row (kEventColumns). kDataLoss when it does not decode.
 Result<Event> event_from_row(Stmt& s) {
   Event e;
-  e.seq = s.Int(0);
+  e.seq = s.int64(0);
   e.id = s.text(1);
   e.type = s.text(2);
-  e.time = from_unix_ms(s.Int(3));
+  e.time = from_unix_ms(s.int64(3));
   e.run = s.text(4);
   e.node = s.text(5);
   auto data = base::parse_json(s.text(6));
@@ -111,13 +111,13 @@ Result<RunRow> run_from_row(Stmt& s) {
   r.workflow = s.text(1);
   r.version = s.text(2);
   r.status = s.text(3);
-  r.created = from_unix_ms(s.Int(4));
-  r.updated = from_unix_ms(s.Int(5));
+  r.created = from_unix_ms(s.int64(4));
+  r.updated = from_unix_ms(s.int64(5));
   VENTURE_ASSIGN_OR_RETURN(r.inputs, json_column(s, 6));
   VENTURE_ASSIGN_OR_RETURN(r.output, json_column(s, 7));
   VENTURE_ASSIGN_OR_RETURN(r.error, json_column(s, 8));
   r.replay_of = s.text(9);
-  r.last_seq = s.Int(10);
+  r.last_seq = s.int64(10);
   return r;
 }
 
@@ -670,29 +670,56 @@ Result<std::vector<NodeRow>> SqliteStore::get_nodes(const std::string& run) {
       n.node = s->text(1);
       n.status = s->text(2);
       n.outcome = s->text(3);
-      n.attempts = s->Int(4);
+      n.attempts = s->int64(4);
       VENTURE_ASSIGN_OR_RETURN(n.output, json_column(*s, 5));
       VENTURE_ASSIGN_OR_RETURN(n.error, json_column(*s, 6));
       if (!s->is_null(7)) {
-        n.started = from_unix_ms(s->Int(7));
+        n.started = from_unix_ms(s->int64(7));
       }
       if (!s->is_null(8)) {
-        n.finished = from_unix_ms(s->Int(8));
+        n.finished = from_unix_ms(s->int64(8));
       }
       out.push_back(std::move(n));
     }
   });
 }
 
+namespace {
+
+// Reads workflow_versions rows (name, version, definition, created_ms) from a prepared statement.
+Result<std::vector<WorkflowVersionRow>> read_versions(Stmt& s) {
+  std::vector<WorkflowVersionRow> out;
+  while (true) {
+    VENTURE_ASSIGN_OR_RETURN(bool row, s.step());
+    if (!row) {
+      return out;
+    }
+    WorkflowVersionRow w;
+    w.name = s.text(0);
+    w.version = s.text(1);
+    VENTURE_ASSIGN_OR_RETURN(w.definition, json_column(s, 2));
+    w.created = from_unix_ms(s.int64(3));
+    out.push_back(std::move(w));
+  }
+}
+
+}  // namespace
+
 Result<WorkflowVersionRow> SqliteStore::get_workflow_version(const std::string& name,
                                                              const std::string& version) {
-  VENTURE_ASSIGN_OR_RETURN(std::vector<WorkflowVersionRow> all, list_workflow_versions(name));
-  for (WorkflowVersionRow& w : all) {
-    if (w.version == version) {
-      return std::move(w);
+  return with_reader([&](Conn& c) -> Result<WorkflowVersionRow> {
+    VENTURE_ASSIGN_OR_RETURN(
+        auto s, c.prepare("SELECT name, version, definition, created_ms FROM workflow_versions "
+                          "WHERE name = ?1 AND version = ?2"));
+    s->bind(1, name);
+    s->bind(2, version);
+    VENTURE_ASSIGN_OR_RETURN(std::vector<WorkflowVersionRow> rows, read_versions(*s));
+    if (rows.empty()) {
+      return not_found_error("workflow " + name.substr(0, 80) + " version " + version +
+                             " not found");
     }
-  }
-  return not_found_error("workflow " + name.substr(0, 80) + " version " + version + " not found");
+    return std::move(rows.front());
+  });
 }
 
 Result<std::vector<WorkflowVersionRow>> SqliteStore::list_workflow_versions(
@@ -704,19 +731,7 @@ Result<std::vector<WorkflowVersionRow>> SqliteStore::list_workflow_versions(
             "SELECT name, version, definition, created_ms FROM workflow_versions WHERE name = ?1 "
             "ORDER BY created_ms DESC, version DESC"));
     s->bind(1, name);
-    std::vector<WorkflowVersionRow> out;
-    while (true) {
-      VENTURE_ASSIGN_OR_RETURN(bool row, s->step());
-      if (!row) {
-        return out;
-      }
-      WorkflowVersionRow w;
-      w.name = s->text(0);
-      w.version = s->text(1);
-      VENTURE_ASSIGN_OR_RETURN(w.definition, json_column(*s, 2));
-      w.created = from_unix_ms(s->Int(3));
-      out.push_back(std::move(w));
-    }
+    return read_versions(*s);
   });
 }
 
@@ -775,7 +790,7 @@ Result<std::optional<Snapshot>> SqliteStore::load_snapshot(const std::string& ru
     }
     Snapshot snap;
     snap.run = s->text(0);
-    snap.seq = s->Int(1);
+    snap.seq = s->int64(1);
     VENTURE_ASSIGN_OR_RETURN(snap.state, json_column(*s, 2));
     return std::optional<Snapshot>(std::move(snap));
   });
@@ -819,7 +834,7 @@ Result<VerifyReport> SqliteStore::verify() {
           break;
         }
         ++rows;
-        after = s->Int(0);
+        after = s->int64(0);
         auto e = event_from_row(*s);
         more = e ? verifier.add(*e) : verifier.add_undecodable(after, e.error().message);
       }
@@ -846,7 +861,7 @@ Status migrate(Conn& c, Time now) {
     VENTURE_ASSIGN_OR_RETURN(auto s,
                              c.prepare("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"));
     VENTURE_ASSIGN_OR_RETURN(bool row, s->step());
-    current = row ? s->Int(0) : 0;
+    current = row ? s->int64(0) : 0;
   }
   const int64_t latest = std::end(kMigrations)[-1].version;
   if (current > latest) {
