@@ -66,6 +66,18 @@ constexpr const char* kRunColumns =
     "last_seq";
 
 // JSON column: NULL <-> null.
+// The first column of every row, as text.
+Result<std::vector<std::string>> read_texts(Stmt& s) {
+  std::vector<std::string> out;
+  while (true) {
+    VENTURE_ASSIGN_OR_RETURN(bool row, s.step());
+    if (!row) {
+      return out;
+    }
+    out.push_back(s.text(0));
+  }
+}
+
 Result<json::value> json_column(Stmt& s, int col) {
   if (s.is_null(col)) {
     return json::value();
@@ -640,14 +652,7 @@ Result<std::vector<std::string>> SqliteStore::list_active_runs() {
         auto s,
         c.prepare("SELECT id FROM runs WHERE status NOT IN ('succeeded', 'failed', 'cancelled') "
                   "ORDER BY id"));
-    std::vector<std::string> out;
-    while (true) {
-      VENTURE_ASSIGN_OR_RETURN(bool row, s->step());
-      if (!row) {
-        return out;
-      }
-      out.push_back(s->text(0));
-    }
+    return read_texts(*s);
   });
 }
 
@@ -739,14 +744,7 @@ Result<std::vector<std::string>> SqliteStore::list_workflow_names() {
   return with_reader([&](Conn& c) -> Result<std::vector<std::string>> {
     VENTURE_ASSIGN_OR_RETURN(
         auto s, c.prepare("SELECT DISTINCT name FROM workflow_versions ORDER BY name"));
-    std::vector<std::string> out;
-    while (true) {
-      VENTURE_ASSIGN_OR_RETURN(bool row, s->step());
-      if (!row) {
-        return out;
-      }
-      out.push_back(s->text(0));
-    }
+    return read_texts(*s);
   });
 }
 
