@@ -14,3 +14,10 @@ add_library(venture_jq INTERFACE)
 target_include_directories(venture_jq SYSTEM INTERFACE ${JQ_INCLUDE_DIR})
 target_link_libraries(venture_jq INTERFACE ${JQ_LIBRARY} ${ONIG_LIBRARY} m)
 find_package(CLI11 REQUIRED)
+# The server (#3): Beast/Asio are header-only; OpenSSL for optional TLS; prometheus-cpp core for
+# metrics (served by Beast, not by prometheus-cpp's civetweb exposer); toml++ for venture.toml;
+# libcurl for the CLI's HTTP client.
+find_package(OpenSSL REQUIRED)
+find_package(CURL REQUIRED)
+find_package(prometheus-cpp CONFIG REQUIRED COMPONENTS core)
+pkg_check_modules(TOMLPP REQUIRED IMPORTED_TARGET tomlplusplus)

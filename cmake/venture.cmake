@@ -64,7 +64,7 @@ endfunction()
 macro(venture_executable_main)
   add_executable(venture ${PROJECT_SOURCE_DIR}/src/main.cc)
   venture_apply_options(venture)
-  target_link_libraries(venture PRIVATE venture_bench cli engine nodes storage bus workflow base
+  target_link_libraries(venture PRIVATE venture_bench api cli engine nodes storage bus workflow base
     CLI11::CLI11)
   set_target_properties(venture PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR})
 endmacro()

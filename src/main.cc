@@ -4,9 +4,11 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 #include "base/base.h"
 #include "bench/workloads.h"
+#include "api/api.h"
 #include "bus/bus.h"
 #include "cli/cli.h"
 #include "engine/engine.h"
@@ -40,7 +42,33 @@ Result<base::SigningKey> load_signing_key(const std::string& dir) {
       std::span(reinterpret_cast<const uint8_t*>(seed.data()), seed.size()));
 }
 
-int serve(const std::string& data_dir) {
+// Finds out early, with a plain message, whether the data directory can be used.
+Status prepare_data_dir(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return unavailable_error("cannot create the data directory " + dir + ": " + ec.message());
+  const auto probe = std::filesystem::path(dir) / ".write-test";
+  {
+    std::ofstream out(probe, std::ios::trunc);
+    if (!out) return unavailable_error("the data directory " + dir + " is not writable");
+  }
+  std::filesystem::remove(probe, ec);
+  return {};
+}
+
+std::optional<base::LogLevel> parse_log_level(std::string_view text) {
+  if (text == "debug") return base::LogLevel::kDebug;
+  if (text == "info") return base::LogLevel::kInfo;
+  if (text == "warn") return base::LogLevel::kWarn;
+  if (text == "error") return base::LogLevel::kError;
+  return std::nullopt;
+}
+
+// `venture serve`: the embedded store and bus, the engine, the workers and the HTTP API in one
+// process until SIGTERM/SIGINT; then a graceful stop (stop accepting, finish in-flight requests
+// and tasks, commit the engine's last step, close the store).
+int serve(const std::string& config_file,
+          const std::vector<std::pair<std::string, std::string>>& flags) {
   // Block the signals before any thread starts (the store's writer is the first) so that only
   // sigwait below receives them.
   sigset_t signals;
@@ -48,45 +76,103 @@ int serve(const std::string& data_dir) {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): read at startup, before any thread exists.
+  auto env = [](const char* name) -> const char* { return std::getenv(name); };
+  auto config = api::load_serve_config(config_file, env, flags);
+  if (!config) {
+    std::cerr << "venture serve: " << config.error().message << "\n";
+    return cli::kExitUsage;
+  }
+  const auto level = parse_log_level(config->log_level);
+  if (!level) {
+    std::cerr << "venture serve: log_level must be debug, info, warn or error\n";
+    return cli::kExitUsage;
+  }
+  base::set_log_level(*level);
   base::set_log_sink(stdout);
-  std::error_code ec;
-  std::filesystem::create_directories(data_dir, ec);
-  if (ec) {
-    std::cerr << "venture: cannot create the data directory " << data_dir << ": " << ec.message()
-              << "\n";
+  const auto listen = api::parse_listen(config->listen);
+  if (Status st = prepare_data_dir(config->data_dir); !st) {
+    std::cerr << "venture serve: " << st.error().message << "\n";
     return cli::kExitError;
   }
-  auto key = load_signing_key(data_dir);
+  auto key = load_signing_key(config->data_dir);
   if (!key) {
-    std::cerr << "venture: " << key.error().message << "\n";
+    std::cerr << "venture serve: " << key.error().message << "\n";
     return cli::kExitError;
   }
   base::RealClock clock;
   base::RealRandom random;
   storage::Options so;
   so.signing_key = *key;
-  auto store = storage::open_sqlite(data_dir, so, clock, random);
+  auto store = storage::open_sqlite(config->data_dir, so, clock, random);
   if (!store) {
-    std::cerr << "venture: " << store.error().message << "\n";
+    std::cerr << "venture serve: " << store.error().message << "\n";
     return cli::kExitError;
   }
   auto bus = bus::new_memory_bus(clock);
   nodes::Registry registry;
   nodes::register_builtins(registry);
   engine::Engine engine(**store, *bus, clock, random, engine::Options{});
-  nodes::WorkerPool workers(*bus, registry, clock, nodes::WorkerOptions{});
+  nodes::WorkerOptions wo;
+  wo.threads = static_cast<std::size_t>(config->workers);
+  nodes::WorkerPool workers(*bus, registry, clock, wo);
+
+  api::ApiOptions ao;
+  ao.server.host = listen->first;
+  ao.server.port = listen->second;
+  ao.server.io_threads = config->io_threads;
+  ao.server.blocking_threads = config->blocking_threads;
+  ao.server.tls_cert_file = config->tls_cert;
+  ao.server.tls_key_file = config->tls_key;
+  ao.data_dir = config->data_dir;
+  ao.rate_limits = config->rate_limits;
+  ao.patch_review = *api::parse_patch_review(config->patch_review);
+  api::Api service(**store, *bus, engine, clock, random, ao);
+  // Listen first so a port in use is reported before a long recovery; /readyz says 503 until
+  // the engine has recovered every unfinished run.
+  if (Status st = service.start(); !st) {
+    std::cerr << "venture serve: " << st.error().message << "\n";
+    return cli::kExitError;
+  }
+  service.metrics().add_collector([&engine] {
+    const auto s = engine.stats();
+    std::string out;
+    out += "# TYPE venture_engine_steps_total counter\nventure_engine_steps_total " +
+           std::to_string(s.steps) + "\n";
+    out += "# TYPE venture_engine_appends_total counter\nventure_engine_appends_total " +
+           std::to_string(s.appends) + "\n";
+    out += "# TYPE venture_events_appended_total counter\nventure_events_appended_total " +
+           std::to_string(s.events) + "\n";
+    out += "# TYPE venture_runs_active gauge\nventure_runs_active " +
+           std::to_string(s.active_runs) + "\n";
+    out += "# TYPE venture_frozen gauge\nventure_frozen " +
+           std::string(engine.frozen() ? "1" : "0") + "\n";
+    return out;
+  });
   if (Status st = engine.start(); !st) {
-    std::cerr << "venture: " << st.error().to_string() << "\n";
+    std::cerr << "venture serve: " << st.error().to_string() << "\n";
+    service.stop();
     return cli::kExitError;
   }
   workers.start();
-  base::log_info("venture serving (embedded engine; the HTTP API arrives with issue #3)",
-                 {{"data_dir", data_dir}});
+  service.set_ready(true);
+  const std::string scheme = config->tls_cert.empty() ? "http" : "https";
+  base::log_info("venture serving",
+                 {{"address", scheme + "://" + listen->first + ":" +
+                                  std::to_string(service.port())},
+                  {"data_dir", config->data_dir},
+                  {"version", kVersion},
+                  {"admin_token_file", (std::filesystem::path(config->data_dir) /
+                                        "admin.token").string()}});
   int sig = 0;
   sigwait(&signals, &sig);
   base::log_info("shutting down", {{"signal", sig}});
+  service.set_ready(false);
+  service.stop_accepting();
+  service.stop();
   workers.stop();
   engine.stop();
+  base::log_info("stopped");
   return cli::kExitOk;
 }
 
@@ -120,11 +206,27 @@ int main(int argc, char** argv) {
   validate->add_option("-o,--output", output, "table|json")
       ->check(CLI::IsMember({"table", "json"}));
 
-  auto* serve_cmd = app.add_subcommand("serve", "Run the server (embedded store and bus)");
-  std::string data_dir = "./venture-data";
-  // NOLINTNEXTLINE(concurrency-mt-unsafe): read once at startup, before any thread exists.
-  if (const char* env = std::getenv("VENTURE_DATA_DIR")) data_dir = env;
-  serve_cmd->add_option("--data-dir", data_dir, "Data directory");
+  auto* serve_cmd = app.add_subcommand("serve", "Run the server: HTTP API, engine and workers");
+  std::string config_file;
+  // Flags map onto configuration keys (see docs/configuration.md); only those given are set.
+  std::vector<std::pair<std::string, std::string>> serve_flags;
+  auto flag = [&](const std::string& name, const std::string& key, const std::string& help) {
+    serve_cmd->add_option_function<std::string>(
+        name, [&serve_flags, key](const std::string& v) { serve_flags.emplace_back(key, v); },
+        help);
+  };
+  flag("--data-dir", "data_dir", "Data directory (default ./venture-data)");
+  flag("--listen", "listen", "HOST:PORT of the API (default 127.0.0.1:8000)");
+  flag("--store", "store", "sqlite (embedded)");
+  flag("--bus", "bus", "memory (embedded)");
+  flag("--redis", "redis", "redis://… (cluster mode)");
+  flag("--services", "services", "Modules to run (default all)");
+  flag("--egress-allow", "egress.allow", "CIDRs/hosts the http node may reach");
+  flag("--public-url", "public_url", "URL people use to reach this server");
+  flag("--tls-cert", "tls.cert", "PEM certificate: serve HTTPS");
+  flag("--tls-key", "tls.key", "PEM private key");
+  flag("--workers", "workers", "Embedded worker threads");
+  serve_cmd->add_option("--config", config_file, "venture.toml (default ./venture.toml if present)");
 
   auto* bench_cmd = app.add_subcommand("bench", "Run a benchmark workload in-process");
   bench::BenchOptions bo;
@@ -140,18 +242,29 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("-o,--output", output, "table|json")
       ->check(CLI::IsMember({"table", "json"}));
 
+  int client_exit_code = cli::kExitOk;
+  cli::add_client_commands(app, client_exit_code);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);
     return rc == 0 ? cli::kExitOk : cli::kExitUsage;
   }
+  if (cli::client_command_ran(app)) return client_exit_code;
   if (version->parsed()) {
     std::cout << cli::version_string() << "\n";
     return cli::kExitOk;
   }
   if (validate->parsed()) return cli::validate_files(files, output == "json", std::cout);
-  if (serve_cmd->parsed()) return serve(data_dir);
+  if (serve_cmd->parsed()) {
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): read once at startup, before any thread exists.
+    if (const char* env = std::getenv("VENTURE_CONFIG"); config_file.empty() && env) {
+      config_file = env;
+    }
+    if (config_file.empty() && std::filesystem::exists("venture.toml")) config_file = "venture.toml";
+    return serve(config_file, serve_flags);
+  }
   if (bench_cmd->parsed()) return bench(bo, output);
   return cli::kExitUsage;
 }

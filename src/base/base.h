@@ -19,3 +19,8 @@
 #include "base/log.h"
 #include "base/result.h"
 #include "base/time.h"
+
+namespace venture {
+// The release version, reported by `venture version`, /health and venture_build_info.
+inline constexpr std::string_view kVersion = "0.2.0";
+}  // namespace venture

@@ -45,6 +45,10 @@ inline constexpr milliseconds kRetryIntervalMaxDefault{std::chrono::minutes(5)};
 // Expressions.
 inline constexpr std::size_t kExpressionCacheEntriesMax = 4096;
 inline constexpr std::size_t kExpressionOutputsMax = 1;  // a `${{ }}` yields one value
+// Sandbox bounds of one jq evaluation (besides kExpressionTimeDefault): range counts, array
+// indexes written and array concatenations; strings built by `*` and `+`.
+inline constexpr std::size_t kExpressionItemsMax = 1'000'000;
+inline constexpr std::size_t kExpressionStringBytesMax = 16 << 20;
 
 // Storage.
 inline constexpr std::size_t kBlobThresholdBytes = 64 << 10;  // event data above this -> blob
@@ -68,6 +72,23 @@ inline constexpr std::size_t kInboxMax = 1 << 20;
 inline constexpr std::size_t kStepTriggersMax = 16384;  // triggers decided per engine step
 inline constexpr std::size_t kActiveRunsMax = 1 << 20;
 
+// HTTP API (#3).
+inline constexpr std::size_t kHttpBodyBytesMax = 4 << 20;     // a request body (definitions: 1 MiB)
+inline constexpr std::size_t kHttpHeaderBytesMax = 16 << 10;  // request line + headers
+inline constexpr milliseconds kHttpReadTimeout{30000};        // one whole request, once begun
+inline constexpr milliseconds kHttpIdleTimeout{60000};        // keep-alive between requests
+inline constexpr milliseconds kHttpWriteTimeout{30000};       // a response or a stream write
+inline constexpr std::size_t kHttpConnectionsMax = 20000;
+inline constexpr std::size_t kHttpPipelineMax = 16;           // requests read ahead per connection
+inline constexpr milliseconds kStreamKeepalive{15000};        // SSE comment / WebSocket ping
+inline constexpr std::size_t kStreamRingEvents = 1 << 16;     // recent events kept for streams
+inline constexpr std::size_t kStreamBacklogPage = 1000;       // store read page for a stream
+inline constexpr std::size_t kListLimitMax = 500;             // ?limit= on lists (SPEC §3)
+inline constexpr std::size_t kTokensMax = 10000;
+inline constexpr std::size_t kRateLimitBucketsMax = 100000;   // tokens tracked by the limiter
+inline constexpr milliseconds kExpressionTimeDefault{1000};   // one jq evaluation (watchdog)
+inline constexpr milliseconds kShutdownDrainMax{10000};       // graceful stop of in-flight work
+
 // Logging.
 inline constexpr std::size_t kLogLineBytesMax = 16 << 10;
 
@@ -78,5 +99,7 @@ static_assert(kRetryIntervalMaxDefault <= kDurationMax);
 static_assert(kLeaseDefault <= kLeaseMax);
 static_assert(kStepTriggersMax <= kInboxMax);
 static_assert(kNeedsPerNodeMax <= kNodesMax);
+static_assert(kExpressionStringBytesMax <= kNodeOutputBytesMax);
+static_assert(kForeachItemsMax <= kExpressionItemsMax);
 
 }  // namespace venture::limits

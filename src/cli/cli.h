@@ -1,11 +1,19 @@
-// cli: the client commands. In this issue: `workflow validate` (offline, through workflow/) and
-// `version`; the commands that talk to the server over HTTP arrive with the API (#3).
-// Only cli knows terminal output: functions here write to the streams they are given.
+// cli: the client commands of SPEC §5. `workflow validate` (offline, through workflow/) and
+// `version` are called by main.cc; every command that talks to the server over HTTP (libcurl) is
+// added to main's CLI11 app by add_client_commands and runs from its subcommand's callback.
+// Only cli knows terminal output: functions here write to the streams they are given (the client
+// commands to stdout and stderr).
+//
+// Threading: single-threaded; the client commands block on the network.
 #pragma once
 
 #include <ostream>
 #include <string>
 #include <vector>
+
+namespace CLI {  // NOLINT(readability-identifier-naming): CLI11's namespace
+class App;
+}  // namespace CLI
 
 namespace venture::cli {
 
@@ -22,5 +30,15 @@ inline constexpr int kExitAuth = 4;
 int validate_files(const std::vector<std::string>& files, bool json_output, std::ostream& out);
 
 std::string version_string();
+
+// Adds every client subcommand of SPEC §5 except serve, bench, version, workflow validate (which
+// main.cc keeps): workflow register|list|show, tag move, run start|status|list|cancel|pause|resume,
+// logs stream, patch create|list|show|approve|reject, replay, freeze, unfreeze, status,
+// token create|list|revoke, audit verify, health, completion bash|zsh|fish. Each sets exit_code
+// when it runs (callbacks, during app.parse); the global options --address, --token and -o are
+// accepted before the command and on every client command. `app` must outlive the parse.
+void add_client_commands(CLI::App& app, int& exit_code);
+// True if app.parse ran one of the commands added above (its exit code is then set).
+bool client_command_ran(const CLI::App& app);
 
 }  // namespace venture::cli

@@ -58,6 +58,6 @@ int validate_files(const std::vector<std::string>& files, bool json_output, std:
   return rc;
 }
 
-std::string version_string() { return "venture 0.1.0"; }
+std::string version_string() { return "venture " + std::string(kVersion); }
 
 }  // namespace venture::cli

@@ -226,6 +226,14 @@ Status apply_node(RunState& s, const std::string& type, const std::string& node,
   return ok();
 }
 
+Status apply_patch_event(const RunState& s, const std::string& type) {
+  if (s.ir == nullptr) return data_loss_error(type + " before run.submitted");
+  if (type != "patch.proposed" && type != "patch.applied" && type != "patch.rejected") {
+    return data_loss_error("unknown patch event type " + type);
+  }
+  return ok();
+}
+
 }  // namespace
 
 std::string_view run_status_name(RunStatus s) { return kRunStatusNames[static_cast<int>(s)]; }
@@ -249,10 +257,12 @@ bool RunState::operator==(const RunState& o) const {
 
 Status apply(RunState& state, const std::string& type, const std::string& node,
              const json::object& data, Time time, IrSource& irs) {
-  Status st = type.starts_with("run.") ? apply_run(state, type, data, time, irs)
-              : type.starts_with("node.")
-                  ? apply_node(state, type, node, data, time)
-                  : Status(data_loss_error("event type " + type + " is not about a run"));
+  // patch.proposed|applied|rejected record the review; the graph changes with run.patched.
+  Status st = type.starts_with("run.")     ? apply_run(state, type, data, time, irs)
+              : type.starts_with("node.")  ? apply_node(state, type, node, data, time)
+              : type.starts_with("patch.") ? apply_patch_event(state, type)
+                                           : Status(data_loss_error("event type " + type +
+                                                                    " is not about a run"));
   if (!st) return st;
   state.events += 1;
   state.updated = time;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "base/base.h"
+#include "storage/storage.h"
 #include "workflow/workflow.h"
 
 namespace venture::engine {
@@ -169,12 +170,47 @@ Decision decide_tick(RunState& state, const DecideContext& ctx, IrSource& irs);
 [[nodiscard]] Result<Decision> decide_command(RunState& state, Command command,
                                               const std::string& reason, const DecideContext& ctx,
                                               IrSource& irs);
-// Applies a JSON Patch to the run's definition. kInvalidArgument (with the problems joined)
-// when the result is invalid; kFailedPrecondition when it touches a settled or started node or
-// the run is terminal.
+// Applies a JSON Patch to the run's definition at once, without a proposal (check_patch's errors,
+// problems joined into the message): run.patched and whatever the new graph makes ready.
 [[nodiscard]] Result<Decision> decide_patch(RunState& state, const json::value& ops,
                                             const std::string& reason, const DecideContext& ctx,
                                             IrSource& irs);
+
+// Patch review (SPEC §3). A proposal is a storage::PatchRow: the core fills its status, times,
+// decision and version; the shell chooses its id and writes the row in the step's batch.
+inline constexpr std::string_view kPatchPending = "pending_approval";
+inline constexpr std::string_view kPatchApplied = "applied";
+inline constexpr std::string_view kPatchRejected = "rejected";
+
+// Checks `ops` against the run as it is now: the patched definition must compile, keep its name,
+// differ from the current one, and leave every started or settled node byte-for-byte unchanged.
+// Returns the compiled result. Errors, each with `problems` filled (JSON Pointers into the ops,
+// "/ops/0/path", or into the patched definition, "/nodes/2/needs/0"):
+// kInvalidArgument (bad ops, invalid result, rename, no change); kFailedPrecondition (a `test` op
+// failed, or a started or settled node would change: one problem per node). A terminal run is
+// kFailedPrecondition with no problem.
+[[nodiscard]] Result<std::shared_ptr<const workflow::Ir>> check_patch(const RunState& state,
+                                                                      const json::value& ops,
+                                                                      workflow::Problems& problems);
+
+// A new proposal `patch` (the caller sets id, ops, reason, proposed_by; run is filled). Checked
+// now with check_patch (its errors, `patch` untouched). review: emits patch.proposed and leaves
+// it pending_approval. Otherwise emits patch.proposed, patch.applied, run.patched and whatever
+// the new graph makes ready; the patch is applied (decided_by = proposed_by) with its version.
+[[nodiscard]] Result<Decision> decide_propose_patch(RunState& state, storage::PatchRow& patch,
+                                                    bool review, const DecideContext& ctx,
+                                                    IrSource& irs, workflow::Problems& problems);
+
+// Approves or rejects a pending proposal. kFailedPrecondition (no problem) when it is not
+// pending, belongs to another run, or the run is terminal. Approve re-checks the ops against the
+// run's CURRENT state: on failure returns check_patch's error and leaves `patch` pending (the
+// caller may record the error); on success emits patch.applied + run.patched (+ dispatches).
+// Reject emits patch.rejected.
+[[nodiscard]] Result<Decision> decide_patch_review(RunState& state, storage::PatchRow& patch,
+                                                   bool approve, const std::string& by,
+                                                   const std::string& reason,
+                                                   const DecideContext& ctx, IrSource& irs,
+                                                   workflow::Problems& problems);
 
 // The task for one attempt (config rendered against the current context).
 [[nodiscard]] Result<Dispatch> build_dispatch(const RunState& state, int node, int index,

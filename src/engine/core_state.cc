@@ -1,6 +1,7 @@
 // The parts of the pure core that read a whole state: patches, in-flight work, timers, the
 // expression context, and the snapshot encoding.
 #include <algorithm>
+#include <cctype>
 
 #include "engine/engine.h"
 
@@ -127,45 +128,200 @@ json::object expression_context(const RunState& s) {
       {"run", json::object{{"id", s.id}, {"workflow", s.workflow}, {"version", s.version}}}};
 }
 
-Result<Decision> decide_patch(RunState& state, const json::value& ops, const std::string& reason,
-                              const DecideContext& ctx, IrSource& irs) {
-  if (state.ir == nullptr) return not_found_error("run " + state.id + " does not exist");
-  if (is_terminal(state.status)) {
-    return failed_precondition_error("run " + state.id + " is " +
-                                     std::string(run_status_name(state.status)) +
-                                     "; it cannot be patched");
+namespace {
+
+// "/3: path '/nodes/9' does not exist" (workflow::apply_patch) -> {"/ops/3/path", "path …"}.
+workflow::Problem ops_problem(const Error& e) {
+  const std::string& m = e.message;
+  std::size_t digits = 1;
+  while (digits < m.size() && std::isdigit(static_cast<unsigned char>(m[digits])) != 0) ++digits;
+  if (m.size() < 3 || m[0] != '/' || digits == 1 || m.compare(digits, 2, ": ") != 0) {
+    return {"/ops", m};
   }
-  VENTURE_ASSIGN_OR_RETURN(json::value def, workflow::apply_patch(state.ir->definition, ops));
-  workflow::Problems problems;
-  auto ir = workflow::compile(def, problems);
-  if (ir == nullptr) {
-    std::string msg = "the patched definition is invalid:";
-    for (const auto& p : problems) msg += " " + p.path + ": " + p.message + ";";
-    return invalid_argument_error(msg);
+  std::string path = "/ops" + m.substr(0, digits);
+  const std::string message = m.substr(digits + 2);
+  std::string member;
+  if (message.starts_with("test failed")) {
+    member = "/value";
+  } else if (message.starts_with("'op'") || message.starts_with("unknown op")) {
+    member = "/op";
+  } else if (message.find("'value'") != std::string::npos) {
+    member = "/value";
+  } else if (message.find("'from'") != std::string::npos || message.starts_with("cannot move")) {
+    member = "/from";
+  } else if (message.starts_with("'path'") || message.starts_with("path ") ||
+             message.starts_with("pointer ")) {
+    member = "/path";
   }
-  if (ir->name != state.ir->name)
-    return invalid_argument_error("a patch may not rename the workflow");
-  for (std::size_t i = 0; i < state.nodes.size(); ++i) {
-    const NodeStatus st = state.nodes[i].slot.status;
-    if (st == NodeStatus::kPending || st == NodeStatus::kReady) continue;
-    const std::string& id = state.ir->nodes[i].id;
-    if (node_json(state.ir->definition, id) != node_json(ir->definition, id)) {
-      return failed_precondition_error("node '" + id + "' is " + std::string(node_status_name(st)) +
-                                       "; started and settled nodes cannot be changed");
+  return {path + member, message};
+}
+
+std::string joined(std::string head, const workflow::Problems& problems) {
+  std::size_t shown = 0;
+  for (const auto& p : problems) {
+    if (++shown > 5) {
+      head += " …";
+      break;
     }
+    head += " " + p.path + ": " + p.message + ";";
   }
-  if (ir->version == state.version) return invalid_argument_error("the patch changes nothing");
-  // Emit through a fresh decide: run.patched, then whatever the new graph makes ready.
+  return head;
+}
+
+// Applies `ir` to the state: run.patched (carrying the patch id when there is one), then whatever
+// the new graph makes ready.
+Result<Decision> emit_patched(RunState& state, std::shared_ptr<const workflow::Ir> ir,
+                              const json::value& ops, const std::string& reason,
+                              const std::string& patch_id, const DecideContext& ctx, IrSource& irs,
+                              std::vector<EventDraft> before) {
   Decision d;
+  d.events = std::move(before);
   RunState next = state;
+  for (const EventDraft& e : d.events) {
+    VENTURE_RETURN_IF_ERROR(apply(next, e.type, e.node, e.data, ctx.now, irs));
+  }
   json::object data{
       {"version", ir->version}, {"definition", ir->definition}, {"ops", ops}, {"reason", reason}};
+  if (!patch_id.empty()) data["patch"] = patch_id;
   VENTURE_RETURN_IF_ERROR(apply(next, "run.patched", "", data, ctx.now, irs));
   d.events.push_back(EventDraft{"run.patched", "", std::move(data)});
   Decision more = decide_tick(next, ctx, irs);
   for (auto& e : more.events) d.events.push_back(std::move(e));
   d.dispatches = std::move(more.dispatches);
   state = std::move(next);
+  return d;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<const workflow::Ir>> check_patch(const RunState& state,
+                                                        const json::value& ops,
+                                                        workflow::Problems& problems) {
+  if (state.ir == nullptr) return not_found_error("run " + state.id + " does not exist");
+  if (is_terminal(state.status)) {
+    return failed_precondition_error("run " + state.id + " is " +
+                                     std::string(run_status_name(state.status)) +
+                                     "; it cannot be patched");
+  }
+  auto def = workflow::apply_patch(state.ir->definition, ops);
+  if (!def) {
+    problems.push_back(ops_problem(def.error()));
+    return Error(def.error().code == Code::kFailedPrecondition ? Code::kFailedPrecondition
+                                                               : Code::kInvalidArgument,
+                 "the patch does not apply: " + def.error().message);
+  }
+  const std::size_t before = problems.size();
+  auto ir = workflow::compile(*def, problems);
+  if (ir == nullptr) {
+    const workflow::Problems found(problems.begin() + static_cast<std::ptrdiff_t>(before),
+                                   problems.end());
+    return invalid_argument_error(joined("the patched definition is invalid:", found));
+  }
+  if (ir->name != state.ir->name) {
+    problems.push_back({"/name", "a patch may not rename the workflow"});
+    return invalid_argument_error("a patch may not rename the workflow");
+  }
+  workflow::Problems touched;
+  for (std::size_t i = 0; i < state.nodes.size(); ++i) {
+    const NodeStatus st = state.nodes[i].slot.status;
+    if (st == NodeStatus::kPending || st == NodeStatus::kReady) continue;
+    const std::string& id = state.ir->nodes[i].id;
+    if (node_json(state.ir->definition, id) == node_json(ir->definition, id)) continue;
+    const int at = ir->index_of(id);
+    touched.push_back({"/nodes/" + std::to_string(at >= 0 ? at : static_cast<int>(i)),
+                       "node '" + id + "' is " + std::string(node_status_name(st)) +
+                           "; started and settled nodes cannot be changed"});
+  }
+  if (!touched.empty()) {
+    problems.insert(problems.end(), touched.begin(), touched.end());
+    return failed_precondition_error(
+        joined("the patch changes started or settled nodes:", touched));
+  }
+  if (ir->version == state.version) {
+    problems.push_back({"/ops", "the patch changes nothing"});
+    return invalid_argument_error("the patch changes nothing");
+  }
+  return ir;
+}
+
+Result<Decision> decide_patch(RunState& state, const json::value& ops, const std::string& reason,
+                              const DecideContext& ctx, IrSource& irs) {
+  workflow::Problems problems;
+  VENTURE_ASSIGN_OR_RETURN(auto ir, check_patch(state, ops, problems));
+  return emit_patched(state, std::move(ir), ops, reason, "", ctx, irs, {});
+}
+
+Result<Decision> decide_propose_patch(RunState& state, storage::PatchRow& patch, bool review,
+                                      const DecideContext& ctx, IrSource& irs,
+                                      workflow::Problems& problems) {
+  VENTURE_ASSIGN_OR_RETURN(auto ir, check_patch(state, patch.ops, problems));
+  patch.run = state.id;
+  patch.created = ctx.now;
+  patch.updated = ctx.now;
+  patch.error = nullptr;
+  json::object proposed{{"patch", patch.id},      {"ops", patch.ops},
+                        {"reason", patch.reason}, {"by", patch.proposed_by},
+                        {"review", review},       {"base_version", state.version}};
+  if (review) {
+    Decision d;
+    VENTURE_RETURN_IF_ERROR(apply(state, "patch.proposed", "", proposed, ctx.now, irs));
+    d.events.push_back(EventDraft{"patch.proposed", "", std::move(proposed)});
+    patch.status = std::string(kPatchPending);
+    patch.version.clear();
+    return d;
+  }
+  std::vector<EventDraft> before;
+  before.push_back(EventDraft{"patch.proposed", "", std::move(proposed)});
+  before.push_back(EventDraft{"patch.applied", "",
+                              json::object{{"patch", patch.id},
+                                           {"version", ir->version},
+                                           {"by", patch.proposed_by},
+                                           {"reason", ""}}});
+  VENTURE_ASSIGN_OR_RETURN(Decision d, emit_patched(state, ir, patch.ops, patch.reason, patch.id,
+                                                    ctx, irs, std::move(before)));
+  patch.status = std::string(kPatchApplied);
+  patch.decided_by = patch.proposed_by;
+  patch.version = ir->version;
+  return d;
+}
+
+Result<Decision> decide_patch_review(RunState& state, storage::PatchRow& patch, bool approve,
+                                     const std::string& by, const std::string& reason,
+                                     const DecideContext& ctx, IrSource& irs,
+                                     workflow::Problems& problems) {
+  if (patch.status != kPatchPending) {
+    return failed_precondition_error("patch " + patch.id + " is already " + patch.status);
+  }
+  if (patch.run != state.id || state.ir == nullptr) {
+    return failed_precondition_error("patch " + patch.id + " does not belong to run " + state.id);
+  }
+  if (is_terminal(state.status)) {
+    return failed_precondition_error("run " + state.id + " is " +
+                                     std::string(run_status_name(state.status)) +
+                                     "; its patches can no longer be decided");
+  }
+  Decision d;
+  if (!approve) {
+    json::object data{{"patch", patch.id}, {"by", by}, {"reason", reason}};
+    VENTURE_RETURN_IF_ERROR(apply(state, "patch.rejected", "", data, ctx.now, irs));
+    d.events.push_back(EventDraft{"patch.rejected", "", std::move(data)});
+    patch.status = std::string(kPatchRejected);
+  } else {
+    VENTURE_ASSIGN_OR_RETURN(auto ir, check_patch(state, patch.ops, problems));
+    std::vector<EventDraft> before;
+    before.push_back(EventDraft{
+        "patch.applied", "",
+        json::object{
+            {"patch", patch.id}, {"version", ir->version}, {"by", by}, {"reason", reason}}});
+    VENTURE_ASSIGN_OR_RETURN(
+        d, emit_patched(state, ir, patch.ops, patch.reason, patch.id, ctx, irs, std::move(before)));
+    patch.status = std::string(kPatchApplied);
+    patch.version = ir->version;
+  }
+  patch.decided_by = by;
+  patch.decision_reason = reason;
+  patch.updated = ctx.now;
+  patch.error = nullptr;
   return d;
 }
 

@@ -332,6 +332,131 @@ TEST_F(CoreTest, PatchAddsANodeAndRefusesToChangeSettledOnes) {
   EXPECT_EQ(types(ok("b")), (V{"node.succeeded:b", "run.succeeded"}));
 }
 
+storage::PatchRow proposal(std::string id, std::string_view ops) {
+  storage::PatchRow p;
+  p.id = std::move(id);
+  p.ops = *base::parse_json(ops);
+  p.reason = "why";
+  p.proposed_by = "alice";
+  return p;
+}
+
+constexpr std::string_view kAddC =
+    R"([{"op":"add","path":"/nodes/-","value":{"id":"c","type":"noop","needs":["a"]}}])";
+
+TEST_F(CoreTest, ProposedPatchAppliesAtOnceWithItsEvents) {
+  submit(R"({"name":"p","nodes":[{"id":"a","type":"noop"},{"id":"b","type":"noop",
+            "needs":["a"]}]})");
+  (void)ok("a");
+  storage::PatchRow p = proposal("pat_1", kAddC);
+  workflow::Problems problems;
+  auto d = decide_propose_patch(s_, p, false, ctx_, irs_, problems);
+  ASSERT_TRUE(d.has_value()) << d.error().message;
+  EXPECT_TRUE(problems.empty());
+  EXPECT_EQ(types(*d), (V{"patch.proposed", "patch.applied", "run.patched", "node.started:c"}));
+  EXPECT_EQ(p.status, "applied");
+  EXPECT_EQ(p.run, "run_1");
+  EXPECT_EQ(p.version, s_.version);
+  EXPECT_EQ(p.decided_by, "alice");
+  EXPECT_EQ(p.created, kT0);
+  EXPECT_EQ(base::string_or(d->events[0].data, "by", ""), "alice");
+  EXPECT_EQ(base::string_or(d->events[1].data, "version", ""), s_.version);
+  EXPECT_EQ(base::string_or(d->events[2].data, "patch", ""), "pat_1");
+}
+
+TEST_F(CoreTest, ReviewedPatchWaitsThenAppliesOrIsRejected) {
+  submit(R"({"name":"p","nodes":[{"id":"a","type":"noop"},{"id":"b","type":"noop",
+            "needs":["a"]}]})");
+  const std::string version = s_.version;
+  storage::PatchRow p = proposal("pat_1", kAddC);
+  workflow::Problems problems;
+  auto d = decide_propose_patch(s_, p, true, ctx_, irs_, problems);
+  ASSERT_TRUE(d.has_value()) << d.error().message;
+  EXPECT_EQ(types(*d), (V{"patch.proposed"}));
+  EXPECT_EQ(p.status, "pending_approval");
+  EXPECT_EQ(s_.version, version);  // nothing applied
+  EXPECT_EQ(s_.nodes.size(), 2u);
+
+  (void)ok("a");
+  ctx_.now = kT0 + Millis(5);
+  auto approved = decide_patch_review(s_, p, true, "bob", "fine", ctx_, irs_, problems);
+  ASSERT_TRUE(approved.has_value()) << approved.error().message;
+  EXPECT_EQ(types(*approved), (V{"patch.applied", "run.patched", "node.started:c"}));
+  EXPECT_EQ(p.status, "applied");
+  EXPECT_EQ(p.decided_by, "bob");
+  EXPECT_EQ(p.decision_reason, "fine");
+  EXPECT_EQ(p.updated, kT0 + Millis(5));
+  EXPECT_EQ(p.version, s_.version);
+  EXPECT_NE(s_.version, version);
+
+  auto again = decide_patch_review(s_, p, true, "bob", "", ctx_, irs_, problems);
+  ASSERT_FALSE(again.has_value());
+  EXPECT_EQ(again.error().code, Code::kFailedPrecondition);
+
+  storage::PatchRow q =
+      proposal("pat_2", R"([{"op":"add","path":"/nodes/-","value":{"id":"d","type":"noop"}}])");
+  ASSERT_TRUE(decide_propose_patch(s_, q, true, ctx_, irs_, problems).has_value());
+  const std::string before = s_.version;
+  auto rejected = decide_patch_review(s_, q, false, "carol", "no", ctx_, irs_, problems);
+  ASSERT_TRUE(rejected.has_value());
+  EXPECT_EQ(types(*rejected), (V{"patch.rejected"}));
+  EXPECT_EQ(q.status, "rejected");
+  EXPECT_EQ(q.decided_by, "carol");
+  EXPECT_EQ(s_.version, before);
+  EXPECT_TRUE(problems.empty());
+}
+
+TEST_F(CoreTest, ApprovalRevalidatesAgainstTheCurrentState) {
+  submit(R"({"name":"p","nodes":[{"id":"a","type":"noop"},{"id":"b","type":"noop",
+            "needs":["a"]}]})");
+  storage::PatchRow p =
+      proposal("pat_1", R"([{"op":"add","path":"/nodes/1/timeout","value":"45s"}])");
+  workflow::Problems problems;
+  ASSERT_TRUE(decide_propose_patch(s_, p, true, ctx_, irs_, problems).has_value());
+  (void)ok("a");  // b starts: it may no longer change
+  const RunState before = s_;
+  auto d = decide_patch_review(s_, p, true, "bob", "", ctx_, irs_, problems);
+  ASSERT_FALSE(d.has_value());
+  EXPECT_EQ(d.error().code, Code::kFailedPrecondition);  // the shell answers 422
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].path, "/nodes/1");
+  EXPECT_EQ(p.status, "pending_approval");
+  EXPECT_EQ(s_, before);
+  (void)ok("b");  // the run succeeds: its patches can no longer be decided
+  problems.clear();
+  auto late = decide_patch_review(s_, p, false, "bob", "", ctx_, irs_, problems);
+  ASSERT_FALSE(late.has_value());
+  EXPECT_EQ(late.error().code, Code::kFailedPrecondition);
+  EXPECT_TRUE(problems.empty());
+}
+
+TEST_F(CoreTest, PatchProblemsPointIntoTheOpsOrTheDefinition) {
+  submit(R"({"name":"p","nodes":[{"id":"a","type":"noop"},{"id":"b","type":"noop"}]})");
+  auto problems_of = [&](std::string_view ops) {
+    storage::PatchRow p = proposal("pat_x", ops);
+    workflow::Problems problems;
+    auto d = decide_propose_patch(s_, p, false, ctx_, irs_, problems);
+    EXPECT_FALSE(d.has_value()) << ops;
+    return problems;
+  };
+  auto bad_path = problems_of(R"([{"op":"remove","path":"/nodes/9"}])");
+  ASSERT_EQ(bad_path.size(), 1u);
+  EXPECT_EQ(bad_path[0].path, "/ops/0/path");
+  auto bad_op = problems_of(
+      R"([{"op":"add","path":"/description","value":"x"},{"op":"ad","path":"/x","value":1}])");
+  ASSERT_EQ(bad_op.size(), 1u);
+  EXPECT_EQ(bad_op[0].path, "/ops/1/op");
+  EXPECT_NE(bad_op[0].message.find("did you mean 'add'"), std::string::npos);
+  auto bad_need = problems_of(
+      R"([{"op":"add","path":"/nodes/-","value":{"id":"d","type":"noop","needs":["nope"]}}])");
+  ASSERT_FALSE(bad_need.empty());
+  EXPECT_EQ(bad_need[0].path, "/nodes/2/needs/0");
+  EXPECT_EQ(problems_of(R"({"op":"add"})").at(0).path, "/ops");
+  EXPECT_EQ(problems_of(R"([])").at(0).path, "/ops");  // changes nothing
+  EXPECT_EQ(problems_of(R"([{"op":"replace","path":"/name","value":"q"}])").at(0).path, "/name");
+  EXPECT_EQ(s_.version, ir_->version);
+}
+
 TEST_F(CoreTest, StateJsonRoundTrips) {
   submit(R"({"name":"j","nodes":[{"id":"a","type":"noop","foreach":"${{ [1,2,3] }}",
             "max_parallel":2,"retry":{"max_attempts":3}},{"id":"b","type":"sleep",

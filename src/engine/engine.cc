@@ -282,16 +282,63 @@ Status Engine::resume(const std::string& run, const std::string& reason) {
   return command(Command::kResume, run, reason);
 }
 
+Result<PatchResponse> Engine::post_patch(Request request, workflow::Problems& problems) {
+  auto reply = request.reply;
+  const Status status = post(std::move(request));
+  problems.insert(problems.end(), reply->problems.begin(), reply->problems.end());
+  if (!status) return status.error();
+  return reply->patch;
+}
+
+namespace {
+
+// The review API answers 422 for every patch that does not validate, including one that would
+// change a started or settled node (the core's kFailedPrecondition with problems).
+Error as_review_error(const Error& e, const workflow::Problems& problems, std::size_t before) {
+  if (e.code == Code::kFailedPrecondition && problems.size() > before) {
+    return invalid_argument_error(e.message);
+  }
+  return e;
+}
+
+}  // namespace
+
+Result<PatchResponse> Engine::propose_patch(PatchRequest request, workflow::Problems& problems) {
+  Request r;
+  r.kind = Request::Kind::kPatch;
+  r.run = request.run;
+  r.patch = std::move(request);
+  const std::size_t before = problems.size();
+  auto result = post_patch(std::move(r), problems);
+  if (!result) return as_review_error(result.error(), problems, before);
+  return result;
+}
+
+Result<PatchResponse> Engine::decide_patch_proposal(const std::string& patch_id, bool approve,
+                                                    const std::string& by,
+                                                    const std::string& reason,
+                                                    workflow::Problems& problems) {
+  Request r;
+  r.kind = Request::Kind::kPatchDecision;
+  r.patch_id = patch_id;
+  r.approve = approve;
+  r.by = by;
+  r.reason = reason;
+  const std::size_t before = problems.size();
+  auto result = post_patch(std::move(r), problems);
+  if (!result) return as_review_error(result.error(), problems, before);
+  return result;
+}
+
 Result<std::string> Engine::patch(const std::string& run, const json::value& ops,
                                   const std::string& reason) {
   Request r;
   r.kind = Request::Kind::kPatch;
   r.run = run;
-  r.ops = ops;
-  r.reason = reason;
-  auto reply = r.reply;
-  VENTURE_RETURN_IF_ERROR(post(std::move(r)));
-  return reply->version;
+  r.patch = PatchRequest{run, ops, reason, "", false};
+  workflow::Problems problems;
+  VENTURE_ASSIGN_OR_RETURN(PatchResponse response, post_patch(std::move(r), problems));
+  return response.version;
 }
 
 Result<StartResponse> Engine::replay(const std::string& run, const std::string& from_node) {

@@ -72,6 +72,21 @@ struct RegisterResponse {
   bool created = false;  // a new version
 };
 
+// A patch proposal (SPEC §3 `POST /v1/runs/{id}/patches`).
+struct PatchRequest {
+  std::string run;
+  json::value ops;  // RFC 6902 operations against the run's current definition
+  std::string reason;
+  std::string by;       // who proposes (token name); recorded in the row and the events
+  bool review = false;  // true: leave it pending_approval; false: apply at once
+};
+
+struct PatchResponse {
+  std::string id;       // "pat_…"
+  std::string status;   // applied|pending_approval|rejected
+  std::string version;  // the run's version after apply; "" otherwise
+};
+
 struct EngineStats {
   int64_t steps = 0;
   int64_t appends = 0;
@@ -124,7 +139,25 @@ class Engine {
   [[nodiscard]] Status cancel(const std::string& run, const std::string& reason);
   [[nodiscard]] Status pause(const std::string& run, const std::string& reason);
   [[nodiscard]] Status resume(const std::string& run, const std::string& reason);
-  // Returns the run's new version.
+  // Proposes a patch, validated now against the run's current state. review = false: applied in
+  // one commit (events patch.proposed, patch.applied, run.patched; status applied). review = true:
+  // patch.proposed only, status pending_approval, the run is unaffected. Errors: kNotFound
+  // (unknown run), kFailedPrecondition (the run is terminal), kInvalidArgument with `problems`
+  // (JSON Pointers into the request, "/ops/0/path", or into the patched definition,
+  // "/nodes/2/needs/0"): invalid ops or result, or a change to a started or settled node (422).
+  [[nodiscard]] Result<PatchResponse> propose_patch(PatchRequest request,
+                                                    workflow::Problems& problems);
+  // Approves or rejects a pending patch. Approve re-validates against the run's CURRENT state:
+  // valid -> patch.applied + run.patched, status applied; no longer valid -> kInvalidArgument
+  // with `problems`, the patch stays pending (its row's `error` records why). Reject ->
+  // patch.rejected, status rejected. kNotFound (unknown patch); kFailedPrecondition (the patch is
+  // not pending, or its run is terminal).
+  [[nodiscard]] Result<PatchResponse> decide_patch_proposal(const std::string& patch_id,
+                                                            bool approve, const std::string& by,
+                                                            const std::string& reason,
+                                                            workflow::Problems& problems);
+  // propose_patch(review = false) under the pre-review contract: returns the run's new version;
+  // a change to a started or settled node (or a failed `test` op) is kFailedPrecondition.
   [[nodiscard]] Result<std::string> patch(const std::string& run, const json::value& ops,
                                           const std::string& reason);
   [[nodiscard]] Result<StartResponse> replay(const std::string& run, const std::string& from_node);
@@ -152,7 +185,10 @@ class Engine {
   [[nodiscard]] Result<std::shared_ptr<const workflow::Ir>> resolve(const std::string& ref);
   [[nodiscard]] Result<RunState> fold_run(const std::string& id);
   RunState* load_run(const std::string& id);
+  [[nodiscard]] Result<PatchResponse> post_patch(Request request, workflow::Problems& problems);
   void handle_replay(Request& r, StepState& st);
+  void handle_patch(Request& r, RunState& run, StepState& st);
+  void handle_patch_decision(Request& r, StepState& st);
   void handle_request(Request& r, StepState& st);
   void handle_start(Request& r, StepState& st);
   void handle_result(const TaskResult& result, StepState& st);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <set>
 #include <unordered_map>
 
@@ -16,6 +17,8 @@ struct Reply {
   Status status;
   StartResponse start;
   std::string version;
+  PatchResponse patch;
+  workflow::Problems problems;  // filled before finish() with an error
   // Called once with the outcome instead of waking a waiter (asynchronous requests).
   std::function<void(Result<StartResponse>)> callback;
 
@@ -33,7 +36,7 @@ struct Reply {
 };
 
 struct Engine::Request {
-  enum class Kind { kStart, kCommand, kPatch, kReplay, kFreeze, kUnfreeze };
+  enum class Kind { kStart, kCommand, kPatch, kPatchDecision, kReplay, kFreeze, kUnfreeze };
   Kind kind = Kind::kStart;
   StartRequest start;
   std::shared_ptr<const workflow::Ir> ir;
@@ -41,8 +44,14 @@ struct Engine::Request {
   std::string run;
   Command command = Command::kCancel;
   std::string reason;
-  json::value ops;
+  PatchRequest patch;    // kPatch (run is `run`)
+  std::string patch_id;  // kPatchDecision
+  bool approve = false;  // kPatchDecision
+  std::string by;        // kPatchDecision
   std::string from_node;
+  // A request that failed but still writes (a failed approval records its error on the patch
+  // row): answered with this error after the commit, so the caller reads what was written.
+  std::optional<Error> error_after_commit;
   std::shared_ptr<Reply> reply = std::make_shared<Reply>();
 };
 
@@ -55,6 +64,7 @@ struct Engine::StepState {
   std::vector<bus::Delivery> deliveries;
   std::vector<std::unique_ptr<Request>> done;  // succeeded; replied to after the commit
   std::unordered_map<std::string, std::pair<std::string, std::string>> keys;  // key -> run, hash
+  std::unordered_map<std::string, storage::PatchRow> patches;  // rows decided in this step
   bool freeze_changed = false;
   bool frozen_before = false;
   std::size_t triggers = 0;

@@ -192,6 +192,10 @@ void Engine::handle_request(Request& r, StepState& st) {
     st.freeze_changed = true;
     return;
   }
+  if (r.kind == Kind::kPatchDecision) {
+    handle_patch_decision(r, st);
+    return;
+  }
   // Commands against one run: load it from the store if it is not active.
   RunState* run = load_run(r.run);
   if (run == nullptr) {
@@ -208,17 +212,90 @@ void Engine::handle_request(Request& r, StepState& st) {
     }
     record(*run, std::move(*d), st);
   } else if (r.kind == Kind::kPatch) {
-    auto d = decide_patch(*run, r.ops, r.reason, st.ctx, irs_);
-    if (!d) {
-      r.reply->finish(d.error());
+    handle_patch(r, *run, st);
+  }
+}
+
+void Engine::handle_patch(Request& r, RunState& run, StepState& st) {
+  storage::PatchRow row;
+  row.id = base::new_id("pat", clock_, random_);
+  row.ops = r.patch.ops;
+  row.reason = r.patch.reason;
+  row.proposed_by = r.patch.by;
+  const std::string version = run.version;
+  auto d = decide_propose_patch(run, row, r.patch.review, st.ctx, irs_, r.reply->problems);
+  if (!d) {
+    r.reply->finish(d.error());
+    return;
+  }
+  if (run.version != version) {
+    irs_.put(run.ir);
+    st.batch.workflow_versions.push_back(
+        {run.ir->name, run.ir->version, run.ir->definition, st.ctx.now});
+  }
+  r.reply->version = row.version;
+  r.reply->patch = PatchResponse{row.id, row.status, row.version};
+  st.patches[row.id] = row;
+  st.batch.patches.push_back(std::move(row));
+  record(run, std::move(*d), st);
+}
+
+void Engine::handle_patch_decision(Request& r, StepState& st) {
+  storage::PatchRow row;
+  if (auto it = st.patches.find(r.patch_id); it != st.patches.end()) {
+    row = it->second;
+  } else {
+    auto stored = store_.get_patch(r.patch_id);
+    if (!stored) {
+      r.reply->finish(stored.error());
       return;
     }
+    row = std::move(*stored);
+  }
+  if (row.status != kPatchPending) {
+    r.reply->finish(failed_precondition_error("patch " + row.id + " is already " + row.status));
+    return;
+  }
+  RunState* run = load_run(row.run);
+  if (run == nullptr) {
+    auto run_row = store_.get_run(row.run);
+    r.reply->finish(failed_precondition_error(
+        "run " + row.run + (run_row ? " is already " + run_row->status : " does not exist") +
+        "; its patches can no longer be decided"));
+    return;
+  }
+  const std::string version = run->version;
+  auto d =
+      decide_patch_review(*run, row, r.approve, r.by, r.reason, st.ctx, irs_, r.reply->problems);
+  if (!d) {
+    if (!r.reply->problems.empty()) {
+      // Still pending: the row remembers why the approval failed (no event: nothing changed).
+      json::array errors;
+      for (const auto& p : r.reply->problems) {
+        errors.push_back(json::object{{"path", p.path}, {"message", p.message}});
+      }
+      row.error = json::object{{"code", "invalid_argument"},
+                               {"message", d.error().message},
+                               {"errors", std::move(errors)}};
+      row.updated = st.ctx.now;
+      st.patches[row.id] = row;
+      st.batch.patches.push_back(std::move(row));
+      r.error_after_commit = d.error();
+      return;
+    }
+    r.reply->finish(d.error());
+    return;
+  }
+  if (run->version != version) {
     irs_.put(run->ir);
     st.batch.workflow_versions.push_back(
         {run->ir->name, run->ir->version, run->ir->definition, st.ctx.now});
-    r.reply->version = run->version;
-    record(*run, std::move(*d), st);
   }
+  r.reply->version = row.version;
+  r.reply->patch = PatchResponse{row.id, row.status, row.version};
+  st.patches[row.id] = row;
+  st.batch.patches.push_back(std::move(row));
+  record(*run, std::move(*d), st);
 }
 
 void Engine::handle_result(const TaskResult& result, StepState& st) {
@@ -341,7 +418,8 @@ std::size_t Engine::step() {
 }
 
 void Engine::commit(StepState& st) {
-  const bool write = !st.batch.events.empty() || !pending_snapshots_.empty();
+  const bool write =
+      !st.batch.events.empty() || !pending_snapshots_.empty() || !st.batch.patches.empty();
   Result<storage::AppendResult> appended = storage::AppendResult{};
   if (write) {
     add_rows(st);
@@ -384,7 +462,9 @@ void Engine::commit(StepState& st) {
   for (const storage::Event& e : appended->events) {
     (void)bus_.publish(e.type, storage::event_to_json(e));
   }
-  for (auto& r : st.done) r->reply->finish(ok());
+  for (auto& r : st.done) {
+    r->reply->finish(r->error_after_commit ? Status(*r->error_after_commit) : ok());
+  }
   for (const std::string& id : st.touched_runs) {
     auto it = runs_.find(id);
     if (it == runs_.end()) continue;

@@ -126,6 +126,12 @@ std::string encode_run_cursor(Time created, const std::string& id);
 [[nodiscard]] Result<std::pair<int64_t, std::string>> decode_run_cursor(const std::string& cursor);
 inline constexpr std::size_t kRunPageMax = 500;
 
+// The order of list_tokens and list_patches: created ascending, then id (UUIDv7: time ordered).
+inline bool oldest_first(Time a_created, const std::string& a_id, Time b_created,
+                         const std::string& b_id) {
+  return a_created != b_created ? a_created < b_created : a_id < b_id;
+}
+
 // The payload signed by a checkpoint: canonical JSON of {from_seq, to_seq, root}.
 std::string checkpoint_message(int64_t from_seq, int64_t to_seq, const std::string& root);
 

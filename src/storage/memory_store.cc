@@ -48,6 +48,11 @@ class MemoryStore final : public Store, public internal::Introspect {
   Result<IdempotencyRow> get_idempotency(const std::string& key) override;
   Result<std::optional<Snapshot>> load_snapshot(const std::string& run) override;
   Result<std::optional<std::string>> get_setting(const std::string& key) override;
+  Result<std::vector<TokenRow>> list_tokens() override;
+  Result<TokenRow> get_token_by_hash(const std::string& hash) override;
+  Result<TokenRow> get_token(const std::string& id) override;
+  Result<PatchRow> get_patch(const std::string& id) override;
+  Result<std::vector<PatchRow>> list_patches(const std::string& run) override;
   Result<VerifyReport> verify() override;
   Status checkpoint() override;
 
@@ -100,6 +105,10 @@ class MemoryStore final : public Store, public internal::Introspect {
   std::unordered_map<std::string, IdempotencyRow> idempotency_;
   std::unordered_map<std::string, Snapshot> snapshots_;
   std::unordered_map<std::string, std::string> settings_;
+  std::unordered_map<std::string, TokenRow> tokens_;                       // by id
+  std::unordered_map<std::string, std::string> token_by_hash_;             // hash -> id
+  std::unordered_map<std::string, PatchRow> patches_;                      // by id
+  std::unordered_map<std::string, std::set<std::string>> patches_by_run_;  // run -> ids
   MemoryFaults faults_;
   std::unique_ptr<base::SeededRandom> fault_random_;
   internal::StoreStats stats_;
@@ -199,6 +208,20 @@ void MemoryStore::apply_projections(Batch& batch, const AppendResult& result) {
   }
   for (auto& [key, value] : batch.settings) {
     settings_[key] = std::move(value);
+  }
+  for (TokenRow& row : batch.tokens) {
+    if (auto it = tokens_.find(row.id); it != tokens_.end() && it->second.hash != row.hash) {
+      token_by_hash_.erase(it->second.hash);
+    }
+    token_by_hash_[row.hash] = row.id;
+    tokens_[row.id] = std::move(row);
+  }
+  for (PatchRow& row : batch.patches) {
+    if (auto it = patches_.find(row.id); it != patches_.end() && it->second.run != row.run) {
+      patches_by_run_[it->second.run].erase(row.id);
+    }
+    patches_by_run_[row.run].insert(row.id);
+    patches_[row.id] = std::move(row);
   }
 }
 
@@ -363,6 +386,60 @@ Result<std::optional<std::string>> MemoryStore::get_setting(const std::string& k
     return std::optional<std::string>();
   }
   return std::optional<std::string>(it->second);
+}
+
+Result<std::vector<TokenRow>> MemoryStore::list_tokens() {
+  std::lock_guard lock(mu_);
+  std::vector<TokenRow> out;
+  out.reserve(tokens_.size());
+  for (const auto& [id, row] : tokens_) {
+    out.push_back(row);
+  }
+  std::sort(out.begin(), out.end(), [](const TokenRow& a, const TokenRow& b) {
+    return internal::oldest_first(a.created, a.id, b.created, b.id);
+  });
+  return out;
+}
+
+Result<TokenRow> MemoryStore::get_token_by_hash(const std::string& hash) {
+  std::lock_guard lock(mu_);
+  auto it = token_by_hash_.find(hash);
+  if (it == token_by_hash_.end()) {
+    return not_found_error("token not found");
+  }
+  return tokens_.at(it->second);
+}
+
+Result<TokenRow> MemoryStore::get_token(const std::string& id) {
+  std::lock_guard lock(mu_);
+  auto it = tokens_.find(id);
+  if (it == tokens_.end()) {
+    return not_found_error("token " + id.substr(0, 80) + " not found");
+  }
+  return it->second;
+}
+
+Result<PatchRow> MemoryStore::get_patch(const std::string& id) {
+  std::lock_guard lock(mu_);
+  auto it = patches_.find(id);
+  if (it == patches_.end()) {
+    return not_found_error("patch " + id.substr(0, 80) + " not found");
+  }
+  return it->second;
+}
+
+Result<std::vector<PatchRow>> MemoryStore::list_patches(const std::string& run) {
+  std::lock_guard lock(mu_);
+  std::vector<PatchRow> out;
+  if (auto it = patches_by_run_.find(run); it != patches_by_run_.end()) {
+    for (const std::string& id : it->second) {
+      out.push_back(patches_.at(id));
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const PatchRow& a, const PatchRow& b) {
+    return internal::oldest_first(a.created, a.id, b.created, b.id);
+  });
+  return out;
 }
 
 Result<VerifyReport> MemoryStore::verify() {

@@ -58,9 +58,24 @@ CREATE TABLE idempotency_keys (key TEXT PRIMARY KEY, body_hash TEXT NOT NULL, ru
 CREATE TABLE snapshots (run TEXT PRIMARY KEY, seq BIGINT NOT NULL, state TEXT NOT NULL);
 CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 )sql"},
+    {2, R"sql(
+CREATE TABLE tokens (id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL,
+  hash TEXT NOT NULL, created_ms BIGINT NOT NULL, revoked BIGINT NOT NULL, revoked_ms BIGINT);
+CREATE INDEX tokens_hash ON tokens (hash);
+CREATE INDEX tokens_created ON tokens (created_ms, id);
+CREATE TABLE patches (id TEXT PRIMARY KEY, run TEXT NOT NULL, status TEXT NOT NULL,
+  ops TEXT, reason TEXT NOT NULL, proposed_by TEXT NOT NULL, created_ms BIGINT NOT NULL,
+  updated_ms BIGINT NOT NULL, decided_by TEXT NOT NULL, decision_reason TEXT NOT NULL,
+  version TEXT NOT NULL, error TEXT);
+CREATE INDEX patches_run ON patches (run, created_ms, id);
+)sql"},
 };
 
 constexpr const char* kEventColumns = "seq, id, type, time_ms, run, node, data, prev, hash";
+constexpr const char* kTokenColumns = "id, name, role, hash, created_ms, revoked, revoked_ms";
+constexpr const char* kPatchColumns =
+    "id, run, status, ops, reason, proposed_by, created_ms, updated_ms, decided_by, "
+    "decision_reason, version, error";
 constexpr const char* kRunColumns =
     "id, workflow, version, status, created_ms, updated_ms, inputs, output, error, replay_of, "
     "last_seq";
@@ -133,6 +148,61 @@ Result<RunRow> run_from_row(Stmt& s) {
   return r;
 }
 
+TokenRow token_from_row(Stmt& s) {
+  TokenRow t;
+  t.id = s.text(0);
+  t.name = s.text(1);
+  t.role = s.text(2);
+  t.hash = s.text(3);
+  t.created = from_unix_ms(s.int64(4));
+  t.revoked = s.int64(5) != 0;
+  if (!s.is_null(6)) {
+    t.revoked_at = from_unix_ms(s.int64(6));
+  }
+  return t;
+}
+
+Result<PatchRow> patch_from_row(Stmt& s) {
+  PatchRow p;
+  p.id = s.text(0);
+  p.run = s.text(1);
+  p.status = s.text(2);
+  VENTURE_ASSIGN_OR_RETURN(p.ops, json_column(s, 3));
+  p.reason = s.text(4);
+  p.proposed_by = s.text(5);
+  p.created = from_unix_ms(s.int64(6));
+  p.updated = from_unix_ms(s.int64(7));
+  p.decided_by = s.text(8);
+  p.decision_reason = s.text(9);
+  p.version = s.text(10);
+  VENTURE_ASSIGN_OR_RETURN(p.error, json_column(s, 11));
+  return p;
+}
+
+// Reads every remaining row of a statement over kTokenColumns / kPatchColumns.
+Result<std::vector<TokenRow>> read_tokens(Stmt& s) {
+  std::vector<TokenRow> out;
+  while (true) {
+    VENTURE_ASSIGN_OR_RETURN(bool row, s.step());
+    if (!row) {
+      return out;
+    }
+    out.push_back(token_from_row(s));
+  }
+}
+
+Result<std::vector<PatchRow>> read_patches(Stmt& s) {
+  std::vector<PatchRow> out;
+  while (true) {
+    VENTURE_ASSIGN_OR_RETURN(bool row, s.step());
+    if (!row) {
+      return out;
+    }
+    VENTURE_ASSIGN_OR_RETURN(PatchRow p, patch_from_row(s));
+    out.push_back(std::move(p));
+  }
+}
+
 struct PendingAppend {
   Batch batch;
   bool force_checkpoint = false;
@@ -181,6 +251,11 @@ class SqliteStore final : public Store, public internal::Introspect {
   Result<IdempotencyRow> get_idempotency(const std::string& key) override;
   Result<std::optional<Snapshot>> load_snapshot(const std::string& run) override;
   Result<std::optional<std::string>> get_setting(const std::string& key) override;
+  Result<std::vector<TokenRow>> list_tokens() override;
+  Result<TokenRow> get_token_by_hash(const std::string& hash) override;
+  Result<TokenRow> get_token(const std::string& id) override;
+  Result<PatchRow> get_patch(const std::string& id) override;
+  Result<std::vector<PatchRow>> list_patches(const std::string& run) override;
   Result<VerifyReport> verify() override;
   Status checkpoint() override;
 
@@ -209,6 +284,7 @@ class SqliteStore final : public Store, public internal::Introspect {
   Status write_projections(const Batch& batch, const AppendResult& result);
   Status write_runs(const Batch& batch, const AppendResult& result);
   Status write_other_rows(const Batch& batch);
+  Status write_access_rows(const Batch& batch);
 
   // Runs f(Conn&) on a pooled read connection.
   template <class F>
@@ -391,7 +467,54 @@ Status SqliteStore::write_events(const internal::Sealed& sealed) {
 
 Status SqliteStore::write_projections(const Batch& batch, const AppendResult& result) {
   VENTURE_RETURN_IF_ERROR(write_runs(batch, result));
-  return write_other_rows(batch);
+  VENTURE_RETURN_IF_ERROR(write_other_rows(batch));
+  return write_access_rows(batch);
+}
+
+// Tokens and patches (migration 2): upserts by id.
+Status SqliteStore::write_access_rows(const Batch& batch) {
+  Conn& c = *writer_conn_;
+  for (const TokenRow& t : batch.tokens) {
+    VENTURE_ASSIGN_OR_RETURN(auto s,
+                             c.prepare(std::string("INSERT INTO tokens (") + kTokenColumns + R"sql()
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+ON CONFLICT (id) DO UPDATE SET name = excluded.name, role = excluded.role, hash = excluded.hash,
+  created_ms = excluded.created_ms, revoked = excluded.revoked,
+  revoked_ms = excluded.revoked_ms)sql"));
+    s->bind(1, t.id);
+    s->bind(2, t.name);
+    s->bind(3, t.role);
+    s->bind(4, t.hash);
+    s->bind(5, to_unix_ms(t.created));
+    s->bind(6, int64_t{t.revoked ? 1 : 0});
+    t.revoked_at ? s->bind(7, to_unix_ms(*t.revoked_at)) : s->bind_null(7);
+    VENTURE_RETURN_IF_ERROR(s->run());
+  }
+  for (const PatchRow& p : batch.patches) {
+    VENTURE_ASSIGN_OR_RETURN(
+        auto s, c.prepare(std::string("INSERT INTO patches (") + kPatchColumns + R"sql()
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+ON CONFLICT (id) DO UPDATE SET run = excluded.run, status = excluded.status, ops = excluded.ops,
+  reason = excluded.reason, proposed_by = excluded.proposed_by,
+  created_ms = excluded.created_ms, updated_ms = excluded.updated_ms,
+  decided_by = excluded.decided_by, decision_reason = excluded.decision_reason,
+  version = excluded.version, error = excluded.error)sql"));
+    std::string ops, error;
+    s->bind(1, p.id);
+    s->bind(2, p.run);
+    s->bind(3, p.status);
+    bind_json(*s, 4, p.ops, ops);
+    s->bind(5, p.reason);
+    s->bind(6, p.proposed_by);
+    s->bind(7, to_unix_ms(p.created));
+    s->bind(8, to_unix_ms(p.updated));
+    s->bind(9, p.decided_by);
+    s->bind(10, p.decision_reason);
+    s->bind(11, p.version);
+    bind_json(*s, 12, p.error, error);
+    VENTURE_RETURN_IF_ERROR(s->run());
+  }
+  return ok();
 }
 
 Status SqliteStore::write_runs(const Batch& batch, const AppendResult& result) {
@@ -803,6 +926,64 @@ Result<std::optional<std::string>> SqliteStore::get_setting(const std::string& k
       return std::optional<std::string>();
     }
     return std::optional<std::string>(s->text(0));
+  });
+}
+
+Result<std::vector<TokenRow>> SqliteStore::list_tokens() {
+  return with_reader([&](Conn& c) -> Result<std::vector<TokenRow>> {
+    VENTURE_ASSIGN_OR_RETURN(auto s, c.prepare(std::string("SELECT ") + kTokenColumns +
+                                               " FROM tokens ORDER BY created_ms, id"));
+    return read_tokens(*s);
+  });
+}
+
+Result<TokenRow> SqliteStore::get_token_by_hash(const std::string& hash) {
+  return with_reader([&](Conn& c) -> Result<TokenRow> {
+    VENTURE_ASSIGN_OR_RETURN(
+        auto s, c.prepare(std::string("SELECT ") + kTokenColumns +
+                          " FROM tokens WHERE hash = ?1 ORDER BY created_ms, id LIMIT 1"));
+    s->bind(1, hash);
+    VENTURE_ASSIGN_OR_RETURN(std::vector<TokenRow> rows, read_tokens(*s));
+    if (rows.empty()) {
+      return not_found_error("token not found");
+    }
+    return std::move(rows.front());
+  });
+}
+
+Result<TokenRow> SqliteStore::get_token(const std::string& id) {
+  return with_reader([&](Conn& c) -> Result<TokenRow> {
+    VENTURE_ASSIGN_OR_RETURN(
+        auto s, c.prepare(std::string("SELECT ") + kTokenColumns + " FROM tokens WHERE id = ?1"));
+    s->bind(1, id);
+    VENTURE_ASSIGN_OR_RETURN(std::vector<TokenRow> rows, read_tokens(*s));
+    if (rows.empty()) {
+      return not_found_error("token " + id.substr(0, 80) + " not found");
+    }
+    return std::move(rows.front());
+  });
+}
+
+Result<PatchRow> SqliteStore::get_patch(const std::string& id) {
+  return with_reader([&](Conn& c) -> Result<PatchRow> {
+    VENTURE_ASSIGN_OR_RETURN(
+        auto s, c.prepare(std::string("SELECT ") + kPatchColumns + " FROM patches WHERE id = ?1"));
+    s->bind(1, id);
+    VENTURE_ASSIGN_OR_RETURN(std::vector<PatchRow> rows, read_patches(*s));
+    if (rows.empty()) {
+      return not_found_error("patch " + id.substr(0, 80) + " not found");
+    }
+    return std::move(rows.front());
+  });
+}
+
+Result<std::vector<PatchRow>> SqliteStore::list_patches(const std::string& run) {
+  return with_reader([&](Conn& c) -> Result<std::vector<PatchRow>> {
+    VENTURE_ASSIGN_OR_RETURN(auto s,
+                             c.prepare(std::string("SELECT ") + kPatchColumns +
+                                       " FROM patches WHERE run = ?1 ORDER BY created_ms, id"));
+    s->bind(1, run);
+    return read_patches(*s);
   });
 }
 

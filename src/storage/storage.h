@@ -92,6 +92,35 @@ struct IdempotencyRow {
   std::string run;
 };
 
+// An API token (SPEC §3). The secret itself is never stored: only its hash.
+struct TokenRow {
+  std::string id;    // "tok_…"
+  std::string name;  // unique by convention (the API checks it); not enforced here
+  std::string role;  // admin|operator|approver|viewer|agent
+  std::string hash;  // "b2:…" of the secret
+  Time created{};
+  bool revoked = false;
+  std::optional<Time> revoked_at;
+  friend bool operator==(const TokenRow&, const TokenRow&) = default;
+};
+
+// A patch proposal against a run (SPEC §3 patch review). The engine computes every field.
+struct PatchRow {
+  std::string id;      // "pat_…"
+  std::string run;     // "run_…"
+  std::string status;  // pending_approval|applied|rejected
+  json::value ops;     // the RFC 6902 operations as proposed
+  std::string reason;
+  std::string proposed_by;  // token name ("" when unknown)
+  Time created{};
+  Time updated{};
+  std::string decided_by;  // "" until approved or rejected
+  std::string decision_reason;
+  std::string version;  // the run's version after apply; "" otherwise
+  json::value error;    // null or {code, message, errors:[{path, message}]}
+  friend bool operator==(const PatchRow&, const PatchRow&) = default;
+};
+
 struct Snapshot {
   std::string run;
   int64_t seq = 0;    // state includes every event of the run up to and including seq
@@ -108,6 +137,8 @@ struct Batch {
   std::vector<IdempotencyRow> idempotency;            // insert; kAlreadyExists if the key exists
   std::vector<Snapshot> snapshots;                    // upsert (latest per run)
   std::vector<std::pair<std::string, std::string>> settings;  // key/value upserts (e.g. "frozen")
+  std::vector<TokenRow> tokens;                               // upsert by id
+  std::vector<PatchRow> patches;                              // upsert by id
 };
 
 struct AppendResult {
@@ -184,6 +215,15 @@ class Store {
   [[nodiscard]] virtual Result<IdempotencyRow> get_idempotency(const std::string& key) = 0;
   [[nodiscard]] virtual Result<std::optional<Snapshot>> load_snapshot(const std::string& run) = 0;
   [[nodiscard]] virtual Result<std::optional<std::string>> get_setting(const std::string& key) = 0;
+
+  // Every token, revoked ones included, oldest first (created, then id).
+  [[nodiscard]] virtual Result<std::vector<TokenRow>> list_tokens() = 0;
+  // The token whose secret hashes to `hash` (revoked ones too: the caller checks). kNotFound.
+  [[nodiscard]] virtual Result<TokenRow> get_token_by_hash(const std::string& hash) = 0;
+  [[nodiscard]] virtual Result<TokenRow> get_token(const std::string& id) = 0;  // kNotFound
+  [[nodiscard]] virtual Result<PatchRow> get_patch(const std::string& id) = 0;  // kNotFound
+  // The patches of one run, oldest first (created, then id).
+  [[nodiscard]] virtual Result<std::vector<PatchRow>> list_patches(const std::string& run) = 0;
 
   // Recomputes the whole chain, every checkpoint's Merkle root and signature, and every blob's
   // hash; names the first bad event.

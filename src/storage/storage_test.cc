@@ -2,7 +2,7 @@
 // append/read round trip, contiguous seqs, a verifying hash chain with signed checkpoints, blob
 // externalisation, tamper detection naming the first bad seq, idempotency conflicts that write
 // nothing while the rest of the group commits, group commit under concurrent appends, and the
-// projections (runs, nodes, workflows, tags, snapshots, settings).
+// projections (runs, nodes, workflows, tags, snapshots, settings, tokens, patches).
 //
 // Method: one behavioural suite, parameterised over the two implementations. Each test gets a
 // fresh mkdtemp directory, a ManualClock and a SeededRandom. Tampering goes behind the store's back
@@ -466,6 +466,77 @@ TEST_P(StoreTest, OtherProjectionsUpsert) {
   EXPECT_FALSE(*store_->load_snapshot("run_z"));
   EXPECT_EQ(**store_->get_setting("frozen"), "true");
   EXPECT_FALSE(*store_->get_setting("nope"));
+}
+
+TEST_P(StoreTest, TokensUpsertByIdAndAreFoundByHash) {
+  TokenRow admin{"tok_b", "admin", "admin", "b2:h1", from_unix_ms(10), false, std::nullopt};
+  TokenRow ci{"tok_a", "ci", "operator", "b2:h2", from_unix_ms(20), false, std::nullopt};
+  TokenRow same_time{"tok_c", "bot", "viewer", "b2:h3", from_unix_ms(20), false, std::nullopt};
+  Batch b;
+  b.tokens = {ci, admin, same_time};
+  must_append(std::move(b));
+  ci.revoked = true;
+  ci.revoked_at = from_unix_ms(30);
+  Batch b2;
+  b2.tokens = {ci};
+  must_append(std::move(b2));
+  if (is_sqlite()) {
+    open();  // what was committed survives a reopen
+  }
+  const std::vector<TokenRow> tokens = *store_->list_tokens();
+  ASSERT_EQ(tokens.size(), 3u);
+  EXPECT_EQ(tokens[0], admin);  // oldest first, then by id
+  EXPECT_EQ(tokens[1], ci);
+  EXPECT_EQ(tokens[2], same_time);
+  EXPECT_EQ(*store_->get_token_by_hash("b2:h2"), ci);
+  EXPECT_EQ(*store_->get_token("tok_b"), admin);
+  EXPECT_EQ(store_->get_token_by_hash("b2:nope").error().code, Code::kNotFound);
+  EXPECT_EQ(store_->get_token("tok_z").error().code, Code::kNotFound);
+}
+
+TEST_P(StoreTest, PatchesUpsertByIdAndListPerRunOldestFirst) {
+  PatchRow p1;
+  p1.id = "pat_1";
+  p1.run = "run_a";
+  p1.status = "pending_approval";
+  p1.ops = json::array{json::object{{"op", "remove"}, {"path", "/nodes/1"}}};
+  p1.reason = "drop it";
+  p1.proposed_by = "ci";
+  p1.created = from_unix_ms(100);
+  p1.updated = from_unix_ms(100);
+  PatchRow p0 = p1;
+  p0.id = "pat_0";
+  p0.created = p0.updated = from_unix_ms(50);
+  p0.status = "applied";
+  p0.version = "b2:v2";
+  PatchRow other = p1;
+  other.id = "pat_2";
+  other.run = "run_b";
+  Batch b;
+  b.patches = {p1, p0, other};
+  must_append(std::move(b));
+  p1.status = "rejected";
+  p1.decided_by = "alice";
+  p1.decision_reason = "no";
+  p1.updated = from_unix_ms(200);
+  p1.error =
+      json::object{{"code", "invalid_argument"},
+                   {"message", "m"},
+                   {"errors", json::array{json::object{{"path", "/ops/0"}, {"message", "x"}}}}};
+  Batch b2;
+  b2.patches = {p1};
+  must_append(std::move(b2));
+  if (is_sqlite()) {
+    open();
+  }
+  EXPECT_EQ(*store_->get_patch("pat_1"), p1);
+  EXPECT_EQ(store_->get_patch("pat_9").error().code, Code::kNotFound);
+  const std::vector<PatchRow> a = *store_->list_patches("run_a");
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(a[0], p0);
+  EXPECT_EQ(a[1], p1);
+  EXPECT_EQ(store_->list_patches("run_b")->size(), 1u);
+  EXPECT_TRUE(store_->list_patches("run_z")->empty());
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, StoreTest, ::testing::Values("memory", "sqlite"),

@@ -1,10 +1,14 @@
 // Goal: jq expressions and `${{ }}` templates behave as SPEC §1 says: one value per Eval, jq's own
 // messages on compile and run-time errors, values converted faithfully both ways, per-thread
-// states, and templates that yield JSON values standing alone and strings when embedded.
+// states, and templates that yield JSON values standing alone and strings when embedded. The
+// sandbox bounds every evaluation: runaway programs stop at the time budget (the watchdog halts
+// them), ranges, array indexes and string growth are bounded, and so is the result size.
 // Method: compile and evaluate small programs against literal JSON contexts; run concurrent
-// evaluations from several threads; run under the dev preset (ASan/LSan) to catch jv leaks.
+// evaluations from several threads; run under the dev preset (ASan/LSan) to catch jv leaks. The
+// runaway tests assert the error each program ends with, never a duration.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <thread>
 
 #include "workflow/workflow.h"
@@ -199,6 +203,122 @@ TEST(Template, RenderErrorNamesThePath) {
   v = t.render(j(R"({"x":1})"));
   ASSERT_FALSE(v);
   EXPECT_EQ(v.error().message, "/c/b: expression yielded no value");
+}
+
+Error eval_error(std::string_view program, std::string_view input = "null") {
+  Result<Expr> expr = compile_expr(program);
+  EXPECT_TRUE(expr) << program << ": " << (expr ? "" : expr.error().message);
+  if (!expr) {
+    return Error(Code::kInternal, "does not compile");
+  }
+  Result<json::value> v = expr->eval(j(input));
+  EXPECT_FALSE(v) << program << " yielded a value";
+  return v ? Error(Code::kInternal, "no error") : v.error();
+}
+
+constexpr std::string_view kTimeLimit = "expression exceeded its time limit of 1s";
+
+TEST(Sandbox, RunawayProgramsStopAtTheTimeLimit) {
+  for (std::string_view program :
+       {"def f: f; f", "[repeat(.)]", "[limit(1e9; repeat(1))]", "until(false; .)",
+        "[recurse(. + 1)] | length", "last(range(1e6) | range(1e6))", "[while(true; .)]"}) {
+    const Error e = eval_error(program, "1");
+    EXPECT_EQ(e.code, Code::kResourceExhausted) << program;
+    EXPECT_EQ(e.message, kTimeLimit) << program;
+  }
+  // The same thread's cached state was discarded: the next evaluation of the same program (and
+  // of another one) starts clean.
+  EXPECT_EQ(eval_error("def f: f; f").message, kTimeLimit);
+  EXPECT_EQ(eval_ok(".a + 1", R"({"a": 1})"), j("2"));
+  EXPECT_EQ(eval_ok("first(repeat(.))", "7"), j("7"));
+}
+
+TEST(Sandbox, AllocationsAreBounded) {
+  for (std::string_view program : {"[range(1e10)]", "[range(0; 1e10)]", "[range(0; 1e10; 1)]"}) {
+    const Error e = eval_error(program);
+    EXPECT_EQ(e.code, Code::kInvalidArgument) << program;
+    EXPECT_NE(e.message.find("more than 1000000 items"), std::string::npos) << e.message;
+  }
+  for (std::string_view program :
+       {"\"x\" * 1e9", "1e9 * \"x\"", "\"x\" * 1e5 | until(length > 1e12; . + .)",
+        "\"x\" * 1e7 | . + ."}) {
+    const Error e = eval_error(program);
+    EXPECT_EQ(e.code, Code::kInvalidArgument) << program;
+    EXPECT_NE(e.message.find("a string of more than 16777216 bytes"), std::string::npos)
+        << program << ": " << e.message;
+  }
+  EXPECT_NE(eval_error("[range(1e6)] | until(length > 1e12; . + .)").message.find("items"),
+            std::string::npos);
+  for (std::string_view program : {".[1e9] = 1", ".[1e9] |= 1", ".[1e9] += 1", "setpath([1e9]; 1)",
+                                   "fromstream([[1e9], 1], [[1e9]])", "{a: []} | .a[2e6] = 1"}) {
+    const Error e = eval_error(program);
+    EXPECT_NE(e.message.find("an array index above 1000000"), std::string::npos)
+        << program << ": " << e.message;
+  }
+  // halt would race the watchdog (jq_halt asserts the state is not halted yet): not available.
+  EXPECT_NE(eval_error("halt").message.find("halt is not available"), std::string::npos);
+  EXPECT_NE(eval_error("\"x\" | halt_error").message.find("not available"), std::string::npos);
+  // Results are capped: 17 strings of 1 MiB each is over kNodeOutputBytesMax (16 MiB).
+  const Error big = eval_error("[range(17) | \"x\" * 1048576]");
+  EXPECT_EQ(big.code, Code::kResourceExhausted);
+  EXPECT_NE(big.message.find("result exceeds"), std::string::npos) << big.message;
+}
+
+TEST(Sandbox, ShadowedBuiltinsKeepTheirMeaning) {
+  EXPECT_EQ(eval_ok("[range(3)]", "null"), j("[0,1,2]"));
+  EXPECT_EQ(eval_ok("[range(1; 3)]", "null"), j("[1,2]"));
+  EXPECT_EQ(eval_ok("[range(0; 10; 3)]", "null"), j("[0,3,6,9]"));
+  EXPECT_EQ(eval_ok("[range(5; 0; -2)]", "null"), j("[5,3,1]"));
+  EXPECT_EQ(eval_ok("[range(0, 1; 3, 4)]", "null"), j("[0,1,2,0,1,2,3,1,2,1,2,3]"));
+  EXPECT_EQ(eval_ok("[(1, 2) + (10, 20)]", "null"), j("[11,12,21,22]"));
+  EXPECT_EQ(eval_ok("[(1, 2) * (3, 4)]", "null"), j("[3,6,4,8]"));
+  EXPECT_EQ(eval_ok("[\"ab\" * 2, null + 1, [1] + [2], {a: 1} + {b: 2}, \"a\" + \"b\"]", "null"),
+            j(R"(["abab", 1, [1,2], {"a":1,"b":2}, "ab"])"));
+  EXPECT_EQ(eval_ok("{a: {b: 1}} * {a: {c: 2}}", "null"), j(R"({"a":{"b":1,"c":2}})"));
+  EXPECT_EQ(eval_ok("[1, 2, 3] | .[] |= empty", "null"), j("[2]"));  // jq 1.6's own answer
+  EXPECT_EQ(eval_ok("{a: 1} | .b.c += 5 | .a = 7", "null"), j(R"({"a":7,"b":{"c":5}})"));
+  EXPECT_EQ(eval_ok("null | .[2] = 1", "null"), j("[null,null,1]"));
+  EXPECT_EQ(eval_ok("[1, [2]] | [tostream] | fromstream(.[])", "null"), j("[1,[2]]"));
+  EXPECT_EQ(eval_ok("reduce range(3) as $i ({}; .[$i | tostring] = $i)", "null"),
+            j(R"({"0":0,"1":1,"2":2})"));
+  const Error bad = eval_error("{} - 1");
+  EXPECT_NE(bad.message.find("cannot be subtracted"), std::string::npos) << bad.message;
+  EXPECT_NE(eval_error("range(\"a\")").message.find("Range bounds must be numeric"),
+            std::string::npos);
+}
+
+TEST(Sandbox, ARunawayEvaluationDoesNotHoldUpOtherThreads) {
+  Expr runaway = compile_expr("def f: f; f").value();
+  Expr fine = compile_expr("[range(.n)] | add").value();
+  std::atomic<int> failures{0};
+  std::atomic<bool> done{false};
+  Error stopped(Code::kInternal, "not run");
+  std::vector<std::thread> threads;
+  threads.emplace_back([&] {
+    Result<json::value> v = runaway.eval(j("null"));
+    stopped = v ? Error(Code::kInternal, "yielded") : v.error();
+    done = true;
+  });
+  std::atomic<int> evaluations{0};
+  for (int t = 0; t < 3; ++t) {
+    threads.emplace_back([&, t] {
+      // At least 200 evaluations each, and on until the runaway one has been stopped.
+      for (int i = 0; i < 200 || !done; ++i) {
+        const int n = 1 + (t * 7 + i) % 50;
+        Result<json::value> v = fine.eval(json::object{{"n", n}});
+        if (!v || *v != json::value(n * (n - 1) / 2)) {
+          ++failures;
+        }
+        ++evaluations;
+      }
+    });
+  }
+  for (std::thread& th : threads) {
+    th.join();
+  }
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_GE(evaluations.load(), 600);
+  EXPECT_EQ(stopped.message, kTimeLimit);
 }
 
 }  // namespace

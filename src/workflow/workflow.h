@@ -8,7 +8,8 @@
 // (a config value with `${{ }}` placeholders), Problem (path + message).
 //
 // Threading: everything is thread-safe. Expr::eval uses a per-thread jq state cache, so concurrent
-// evaluation needs no lock. Pure: nothing here performs I/O or reads the clock.
+// evaluation needs no lock of its own; one process-wide watchdog thread enforces the time budget.
+// Pure: nothing here performs I/O or reads the clock, except that watchdog's deadline.
 #pragma once
 
 #include <cstdint>
@@ -32,7 +33,10 @@ struct Problem {
 using Problems = std::vector<Problem>;
 
 // A compiled jq program. Copyable and cheap (shared). Evaluation yields exactly one value: a
-// program that yields none or several is an error (kInvalidArgument), as is a jq runtime error.
+// program that yields none or several is an error (kInvalidArgument), as is a jq runtime error
+// (including the sandbox's bounds on ranges, array indexes and string sizes). An evaluation that
+// runs past limits::kExpressionTimeDefault, or whose results exceed limits::kNodeOutputBytesMax,
+// fails with kResourceExhausted ("expression exceeded its time limit of 1s").
 class Expr {
  public:
   Expr() = default;

@@ -43,6 +43,18 @@ class Stack {
                       })
           .value();
     }
+    for (const char* s : {"node.succeeded", "node.failed"}) {
+      (void)bus_
+          ->subscribe(s,
+                      [this](const bus::Message& m) {
+                        std::lock_guard lock(mu_);
+                        const std::string key = std::string(m.data.at("run").as_string()) + "/" +
+                                                std::string(m.data.at("node").as_string());
+                        nodes_[key] = m.data.at("data");
+                        cv_.notify_all();
+                      })
+          .value();
+    }
     engine_ = std::make_unique<engine::Engine>(*store_, *bus_, clock_, random_, engine::Options{});
     EXPECT_TRUE(engine_->start());
     if (workers) start_workers();
@@ -66,6 +78,14 @@ class Stack {
     cv_.wait_for(lock, std::chrono::minutes(2), [&] { return done_.contains(run); });
     return done_.contains(run) ? done_[run] : "timeout";
   }
+  // The data of the node's settle event (node.succeeded or node.failed), waiting up to two
+  // minutes for it; null on timeout.
+  json::value wait_node(const std::string& run, const std::string& node) {
+    const std::string key = run + "/" + node;
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, std::chrono::minutes(2), [&] { return nodes_.contains(key); });
+    return nodes_.contains(key) ? nodes_[key] : json::value();
+  }
   engine::Engine& engine() { return *engine_; }
   storage::Store& store() { return *store_; }
   bus::Bus& bus() { return *bus_; }
@@ -82,6 +102,7 @@ class Stack {
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<std::string, std::string> done_;
+  std::map<std::string, json::value> nodes_;  // "run/node" -> settle event data
 };
 
 class EmbeddedTest : public ::testing::Test {
@@ -114,6 +135,11 @@ class EmbeddedTest : public ::testing::Test {
     auto r = s.engine().start_run(std::move(req), problems);
     EXPECT_TRUE(r) << (r ? "" : r.error().to_string());
     return r ? r->id : "";
+  }
+
+  static engine::PatchRequest patch_request(const std::string& run, std::string_view ops,
+                                            bool review) {
+    return engine::PatchRequest{run, base::parse_json(ops).value(), "because", "ops-bot", review};
   }
 
   std::string dir_;
@@ -274,6 +300,182 @@ TEST_F(EmbeddedTest, IdempotencyKeysAndOperatorCommands) {
   EXPECT_EQ(s.wait(replay->id), "run.succeeded");
   EXPECT_EQ(s.store().get_run(replay->id).value().output, 2);
   EXPECT_EQ(s.engine().replay(c, "bb").error().code, Code::kInvalidArgument);
+  EXPECT_TRUE(s.store().verify().value().ok);
+}
+
+// Patch review: a direct patch applies in one commit; a reviewed one leaves the run alone until
+// approved (then the run runs the new graph) or rejected; decisions are final.
+TEST_F(EmbeddedTest, PatchesApplyDirectlyOrAfterReview) {
+  Stack s(dir_);
+  const json::value held = base::parse_json(R"({"name": "held", "nodes": [
+      {"id": "gate", "type": "sleep", "config": {"duration": "1h"}},
+      {"id": "after", "type": "noop", "needs": ["gate"]}]})")
+                               .value();
+  const std::string run = start(s, held);
+  const std::string v0 = s.store().get_run(run).value().version;
+  workflow::Problems problems;
+  auto direct = s.engine().propose_patch(
+      patch_request(run, R"([{"op": "add", "path": "/nodes/-", "value": {"id": "extra_a",
+          "type": "noop", "config": {"output": "a"}}}])",
+                    false),
+      problems);
+  ASSERT_TRUE(direct) << direct.error().to_string();
+  EXPECT_EQ(direct->status, "applied");
+  EXPECT_TRUE(direct->id.starts_with("pat_"));
+  EXPECT_NE(direct->version, v0);
+  EXPECT_EQ(s.store().get_run(run).value().version, direct->version);
+  EXPECT_EQ(s.wait_node(run, "extra_a").at("output"), "a");
+  const storage::PatchRow direct_row = s.store().get_patch(direct->id).value();
+  EXPECT_EQ(direct_row.status, "applied");
+  EXPECT_EQ(direct_row.proposed_by, "ops-bot");
+  EXPECT_EQ(direct_row.version, direct->version);
+
+  auto pending = s.engine().propose_patch(
+      patch_request(run, R"([{"op": "add", "path": "/nodes/-", "value": {"id": "extra_b",
+          "type": "noop", "config": {"output": "b"}}}])",
+                    true),
+      problems);
+  ASSERT_TRUE(pending) << pending.error().to_string();
+  EXPECT_EQ(pending->status, "pending_approval");
+  EXPECT_EQ(pending->version, "");
+  EXPECT_EQ(s.store().get_run(run).value().version, direct->version);  // unaffected
+  for (const auto& n : s.store().get_nodes(run).value()) EXPECT_NE(n.node, "extra_b");
+  auto approved = s.engine().decide_patch_proposal(pending->id, true, "lead", "ok", problems);
+  ASSERT_TRUE(approved) << approved.error().to_string();
+  EXPECT_EQ(approved->status, "applied");
+  EXPECT_EQ(s.store().get_run(run).value().version, approved->version);
+  EXPECT_EQ(s.wait_node(run, "extra_b").at("output"), "b");  // the run uses the new graph
+  const storage::PatchRow approved_row = s.store().get_patch(pending->id).value();
+  EXPECT_EQ(approved_row.decided_by, "lead");
+  EXPECT_EQ(approved_row.decision_reason, "ok");
+  auto twice = s.engine().decide_patch_proposal(pending->id, true, "lead", "", problems);
+  ASSERT_FALSE(twice);
+  EXPECT_EQ(twice.error().code, Code::kFailedPrecondition);
+
+  auto doomed = s.engine().propose_patch(
+      patch_request(run, R"([{"op": "add", "path": "/nodes/-", "value": {"id": "extra_c",
+          "type": "noop"}}])",
+                    true),
+      problems);
+  ASSERT_TRUE(doomed);
+  auto rejected = s.engine().decide_patch_proposal(doomed->id, false, "lead", "no", problems);
+  ASSERT_TRUE(rejected) << rejected.error().to_string();
+  EXPECT_EQ(rejected->status, "rejected");
+  EXPECT_EQ(s.store().get_run(run).value().version, approved->version);
+  EXPECT_EQ(s.engine().decide_patch_proposal(doomed->id, true, "lead", "", problems).error().code,
+            Code::kFailedPrecondition);
+  EXPECT_EQ(s.engine().decide_patch_proposal("pat_nope", true, "lead", "", problems).error().code,
+            Code::kNotFound);
+  EXPECT_TRUE(problems.empty());
+
+  const auto rows = s.store().list_patches(run).value();
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].id, direct->id);
+  EXPECT_EQ(rows[2].status, "rejected");
+  storage::EventFilter f;
+  f.run = run;
+  f.type_prefix = "patch.";
+  std::vector<std::string> types;
+  for (const auto& e : s.store().read_events(f).value()) types.push_back(e.type);
+  EXPECT_EQ(types, (std::vector<std::string>{"patch.proposed", "patch.applied", "patch.proposed",
+                                             "patch.applied", "patch.proposed", "patch.rejected"}));
+  ASSERT_TRUE(s.engine().cancel(run, "done"));
+  EXPECT_TRUE(s.store().verify().value().ok);
+}
+
+// Invalid patches are 422 with a pointer per problem; an approval is re-validated against the
+// run as it is then; a run that finished leaves its pending patches undecidable.
+TEST_F(EmbeddedTest, PatchValidationAndApprovalAgainstTheCurrentState) {
+  Stack s(dir_, /*workers=*/false);  // `a` stays in flight until the workers start
+  const json::value def = base::parse_json(R"({"name": "settle", "nodes": [
+      {"id": "a", "type": "noop"}, {"id": "b", "type": "noop", "needs": ["a"]},
+      {"id": "gate", "type": "sleep", "needs": ["b"], "config": {"duration": "1h"}}]})")
+                              .value();
+  const std::string run = start(s, def);
+  workflow::Problems problems;
+  auto invalid = s.engine().propose_patch(
+      patch_request(run, R"([{"op": "remove", "path": "/nodes/7"}])", false), problems);
+  ASSERT_FALSE(invalid);
+  EXPECT_EQ(invalid.error().code, Code::kInvalidArgument);
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].path, "/ops/0/path");
+  problems.clear();
+  auto bad_need = s.engine().propose_patch(
+      patch_request(run, R"([{"op": "add", "path": "/nodes/1/needs/-", "value": "zz"}])", true),
+      problems);
+  ASSERT_FALSE(bad_need);
+  EXPECT_EQ(bad_need.error().code, Code::kInvalidArgument);
+  ASSERT_FALSE(problems.empty());
+  EXPECT_EQ(problems[0].path, "/nodes/1/needs/1");
+  problems.clear();
+  auto started = s.engine().propose_patch(
+      patch_request(run, R"([{"op": "add", "path": "/nodes/0/timeout", "value": "5s"}])", false),
+      problems);
+  ASSERT_FALSE(started);  // `a` has started: it may not change
+  EXPECT_EQ(started.error().code, Code::kInvalidArgument);
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].path, "/nodes/0");
+  EXPECT_EQ(s.engine().propose_patch(patch_request("run_nope", "[]", false), problems).error().code,
+            Code::kNotFound);
+  problems.clear();
+
+  auto pending = s.engine().propose_patch(
+      patch_request(run, R"([{"op": "add", "path": "/nodes/1/timeout", "value": "5s"}])", true),
+      problems);
+  ASSERT_TRUE(pending) << pending.error().to_string();
+  s.start_workers();
+  ASSERT_FALSE(s.wait_node(run, "b").is_null());  // b settled before the approval
+  auto late = s.engine().decide_patch_proposal(pending->id, true, "lead", "", problems);
+  ASSERT_FALSE(late);
+  EXPECT_EQ(late.error().code, Code::kInvalidArgument);
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].path, "/nodes/1");
+  const storage::PatchRow row = s.store().get_patch(pending->id).value();
+  EXPECT_EQ(row.status, "pending_approval");
+  EXPECT_EQ(row.error.at("errors").at(0).at("path"), "/nodes/1");
+
+  ASSERT_TRUE(s.engine().cancel(run, "finish"));
+  EXPECT_EQ(s.wait(run), "run.cancelled");
+  problems.clear();
+  auto after_end = s.engine().decide_patch_proposal(pending->id, false, "lead", "", problems);
+  ASSERT_FALSE(after_end);
+  EXPECT_EQ(after_end.error().code, Code::kFailedPrecondition);
+  auto on_finished = s.engine().propose_patch(
+      patch_request(run, R"([{"op": "add", "path": "/nodes/-", "value": {"id": "z",
+          "type": "noop"}}])",
+                    false),
+      problems);
+  ASSERT_FALSE(on_finished);
+  EXPECT_EQ(on_finished.error().code, Code::kFailedPrecondition);
+  EXPECT_TRUE(s.store().verify().value().ok);
+}
+
+// A runaway jq program (a transform node's `def f: f; f`) is stopped at the expression time
+// budget: its node fails with the time-limit error (not retried) while other runs keep going.
+TEST_F(EmbeddedTest, RunawayExpressionFailsItsNodeAndOtherRunsProgress) {
+  Stack s(dir_);
+  const json::value runaway = base::parse_json(R"({"name": "runaway", "nodes": [
+      {"id": "spin", "type": "transform", "config": {"expr": "def f: f; f"},
+       "retry": {"max_attempts": 3}}]})")
+                                  .value();
+  const json::value chain = base::parse_json(R"({"name": "chain", "nodes": [
+      {"id": "a", "type": "noop"},
+      {"id": "b", "type": "transform", "needs": ["a"], "config": {"expr": "[range(10)] | add"}}],
+      "output": "${{ .nodes.b.output }}"})")
+                                .value();
+  const std::string stuck = start(s, runaway);
+  std::vector<std::string> others;
+  for (int i = 0; i < 20; ++i) others.push_back(start(s, chain));
+  for (const auto& run : others) {
+    EXPECT_EQ(s.wait(run), "run.succeeded");
+    EXPECT_EQ(s.store().get_run(run).value().output, 45);
+  }
+  EXPECT_EQ(s.wait(stuck), "run.failed");
+  const storage::NodeRow spin = s.store().get_nodes(stuck).value().at(0);
+  EXPECT_EQ(spin.status, "failed");
+  EXPECT_EQ(spin.attempts, 1);  // an expression error is not retried
+  EXPECT_EQ(spin.error.at("code"), "expression_error");
+  EXPECT_EQ(spin.error.at("message"), "expression exceeded its time limit of 1s");
   EXPECT_TRUE(s.store().verify().value().ok);
 }
 

@@ -1,0 +1,118 @@
+// api: Venture as a service. The HTTP API of SPEC §3 on Boost.Beast: REST endpoints, SSE and
+// WebSocket event streams, bearer-token auth with roles, per-token rate limits tiered by
+// workflow complexity, RFC 9457 problem+json errors, /health, /metrics and /openapi.json.
+//
+// Key types: ApiOptions (what `venture serve` configures), Api (the running service). The
+// transport (Beast sessions, streams, TLS) and the application (routes, auth, handlers) are
+// separate halves joined by api/http.h; only this module knows HTTP status codes.
+//
+// Threading: Api owns an io_context on ServerOptions::io_threads threads and a blocking pool
+// where handlers run (they call the engine, which blocks until a commit). Every method of Api is
+// called from the thread that owns it (main).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "api/server.h"
+#include "base/base.h"
+#include "bus/bus.h"
+#include "engine/engine.h"
+#include "storage/storage.h"
+
+namespace venture::api {
+
+// Runs per minute per token, by the number of agent nodes in the workflow (the seed platform's
+// tiers): none -> simple, 1–2 -> standard, more -> heavy. 0 = unlimited for that tier.
+struct RateLimits {
+  bool enabled = true;
+  int simple_per_minute = 100;
+  int standard_per_minute = 20;
+  int heavy_per_minute = 5;
+};
+
+// Which patch proposals wait for review (SPEC §3 patches): by default those from `agent` tokens.
+enum class PatchReview { kAgents, kAll, kNone };
+[[nodiscard]] Result<PatchReview> parse_patch_review(std::string_view text);  // agents|all|none
+
+struct ApiOptions {
+  ServerOptions server;
+  std::string data_dir;  // where admin.token is written on first start
+  RateLimits rate_limits;
+  PatchReview patch_review = PatchReview::kAgents;
+  // Extra entries for /health's dependencies (e.g. the store's state), called per request.
+  std::function<json::object()> health_dependencies;
+};
+
+// What `venture serve` runs with. Every key has one name in venture.toml (dotted: `tls.cert`),
+// one environment variable (VENTURE_ + upper case, dots as underscores: VENTURE_TLS_CERT) and, for
+// the common ones, one flag. Precedence: flags > environment > venture.toml > defaults.
+struct ServeConfig {
+  std::string data_dir = "./venture-data";
+  std::string listen = "127.0.0.1:8000";
+  std::string store = "sqlite";  // the embedded store in data_dir (postgres://… arrives in #5)
+  std::string bus = "memory";    // in-process (nats://… arrives in #5)
+  std::string redis;             // unused until #5
+  std::string services = "all";
+  std::vector<std::string> egress_allow;  // used by the http node (#4)
+  std::string public_url;                 // default: http://<listen>
+  std::string tls_cert;
+  std::string tls_key;
+  int io_threads = 2;
+  int blocking_threads = 16;
+  int workers = 4;
+  RateLimits rate_limits;
+  std::string patch_review = "agents";
+  std::string log_level = "info";
+};
+
+// One configuration key, for the table in docs and for the completion of `--set`.
+struct ConfigKey {
+  std::string_view name;  // "rate_limits.simple"
+  std::string_view help;
+};
+const std::vector<ConfigKey>& config_keys();
+
+// Layers the configuration. `file` is the venture.toml to read ("" = none); `env` reads the
+// environment; `flags` maps key names to the values given on the command line. Errors name the
+// source and place: "venture.toml:3:1: unknown key 'listn' (did you mean 'listen'?)",
+// "VENTURE_WORKERS: expected an integer".
+[[nodiscard]] Result<ServeConfig> load_serve_config(
+    const std::string& file, const std::function<const char*(const char*)>& env,
+    const std::vector<std::pair<std::string, std::string>>& flags);
+
+// "host:port" -> parts; kInvalidArgument with a plain message.
+[[nodiscard]] Result<std::pair<std::string, uint16_t>> parse_listen(std::string_view text);
+
+class App;
+
+class Api {
+ public:
+  Api(storage::Store& store, bus::Bus& bus, engine::Engine& engine, base::Clock& clock,
+      base::Random& random, ApiOptions options);
+  ~Api();
+  Api(const Api&) = delete;
+  Api& operator=(const Api&) = delete;
+
+  // Creates the admin token on first start (an empty token table): writes the secret to
+  // <data_dir>/admin.token (mode 0600). Then binds and serves. kUnavailable with a plain message
+  // when the address is in use.
+  [[nodiscard]] Status start();
+  uint16_t port() const;
+  void stop_accepting();
+  void stop();
+  // Marks the service ready for /readyz (after recovery) or not (during shutdown).
+  void set_ready(bool ready);
+  Metrics& metrics();
+
+ private:
+  ApiOptions options_;
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<App> app_;
+  std::unique_ptr<Server> server_;
+};
+
+}  // namespace venture::api

@@ -1,0 +1,209 @@
+// api-internal: the application half. Routes (one table: dispatch, roles, metrics names and the
+// OpenAPI document all come from it), auth, rate limits and the handlers of SPEC §3.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "api/api.h"
+#include "api/http.h"
+#include "base/base.h"
+#include "engine/engine.h"
+#include "storage/storage.h"
+#include "workflow/workflow.h"
+
+namespace venture::api {
+
+// Roles of SPEC §3, as a bit set so a route names who may call it.
+enum Role : unsigned {
+  kAdmin = 1U << 0,
+  kOperator = 1U << 1,
+  kApprover = 1U << 2,
+  kViewer = 1U << 3,
+  kAgent = 1U << 4,
+};
+inline constexpr unsigned kNoAuth = 0;
+inline constexpr unsigned kReaders = kAdmin | kOperator | kApprover | kViewer;
+[[nodiscard]] Result<Role> parse_role(std::string_view name);
+std::string_view role_name(Role role);
+
+struct Principal {
+  std::string token_id;
+  std::string name;
+  Role role = kViewer;
+};
+
+// An error answer: status, title and the problems of a validation failure.
+struct Problem {
+  int status = 400;
+  std::string detail;
+  workflow::Problems errors;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+HttpResponse problem_response(const Problem& p);
+// Maps an engine/store error to the status only api may choose: kInvalidArgument 422,
+// kNotFound 404, kFailedPrecondition/kAlreadyExists 409, kPermissionDenied 403,
+// kUnauthenticated 401, kResourceExhausted 429, kUnavailable/kDeadlineExceeded 503, else 500.
+Problem problem_from(const Error& e, workflow::Problems errors = {});
+HttpResponse json_response(int status, const json::value& body);
+
+// Tokens: secrets are shown once and stored as BLAKE2b hashes; lookups go through a cache that
+// this process keeps in step with its own creates and revokes.
+class Tokens {
+ public:
+  Tokens(storage::Store& store, bus::Bus& bus, base::Clock& clock, base::Random& random);
+  [[nodiscard]] Status load();
+  // Writes <data_dir>/admin.token (0600) with a new admin token when there is none.
+  [[nodiscard]] Status ensure_admin(const std::string& data_dir);
+  std::optional<Principal> authenticate(std::string_view secret);
+  struct Created {
+    storage::TokenRow row;
+    std::string secret;
+  };
+  [[nodiscard]] Result<Created> create(const std::string& name, Role role, const std::string& by);
+  [[nodiscard]] Status revoke(const std::string& id, const std::string& by);
+  [[nodiscard]] Result<std::vector<storage::TokenRow>> list();
+
+ private:
+  storage::Store& store_;
+  bus::Bus& bus_;
+  base::Clock& clock_;
+  base::Random& random_;
+  std::mutex mu_;
+  std::unordered_map<std::string, Principal> by_hash_;
+};
+
+// Token buckets per (token, tier): capacity = the tier's runs per minute, refilled continuously.
+class RateLimiter {
+ public:
+  RateLimiter(RateLimits limits, base::Clock& clock) : limits_(limits), clock_(clock) {}
+  // nullopt when allowed (and taken); else seconds until one is available (Retry-After).
+  std::optional<int64_t> take(const std::string& token_id, int agent_nodes);
+  static std::string_view tier_name(int agent_nodes);
+
+ private:
+  struct Bucket {
+    double tokens = 0;
+    Time at{};
+  };
+  RateLimits limits_;
+  base::Clock& clock_;
+  std::mutex mu_;
+  std::unordered_map<std::string, Bucket> buckets_;
+};
+
+class App;
+using HandlerFn = Outcome (App::*)(const HttpRequest&, const Principal&,
+                                   const std::vector<std::string>&);
+
+struct Route {
+  std::string method;
+  std::string pattern;  // "/v1/runs/{id}/events"
+  unsigned roles;       // kNoAuth: no token needed
+  HandlerFn handler;
+  std::string summary;  // for OpenAPI
+  std::string request_schema;   // "" = no body; else a component name
+  std::string response_schema;  // component name of the success body
+  int success_status = 200;
+  bool streams = false;  // also answers SSE / WebSocket
+};
+
+struct AppDeps {
+  storage::Store& store;
+  bus::Bus& bus;
+  engine::Engine& engine;
+  base::Clock& clock;
+  base::Random& random;
+  Metrics& metrics;
+};
+
+class App final : public Application {
+ public:
+  App(AppDeps deps, const ApiOptions& options);
+  [[nodiscard]] Status start();
+  Outcome handle(const HttpRequest& request) override;
+  void set_ready(bool ready) { ready_ = ready; }
+  const std::vector<Route>& routes() const { return routes_; }
+  // The OpenAPI 3.1 document of routes().
+  json::object openapi() const;
+
+ private:
+  // Meta.
+  Outcome livez(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome readyz(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome health(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome metrics(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome openapi_doc(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  // Workflows and tags.
+  Outcome register_workflow(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome list_workflows(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome get_workflow(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome list_versions(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome move_tag(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  // Runs.
+  Outcome start_run(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome list_runs(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome get_run(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome run_events(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome run_ws(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome all_events(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome all_events_ws(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome cancel_run(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome pause_run(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome resume_run(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome replay_run(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  // Patches.
+  Outcome propose_patch(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome list_patches(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome get_patch(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome approve_patch(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome reject_patch(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  // Control, tokens, audit.
+  Outcome get_control(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome freeze(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome unfreeze(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome create_token(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome list_tokens(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome revoke_token(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome audit_verify(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome audit_run(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+
+  Outcome run_command(const HttpRequest&, const std::string& run, std::string_view verb);
+  Outcome decide_patch(const HttpRequest&, const Principal&, const std::string& id,
+                       bool approve);
+  Result<Outcome> events_stream(const HttpRequest& r, const std::string& run, bool websocket);
+  json::object control_state();
+  int agent_nodes_of(const std::string& ref);
+
+  AppDeps deps_;
+  ApiOptions options_;
+  Tokens tokens_;
+  RateLimiter limiter_;
+  std::vector<Route> routes_;
+  std::atomic<bool> ready_{false};
+  std::mutex agents_mu_;
+  std::unordered_map<std::string, std::pair<int, Time>> agents_by_ref_;  // ref -> agent nodes
+  Time started_{};
+};
+
+// Helpers shared by the handler files.
+// Appends events the API itself records (tags, tokens) and publishes them for live streams, as
+// the engine does with its own.
+[[nodiscard]] Status append_and_publish(storage::Store& store, bus::Bus& bus,
+                                        storage::Batch batch);
+// Parses a JSON object body; a Problem (400) for bad JSON or a non-object.
+[[nodiscard]] Result<json::object> parse_body(const HttpRequest& r, Problem& problem);
+// ?limit= in [1, kListLimitMax] (default `fallback`); a Problem (400) otherwise.
+std::optional<std::size_t> parse_limit(const HttpRequest& r, std::size_t fallback, Problem& p);
+json::value time_or_null(const std::optional<Time>& t);
+Outcome respond(int status, const json::value& body);
+Outcome respond(const Problem& p);
+
+}  // namespace venture::api
