@@ -4,6 +4,7 @@
 #include "bench/workloads.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
@@ -12,6 +13,16 @@
 #include <mutex>
 #include <unordered_map>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <thread>
+
+#include "api/api.h"
 #include "bus/bus.h"
 #include "engine/engine.h"
 #include "nodes/nodes.h"
@@ -102,6 +113,67 @@ double percentile(const std::vector<double>& sorted, double p) {
   return sorted[std::min(i, sorted.size() - 1)];
 }
 
+// A minimal blocking HTTP/1.1 client on one keep-alive connection: enough to drive POST
+// /v1/runs with the least client overhead (the server is what is measured).
+class HttpConnection {
+ public:
+  ~HttpConnection() {
+    if (fd_ >= 0) close(fd_);
+  }
+  Status connect(uint16_t port) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd_ < 0) return unavailable_error("socket failed");
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): the sockets API.
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      return unavailable_error("cannot connect to the API on port " + std::to_string(port));
+    }
+    int one = 1;
+    setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return ok();
+  }
+  // Sends one request and returns (status, body).
+  Result<std::pair<int, std::string>> post(const std::string& path, const std::string& token,
+                                           const std::string& body) {
+    std::string req = "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " +
+                      token + "\r\nContent-Type: application/json\r\nContent-Length: " +
+                      std::to_string(body.size()) + "\r\n\r\n" + body;
+    for (std::size_t off = 0; off < req.size();) {
+      const ssize_t n = ::send(fd_, req.data() + off, req.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) return unavailable_error("send failed");
+      off += static_cast<std::size_t>(n);
+    }
+    std::size_t header_end = std::string::npos;
+    while ((header_end = buf_.find("\r\n\r\n")) == std::string::npos) {
+      VENTURE_RETURN_IF_ERROR(fill());
+    }
+    const int status = std::atoi(buf_.c_str() + 9);
+    std::size_t length = 0;
+    const auto cl = buf_.find("Content-Length: ");
+    const auto cl_lower = buf_.find("content-length: ");
+    const auto at = cl < header_end ? cl : cl_lower;
+    if (at < header_end) length = std::strtoul(buf_.c_str() + at + 16, nullptr, 10);
+    while (buf_.size() < header_end + 4 + length) VENTURE_RETURN_IF_ERROR(fill());
+    std::string out = buf_.substr(header_end + 4, length);
+    buf_.erase(0, header_end + 4 + length);
+    return std::pair{status, std::move(out)};
+  }
+
+ private:
+  Status fill() {
+    char chunk[16384];
+    const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
+    if (n <= 0) return unavailable_error("the API closed the connection");
+    buf_.append(chunk, static_cast<std::size_t>(n));
+    return ok();
+  }
+  int fd_ = -1;
+  std::string buf_;
+};
+
 struct Stack {
   base::RealClock clock;
   base::RealRandom random;
@@ -110,9 +182,68 @@ struct Stack {
   nodes::Registry registry;
   std::unique_ptr<engine::Engine> engine;
   std::unique_ptr<nodes::WorkerPool> workers;
+  std::unique_ptr<api::Api> api;  // --via http
+  std::string token;
+  std::mutex submit_mu;
+  std::vector<double> submit_ms;  // POST round trips
 };
 
-Status submit(Stack& s, Tracker& tracker, const std::string& workflow, int count, bool closed) {
+// --via http: `count` POST /v1/runs over `connections` keep-alive connections (one thread each);
+// closed = one at a time, each waiting for the previous run to finish (workload L).
+Status submit_http(Stack& s, Tracker& tracker, const std::string& workflow, int count,
+                   bool closed, int connections) {
+  const std::string body = "{\"workflow\":\"" + workflow + "\"}";
+  const int threads = closed ? 1 : std::max(1, std::min(connections, count));
+  std::vector<Status> results(static_cast<std::size_t>(threads));
+  std::atomic<int> next{0};
+  std::atomic<int> finished{0};
+  auto client = [&](std::size_t slot) {
+    HttpConnection c;
+    if (Status st = c.connect(s.api->port()); !st) {
+      results[slot] = st;
+      return;
+    }
+    std::vector<double> local;
+    for (int i = next++; i < count; i = next++) {
+      const int64_t t = s.clock.monotonic_ns();
+      auto r = c.post("/v1/runs", s.token, body);
+      if (!r) {
+        results[slot] = r.error();
+        return;
+      }
+      if (r->first != 201) {
+        results[slot] = unavailable_error("POST /v1/runs answered " + std::to_string(r->first) +
+                                          ": " + r->second);
+        return;
+      }
+      local.push_back(static_cast<double>(s.clock.monotonic_ns() - t) / 1e6);
+      auto v = base::parse_json(r->second);
+      if (!v || !v->is_object()) {
+        results[slot] = unavailable_error("POST /v1/runs answered no JSON object");
+        return;
+      }
+      tracker.submitted(base::string_or(v->as_object(), "id", ""), t);
+      if (closed) {
+        const int done = ++finished;
+        if (!tracker.wait(static_cast<std::size_t>(done), Millis(60000))) {
+          results[slot] = deadline_exceeded_error("a run did not finish within 60 s");
+          return;
+        }
+      }
+    }
+    std::lock_guard lock(s.submit_mu);
+    s.submit_ms.insert(s.submit_ms.end(), local.begin(), local.end());
+  };
+  std::vector<std::thread> pool;
+  for (std::size_t i = 0; i < results.size(); ++i) pool.emplace_back(client, i);
+  for (auto& t : pool) t.join();
+  for (auto& r : results) VENTURE_RETURN_IF_ERROR(r);
+  return ok();
+}
+
+Status submit(Stack& s, Tracker& tracker, const std::string& workflow, int count, bool closed,
+              const BenchOptions& o) {
+  if (o.via == "http") return submit_http(s, tracker, workflow, count, closed, o.connections);
   std::mutex mu;
   std::condition_variable cv;
   int pending = 0;
@@ -171,12 +302,22 @@ Status open_stack(const BenchOptions& o, const std::string& dir, Stack& s) {
   nodes::WorkerOptions wo;
   wo.threads = static_cast<std::size_t>(std::max(1, o.workers));
   s.workers = std::make_unique<nodes::WorkerPool>(*s.bus, s.registry, s.clock, wo);
+  if (o.via == "http") {
+    api::ApiOptions ao;
+    ao.server.port = 0;
+    ao.data_dir = dir;
+    ao.rate_limits.enabled = false;  // the benchmark measures the API, not the limiter
+    s.api = std::make_unique<api::Api>(*s.store, *s.bus, *s.engine, s.clock, s.random, ao);
+  }
   return ok();
 }
 
 }  // namespace
 
 Result<BenchResult> run_workload(const BenchOptions& o) {
+  if (o.via != "inprocess" && o.via != "http") {
+    return invalid_argument_error("unknown --via '" + o.via + "' (use inprocess or http)");
+  }
   if (o.workload != "A" && o.workload != "B" && o.workload != "C" && o.workload != "L") {
     return invalid_argument_error("unknown workload '" + o.workload + "' (use A, B, C or L)");
   }
@@ -201,25 +342,40 @@ Result<BenchResult> run_workload(const BenchOptions& o) {
   }
   VENTURE_RETURN_IF_ERROR(s.engine->start());
   s.workers->start();
+  if (s.api) {
+    VENTURE_RETURN_IF_ERROR(s.api->start());
+    s.api->set_ready(true);
+    std::ifstream in(std::filesystem::path(dir) / "admin.token");
+    in >> s.token;
+  }
   workflow::Problems problems;
   VENTURE_ASSIGN_OR_RETURN(engine::RegisterResponse reg,
                            s.engine->register_workflow(definition(o), "", problems));
   const bool closed = o.workload == "L";
-  VENTURE_RETURN_IF_ERROR(submit(s, tracker, reg.name, warmup, closed));
+  VENTURE_RETURN_IF_ERROR(submit(s, tracker, reg.name, warmup, closed, o));
   if (!tracker.wait(static_cast<std::size_t>(warmup), Millis(120000))) {
     return deadline_exceeded_error("warm-up runs did not finish");
   }
   tracker.reset();
   const engine::EngineStats before = s.engine->stats();
   const int64_t t0 = s.clock.monotonic_ns();
-  VENTURE_RETURN_IF_ERROR(submit(s, tracker, reg.name, runs, closed));
+  {
+    std::lock_guard lock(s.submit_mu);
+    s.submit_ms.clear();
+  }
+  VENTURE_RETURN_IF_ERROR(submit(s, tracker, reg.name, runs, closed, o));
   const int64_t t_submitted = s.clock.monotonic_ns();
   const bool all = tracker.wait(static_cast<std::size_t>(runs), Millis(600000));
   const engine::EngineStats after = s.engine->stats();
+  if (s.api) s.api->stop();
   s.workers->stop();
   s.engine->stop();
 
   BenchResult r;
+  r.via = o.via;
+  std::sort(s.submit_ms.begin(), s.submit_ms.end());
+  r.submit_p50_ms = percentile(s.submit_ms, 0.50);
+  r.submit_p99_ms = percentile(s.submit_ms, 0.99);
   r.workload = o.workload;
   r.runs = runs;
   r.store = o.store;
@@ -236,6 +392,7 @@ Result<BenchResult> run_workload(const BenchOptions& o) {
   r.per_step_p50_ms = r.p50_ms / k;
   r.appends = after.appends - before.appends;
   r.events = after.events - before.events;
+  s.api.reset();
   s.workers.reset();
   s.engine.reset();
   s.store.reset();
@@ -262,7 +419,10 @@ json::object to_json(const BenchResult& r) {
                       {"per_step_p50_ms", r.per_step_p50_ms},
                       {"group_commits", r.appends},
                       {"events", r.events},
-                      {"store", r.store}};
+                      {"store", r.store},
+                      {"via", r.via},
+                      {"submit_p50_ms", r.submit_p50_ms},
+                      {"submit_p99_ms", r.submit_p99_ms}};
 }
 
 std::string to_json_line(const BenchResult& r) {
@@ -285,7 +445,7 @@ std::string to_json_line(const BenchResult& r) {
 }
 
 void print_table(const BenchResult& r, std::ostream& out) {
-  out << "workload " << r.workload << " (" << r.store << ")\n"
+  out << "workload " << r.workload << " (" << r.store << ", " << r.via << ")\n"
       << "  runs         " << r.runs << " (" << r.succeeded << " succeeded, " << r.failed
       << " failed)\n"
       << "  steps        " << r.steps << "\n"
@@ -295,6 +455,10 @@ void print_table(const BenchResult& r, std::ostream& out) {
       << "  latency p50  " << r.p50_ms << " ms, p99 " << r.p99_ms << " ms\n"
       << "  per step p50 " << r.per_step_p50_ms << " ms\n"
       << "  commits      " << r.appends << " for " << r.events << " events\n";
+  if (r.via == "http") {
+    out << "  submit/s     " << r.submit_per_s << " (POST p50 " << r.submit_p50_ms << " ms, p99 "
+        << r.submit_p99_ms << " ms)\n";
+  }
 }
 
 }  // namespace venture::bench

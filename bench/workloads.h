@@ -1,6 +1,7 @@
-// In-process benchmark workloads A, B, C and L of ARCHITECTURE.md §8, on the embedded store
-// (SQLite with fsync on every commit, or memory) and the in-process bus. Used by
-// `venture bench WORKLOAD`. Benchmarks measure speed; they assert nothing.
+// Benchmark workloads A, B, C and L of ARCHITECTURE.md §8, on the embedded store (SQLite with
+// fsync on every commit, or memory) and the in-process bus; runs are submitted in-process or
+// through the HTTP API (`--via http`: the real server on a loopback port, keep-alive clients).
+// Used by `venture bench WORKLOAD`. Benchmarks measure speed; they assert nothing.
 #pragma once
 
 #include <ostream>
@@ -20,6 +21,8 @@ struct BenchOptions {
   int warmup = -1;               // -1 = 20 (5 for L)
   int workers = 1;               // worker threads
   bool fsync = true;
+  std::string via = "inprocess";  // inprocess | http (runs submitted through POST /v1/runs)
+  int connections = 16;           // HTTP client connections (keep-alive) for --via http
 };
 
 struct BenchResult {
@@ -38,6 +41,9 @@ struct BenchResult {
   int64_t appends = 0;  // group commits during the measured phase
   int64_t events = 0;
   std::string store;
+  std::string via;
+  double submit_p50_ms = 0;  // --via http: POST /v1/runs round trip
+  double submit_p99_ms = 0;
 };
 
 [[nodiscard]] Result<BenchResult> run_workload(const BenchOptions& options);

@@ -34,6 +34,7 @@ THREAD_ALLOW = {
     "src/engine/engine.h": "the engine loop thread member",
     "src/nodes/nodes.h": "the worker thread members",
     "src/workflow/expr.cc": "the jq watchdog thread (one per process)",
+    "src/api/server.cc": "the io_context threads of the HTTP server",
 }
 
 BANNED = [

@@ -239,6 +239,10 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--workers", bo.workers, "Worker threads")->check(CLI::Range(1, 64));
   bench_cmd->add_option("--warmup", bo.warmup, "Warm-up runs");
   bench_cmd->add_option("--data-dir", bo.data_dir, "Store directory (default: a temp dir)");
+  bench_cmd->add_option("--via", bo.via, "inprocess|http (submit through the API)")
+      ->check(CLI::IsMember({"inprocess", "http"}));
+  bench_cmd->add_option("--connections", bo.connections, "HTTP client connections (--via http)")
+      ->check(CLI::Range(1, 1024));
   bench_cmd->add_option("-o,--output", output, "table|json")
       ->check(CLI::IsMember({"table", "json"}));
 

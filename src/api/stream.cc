@@ -282,7 +282,8 @@ Hub::PullResult Hub::pull(int64_t pos, const StreamSpec& spec,
   }
   out.kind = Pull::kEvents;
   auto index = static_cast<std::size_t>(pos + 1 - ring_.front()->seq);
-  for (std::size_t scanned = 0; index < ring_.size() && scanned < kPullScanMax; ++index, ++scanned) {
+  const std::size_t scan_end = std::min(ring_.size(), index + kPullScanMax);
+  for (; index < scan_end; ++index) {
     const StreamEventPtr& e = ring_[index];
     out.pos = e->seq;
     if (matches(*e, spec)) {

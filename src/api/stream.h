@@ -1,5 +1,5 @@
-// api-internal: live event streams (SSE and WebSocket) and the Hub that feeds them. Included only by
-// server.cc and stream.cc, so Beast stays inside the transport.
+// api-internal: live event streams (SSE and WebSocket) and the Hub that feeds them. Included only
+// by server.cc and stream.cc, so Beast stays inside the transport.
 //
 // The Hub keeps the last limits::kStreamRingEvents committed events, contiguous by seq, fed from
 // the bus (subject ">") and completed from the store whenever the bus feed skips a seq (checkpoints

@@ -38,7 +38,7 @@ class TempDir {
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
   std::string write(const std::string& name, const std::string& text) const {
-    const std::string path = path_ + "/" + name;
+    std::string path = path_ + "/" + name;
     std::filesystem::create_directories(std::filesystem::path(path).parent_path());
     std::ofstream(path) << text;
     return path;
@@ -248,7 +248,7 @@ TEST(ArgumentsTest, TokenLookupOrder) {
   TempDir env_dir, default_dir;
   env_dir.write("admin.token", "env-file-token\n");
   default_dir.write("admin.token", "  default-file-token \n");
-  const std::string def = default_dir.path();
+  const std::string& def = default_dir.path();
   EXPECT_EQ(resolve_token("flag", "env", env_dir.path(), def), "flag");
   EXPECT_EQ(resolve_token("", "env", env_dir.path(), def), "env");
   EXPECT_EQ(resolve_token("", "", env_dir.path(), def), "env-file-token");
@@ -878,7 +878,7 @@ struct MainLikeApp {
   int exit_code = -1;
 };
 
-int parse(MainLikeApp& m, std::vector<std::string> args) {
+int parse(MainLikeApp& m, const std::vector<std::string>& args) {
   std::vector<const char*> argv = {"venture"};
   for (const std::string& a : args) argv.push_back(a.c_str());
   try {
