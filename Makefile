@@ -3,7 +3,7 @@ SHELL := /bin/bash
 BUILD_DIR := build/release
 FUZZ_DIR := build/fuzz
 JOBS ?= $(shell nproc)
-FUZZ_TARGETS := definition_fuzz patch_fuzz storage_event_fuzz
+FUZZ_TARGETS := definition_fuzz patch_fuzz storage_event_fuzz request_fuzz
 
 .PHONY: bootstrap build test test-unit fuzz-smoke run bench tidy clean
 
@@ -29,9 +29,10 @@ fuzz-smoke:
 	cd $(FUZZ_DIR) && ctest --output-on-failure -L fuzz
 
 run: bootstrap build
-	@echo "Venture: embedded server with data in ./venture-data (Ctrl-C stops it)."
-	@echo "Validate an example:  build/venture workflow validate examples/*.json"
-	@echo "Benchmark:            build/venture bench A --runs 1000 --steps 10"
+	@echo "Venture: the embedded server on http://127.0.0.1:8000, data in ./venture-data (Ctrl-C stops it)."
+	@echo "In another terminal, run an example and watch it:"
+	@echo "    build/venture run start examples/hello.json -f"
+	@echo "The CLI reads the admin token from ./venture-data/admin.token; the API is in docs/api.md."
 	build/venture serve --data-dir ./venture-data
 
 bench: build

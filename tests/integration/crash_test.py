@@ -29,6 +29,7 @@ import json
 import os
 import queue
 import random
+import socket
 import subprocess
 import sys
 import threading
@@ -250,6 +251,18 @@ def submitter(c, jobs):
         jobs.task_done()
 
 
+def fire_and_forget(c, key):
+    """POST /v1/runs sent in full on a raw socket whose answer is never read."""
+    workflow, inputs = c.jobs[key]
+    body = json.dumps({"workflow": workflow, "inputs": inputs}).encode()
+    s = socket.create_connection(("127.0.0.1", c.server.port), timeout=5)
+    s.sendall(b"POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Authorization: Bearer " + c.token.encode() + b"\r\nIdempotency-Key: " +
+              key.encode() + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" +
+              body)
+    return s
+
+
 def new_jobs(c, n):
     keys = []
     for _ in range(n):
@@ -282,7 +295,14 @@ def crash_and_restart(c):
         time.sleep(delay)
         with c.lock:
             submitted = len(c.ids)
+        # Answers that will be lost: requests sent whole but never read, just before the kill.
+        # The submitters retry them after the restart with the same keys.
+        lost = new_jobs(c, 3)
+        socks = [fire_and_forget(c, k) for k in lost]
+        time.sleep(kill_rng.uniform(0.0, 0.05))
         c.server.kill()
+        for s in socks:
+            s.close()
         t0 = time.monotonic()
         try:
             c.server.start()
@@ -290,7 +310,7 @@ def crash_and_restart(c):
             require(False, f"restart #{i + 1} failed: {e}")
         note(f"kill {i + 1}/{KILLS} after {delay:.2f}s ({submitted}/{len(c.jobs)} submitted); "
              f"ready again in {time.monotonic() - t0:.2f}s")
-        for k in new_jobs(c, RUNS_BETWEEN_KILLS):
+        for k in lost + new_jobs(c, RUNS_BETWEEN_KILLS):
             jobs.put(k)
     note(f"{KILLS} kills in {time.monotonic() - start:.1f}s; waiting for submissions")
     jobs.join()
@@ -301,6 +321,9 @@ def crash_and_restart(c):
     check(not c.problems, f"wrong answers to submissions: {c.problems[:10]}")
     check(len(c.ids) == len(c.jobs), f"every job has a run: {len(c.ids)}/{len(c.jobs)}")
     note(f"submissions: {dict(c.stats)}")
+    if not c.stats["answers 200 (existing run)"]:
+        note("no lost answer was committed before its kill this time: the retry-onto-the-"
+             "existing-run path was not exercised (try another VENTURE_CRASH_SEED)")
     # Every run finishes (bounded: generous, the mix takes seconds without crashes).
     deadline = time.monotonic() + 300
     pending = set(c.ids.values())
