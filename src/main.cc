@@ -1,5 +1,7 @@
 // The composition root: parses argv, builds and wires the modules, nothing else.
 #include <CLI/CLI.hpp>
+#include <pthread.h>
+
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -276,4 +278,15 @@ int main(int argc, char** argv) {
 }  // namespace
 }  // namespace venture
 
-int main(int argc, char** argv) { return venture::main(argc, argv); }
+int main(int argc, char** argv) {
+  // Threads get 256 MiB stacks (reserved, touched only when used): libjq frees values
+  // recursively, so a deeply nested value built by a user's expression within its time budget
+  // must not overflow the evaluating thread's stack (see src/workflow/README.md).
+  pthread_attr_t attr;
+  if (pthread_attr_init(&attr) == 0) {
+    pthread_attr_setstacksize(&attr, std::size_t{256} << 20);
+    pthread_setattr_default_np(&attr);
+    pthread_attr_destroy(&attr);
+  }
+  return venture::main(argc, argv);
+}

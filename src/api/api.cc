@@ -23,7 +23,8 @@ Api::~Api() { stop(); }
 
 Status Api::start() {
   VENTURE_RETURN_IF_ERROR(app_->start());
-  return server_->start();
+  VENTURE_RETURN_IF_ERROR(server_->start());
+  return app_->ensure_admin();
 }
 
 uint16_t Api::port() const { return server_->port(); }

@@ -127,6 +127,7 @@ class AppTest : public ::testing::Test {
     app_ = std::make_unique<App>(AppDeps{*store_, *bus_, *engine_, clock_, random_, metrics_},
                                  options);
     ASSERT_TRUE(app_->start());
+    ASSERT_TRUE(app_->ensure_admin());
     std::ifstream(dir_ / "admin.token") >> admin_;
     ASSERT_EQ(admin_.substr(0, 3), "vt_");
   }

@@ -292,9 +292,10 @@ App::App(AppDeps deps, const ApiOptions& options)
 
 Status App::start() {
   started_ = deps_.clock.now();
-  VENTURE_RETURN_IF_ERROR(tokens_.load());
-  return tokens_.ensure_admin(options_.data_dir);
+  return tokens_.load();
 }
+
+Status App::ensure_admin() { return tokens_.ensure_admin(options_.data_dir); }
 
 Outcome App::handle(const HttpRequest& request) {
   const auto path = segments(request.path);

@@ -127,7 +127,10 @@ struct AppDeps {
 class App final : public Application {
  public:
   App(AppDeps deps, const ApiOptions& options);
-  [[nodiscard]] Status start();
+  [[nodiscard]] Status start();  // loads the tokens
+  // Creates the admin token on first start (after the listener is bound, so a failed start
+  // leaves nothing behind).
+  [[nodiscard]] Status ensure_admin();
   Outcome handle(const HttpRequest& request) override;
   void set_ready(bool ready) { ready_ = ready; }
   const std::vector<Route>& routes() const { return routes_; }

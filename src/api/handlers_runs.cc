@@ -263,7 +263,7 @@ Result<Outcome> App::events_stream(const HttpRequest& r, const std::string& run,
     }
     return o;
   }
-  const auto limit = parse_limit(r, 1000, p);
+  const auto limit = parse_limit(r, limits::kListLimitMax, p);
   if (!limit) return respond(p);
   storage::EventFilter f;
   f.after_seq = *after;

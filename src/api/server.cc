@@ -76,10 +76,16 @@ HttpResponse problem_response(const Problem& problem) {
   response.status = problem.status;
   response.content_type = "application/problem+json";
   json::object body;
-  body["type"] = "about:blank";
+  // The same shape as the application's problems (api/app.cc), so clients parse one form.
+  const std::string_view slug = problem.status == 413   ? "too-large"
+                                : problem.status == 431 ? "headers-too-large"
+                                : problem.status == 503 ? "unavailable"
+                                                        : "bad-request";
+  body["type"] = "https://venture.dev/problems/" + std::string(slug);
   body["title"] = status_title(problem.status);
   body["status"] = problem.status;
   body["detail"] = problem.detail;
+  body["errors"] = json::array();
   response.body = json::serialize(body);
   return response;
 }
@@ -839,7 +845,12 @@ Result<HttpRequest> decode_raw_request(std::string_view bytes, const ServerOptio
         ec = {};
         continue;
       }
-      parser.put_eof(ec);  // the bytes end here: a complete request or a partial one
+      // The bytes end here: a complete request or a partial one. Beast requires some input
+      // before put_eof.
+      ec = {};
+      if (parser.got_some()) {
+        parser.put_eof(ec);
+      }
       if (!ec && !parser.is_done()) {
         ec = http::error::partial_message;
       }

@@ -501,7 +501,8 @@ TEST_F(ServerTest, MalformedRequestLineIs400AndCloses) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 400);
   const json::value body = json::parse(r->body);
-  EXPECT_EQ(body.at("type").as_string(), "about:blank");
+  EXPECT_EQ(body.at("type").as_string(), "https://venture.dev/problems/bad-request");
+  EXPECT_TRUE(body.at("errors").as_array().empty());
   EXPECT_EQ(body.at("title").as_string(), "Bad Request");
   EXPECT_EQ(body.at("status").as_int64(), 400);
   EXPECT_TRUE(body.at("detail").is_string());

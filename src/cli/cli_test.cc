@@ -573,6 +573,33 @@ TEST_F(CommandTest, RunStartByNameFollowsTheRunAndExitsThreeWhenItFails) {
   EXPECT_TRUE(text.ends_with("run run_1 failed: fail: broken (node build)\n")) << text;
 }
 
+TEST_F(CommandTest, LiveFollowOrdersNodesByTheDefinitionAndEndsWithTheSummary) {
+  ctx_.terminal = true;
+  ctx_.terminal_rows = 40;
+  ctx_.terminal_columns = 80;
+  http_.reply(200, R"({"id":"run_1","workflow":"w","version":"b2:v","status":"running",
+      "nodes":{"fetch":{"status":"running","attempts":1}}})");
+  http_.reply(200, R"({"name":"w","version":"b2:v","definition":{"name":"w","nodes":[
+      {"id":"fetch","type":"noop"},{"id":"build","type":"noop"},{"id":"deploy","type":"noop"}]}})");
+  std::string stream;
+  for (const std::string& e : chain_events(false)) {
+    stream += "data: " + e + "\n\n";
+  }
+  http_.streams.push_back({{stream}});
+  EXPECT_EQ(follow_run(ctx_, "run_1").value(), kExitOk) << err_.str();
+  EXPECT_EQ(http_.requests[1].target, "/v1/workflows/w?version=b2%3Av");
+  const std::string text = out_.str();
+  // The first frame (drawn after the one chunk) and the final one.
+  EXPECT_NE(text.find("\r\x1b[2Krun run_1 succeeded\n"
+                      "\r\x1b[2K✓ fetch  succeeded  120ms\n"
+                      "\r\x1b[2K✓ build  succeeded  1.0s\n"
+                      "\r\x1b[2K○ deploy pending\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("\x1b[4A"), std::string::npos) << text;
+  EXPECT_TRUE(text.ends_with("run run_1 succeeded in 1.2s\noutput: {\"ok\":true}\n")) << text;
+}
+
 TEST_F(CommandTest, ListsRenderTablesAndJsonIsTheBodyUnchanged) {
   const std::string body =
       R"({"items":[{"id":"run_1","workflow":"hello","version":"b2:a","status":"succeeded",)"

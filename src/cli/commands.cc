@@ -116,7 +116,7 @@ Result<int> print_control(Context& ctx, const Reply& r) {
   const json::object* o = object_of(r);
   const json::value* frozen = o == nullptr ? nullptr : o->if_contains("frozen");
   if (frozen != nullptr && frozen->is_bool() && frozen->get_bool()) {
-    const std::string since = str(o, "since");
+    const std::string since = short_time(str(o, "since"));
     const std::string reason = str(o, "reason");
     *ctx.out << "frozen" << (since.empty() ? "" : " since " + since)
              << (reason.empty() ? "" : ": " + reason) << "\n";
@@ -284,10 +284,11 @@ Result<int> cmd_tag_move(Context& ctx, const Args& args) {
 
 Result<int> cmd_run_start(Context& ctx, const Args& args) {
   json::object body;
+  json::value definition;  // null when started by name
   std::error_code ec;
   if (std::filesystem::is_regular_file(args.ref, ec)) {
-    VENTURE_ASSIGN_OR_RETURN(json::value definition, read_document(args.ref));
-    body["definition"] = std::move(definition);
+    VENTURE_ASSIGN_OR_RETURN(definition, read_document(args.ref));
+    body["definition"] = definition;
   } else {
     body["workflow"] = args.ref;
   }
@@ -304,7 +305,7 @@ Result<int> cmd_run_start(Context& ctx, const Args& args) {
   const std::string id = str(object_of(r), "id");
   if (id.empty()) return internal_error("the server's answer has no run id");
   if (!ctx.json && !ctx.terminal) (void)print_run_line(ctx, r);
-  return follow_run(ctx, id);
+  return follow_run(ctx, id, definition);
 }
 
 Result<int> cmd_run_status(Context& ctx, const Args& args) {
@@ -498,10 +499,11 @@ Result<int> cmd_token_list(Context& ctx, const Args& args) {
   for (const json::value& item : items_of(r)) {
     const json::object* o = item.if_object();
     const json::value* revoked = o == nullptr ? nullptr : o->if_contains("revoked");
-    // `revoked` is a bool or the time of the revocation.
+    // `revoked` is a bool (with `revoked_at`) or the time of the revocation.
     std::string revoked_text;
-    if (revoked != nullptr && revoked->is_bool()) {
-      revoked_text = revoked->get_bool() ? "yes" : "";
+    if (revoked != nullptr && revoked->is_bool() && revoked->get_bool()) {
+      revoked_text = short_time(str(o, "revoked_at"));
+      if (revoked_text.empty()) revoked_text = "yes";
     } else if (revoked != nullptr && revoked->is_string()) {
       revoked_text = short_time(revoked->get_string());
     }

@@ -237,8 +237,14 @@ class RunEventStream {
     connected_ = true;
     // A clean end before the terminal event: the run may have ended before `after_seq`, or the
     // server is going away. The run's status tells which.
-    VENTURE_ASSIGN_OR_RETURN(Reply detail, call(ctx_, "GET", "/v1/runs/" + url_encode(run_)));
-    const json::object* o = detail.body.if_object();
+    Result<Reply> detail = call(ctx_, "GET", "/v1/runs/" + url_encode(run_));
+    if (!detail) {
+      const Code code = detail.error().code;
+      if (code != Code::kUnavailable && code != Code::kDeadlineExceeded) return detail.error();
+      why = detail.error().message;  // the server is restarting: reconnect
+      return std::string();
+    }
+    const json::object* o = detail->body.if_object();
     std::string status = o == nullptr ? "" : base::string_or(*o, "status", "");
     if (status == "succeeded" || status == "failed" || status == "cancelled") return status;
     why = "the server ended the stream before the run ended";
@@ -276,6 +282,17 @@ FollowView::NodeState& FollowView::node(const std::string& id) {
   nodes_.push_back(NodeState{});
   nodes_.back().id = id;
   return nodes_.back();
+}
+
+void FollowView::seed_order(const json::value& definition) {
+  const json::object* o = definition.if_object();
+  const json::array* nodes = o == nullptr ? nullptr : base::find_array(*o, "nodes");
+  if (nodes == nullptr) return;
+  for (const json::value& n : *nodes) {
+    const json::object* node_object = n.if_object();
+    const std::string id = node_object == nullptr ? "" : base::string_or(*node_object, "id", "");
+    if (!id.empty()) (void)node(id);
+  }
 }
 
 void FollowView::seed(const json::object& run_detail) {
@@ -459,12 +476,25 @@ void FollowView::finish(std::ostream& out) {
   out.flush();
 }
 
-Result<int> follow_run(Context& ctx, const std::string& run) {
+Result<int> follow_run(Context& ctx, const std::string& run, const json::value& definition) {
   ViewMode mode = ctx.json ? ViewMode::kJson : ctx.terminal ? ViewMode::kLive : ViewMode::kPlain;
   FollowView view(mode, ctx.color, run, ctx.terminal_columns);
   if (mode == ViewMode::kLive) {
     VENTURE_ASSIGN_OR_RETURN(Reply detail, call(ctx, "GET", "/v1/runs/" + url_encode(run)));
-    if (const json::object* o = detail.body.if_object()) view.seed(*o);
+    const json::object* o = detail.body.if_object();
+    if (!definition.is_null()) {
+      view.seed_order(definition);
+    } else if (o != nullptr) {
+      // Best effort: without the definition, nodes appear as their first event arrives.
+      auto wf = call(ctx, "GET",
+                     "/v1/workflows/" + url_encode(base::string_or(*o, "workflow", "")) +
+                         "?version=" + url_encode(base::string_or(*o, "version", "")));
+      const json::object* w = wf ? wf->body.if_object() : nullptr;
+      if (const json::value* def = w == nullptr ? nullptr : w->if_contains("definition")) {
+        view.seed_order(*def);
+      }
+    }
+    if (o != nullptr) view.seed(*o);
     // A frame taller than the terminal cannot be redrawn in place: plain lines instead.
     if (ctx.terminal_rows > 0 && view.node_count() + 3 > ctx.terminal_rows) {
       view = FollowView(ViewMode::kPlain, ctx.color, run, ctx.terminal_columns);

@@ -285,7 +285,9 @@ using EventSink = std::function<void(std::string_view raw, const json::object& e
 
 // `-f`: follows a run with a FollowView (live in a terminal, plain lines otherwise, ndjson with
 // -o json) until it ends; kExitOk if it succeeded, kExitRunFailed if it failed or was cancelled.
-[[nodiscard]] Result<int> follow_run(Context& ctx, const std::string& run);
+// The live view orders nodes as `definition` lists them (null: fetched from GET /v1/workflows).
+[[nodiscard]] Result<int> follow_run(Context& ctx, const std::string& run,
+                                     const json::value& definition = nullptr);
 
 // One plain line for an event, without newline: "HH:MM:SS.mmm type node[index] details" (UTC),
 // details being the attempt, the error "code: message", or the reason.
@@ -303,7 +305,10 @@ enum class ViewMode {
 class FollowView {
  public:
   FollowView(ViewMode mode, bool color, std::string run, std::size_t columns = 0);
-  // Node order and initial states from GET /v1/runs/{id} (its `nodes` object), for the live view.
+  // Node order from a definition (its `nodes[].id`), so that nodes without state yet show as
+  // pending in the live view. Call before seed.
+  void seed_order(const json::value& definition);
+  // Initial states from GET /v1/runs/{id} (its `nodes` object), for the live view.
   void seed(const json::object& run_detail);
   void on_event(std::string_view raw, const json::object& event, std::ostream& out);
   // Live view: redraws the node lines in place. A no-op in the other modes.

@@ -353,6 +353,12 @@ void Compiler::parse_node_flow(const json::object& o, const std::string& path, N
   }
   if (const json::value* v = o.if_contains("foreach")) {
     node.foreach = compile_expression(*v, child(path, "foreach"));
+    // A sleep is one durable timer of its node, not a task per item.
+    if (node.spec != nullptr && node.spec->execution == Execution::kTimer) {
+      add_problem(problems_, child(path, "foreach"),
+                  "a sleep node cannot fan out (it is one durable timer); put foreach on the "
+                  "work and one sleep after it");
+    }
   }
   if (const json::value* v = o.if_contains("max_parallel")) {
     if (!o.contains("foreach")) {

@@ -106,8 +106,8 @@ TEST(Compile, NodeLevelFields) {
     {"id":"a","type":"noop","timeout":"5s","on_failure":"continue",
      "retry":{"max_attempts":5,"initial_interval":"250ms","backoff_coefficient":1.5,
               "max_interval":"10s","jitter":0.2,"non_retryable":["invalid_argument"]}},
-    {"id":"b","type":"sleep","needs":"a","foreach":".inputs.list","max_parallel":4,
-     "config":{"duration":"${{ .item }}"}},
+    {"id":"b","type":"transform","needs":"a","foreach":".inputs.list","max_parallel":4,
+     "config":{"expr":".item"}},
     {"id":"c","type":"transform","needs":["b"],"if":false,
      "repeat":{"until":"${{ .output > 3 }}","max_iterations":7,"interval":"1s"},
      "config":{"expr":"${{ .nodes.b.output | length }}"}}]})"),
@@ -127,7 +127,7 @@ TEST(Compile, NodeLevelFields) {
   EXPECT_EQ(b.max_parallel, 4u);
   EXPECT_EQ(b.foreach->text(), ".inputs.list");
   EXPECT_EQ(b.timeout, Millis(60000));
-  EXPECT_EQ(b.spec->execution, Execution::kTimer);
+  EXPECT_EQ(b.spec->execution, Execution::kTask);
   EXPECT_EQ(b.retry.max_attempts, 1);
   const Node& c = ir->nodes[2];
   EXPECT_EQ(c.if_expr->text(), "false");
@@ -196,7 +196,8 @@ TEST(Compile, FlowFieldProblems) {
       "max_parallel":3,"timeout":"5 minutes","repeat":{"max_iterations":0,"intervl":"1s"},
       "retry":{"max_attempts":0,"backoff_coefficient":0.5,"jitter":2,"non_retryable":[1],
                "initial_interval":"10s","max_interval":"1s"}},
-      {"id":"b","type":"noop","foreach":".x","max_parallel":100000,"timeout":"0s"}])");
+      {"id":"b","type":"noop","foreach":".x","max_parallel":100000,"timeout":"0s"},
+      {"id":"c","type":"sleep","foreach":".x","config":{"duration":"1s"}}])");
   EXPECT_TRUE(has(p, "/nodes/0/join", "all, any")) << dump(p);
   EXPECT_TRUE(has(p, "/nodes/0/on_failure", "fail, continue")) << dump(p);
   EXPECT_TRUE(has(p, "/nodes/0/max_parallel", "only allowed together with foreach")) << dump(p);
@@ -211,6 +212,7 @@ TEST(Compile, FlowFieldProblems) {
   EXPECT_TRUE(has(p, "/nodes/0/retry/max_interval", "initial_interval")) << dump(p);
   EXPECT_TRUE(has(p, "/nodes/1/max_parallel", "between 1 and 1000")) << dump(p);
   EXPECT_TRUE(has(p, "/nodes/1/timeout", "at least")) << dump(p);
+  EXPECT_TRUE(has(p, "/nodes/2/foreach", "a sleep node cannot fan out")) << dump(p);
 }
 
 TEST(Compile, ConfigSchemas) {

@@ -20,7 +20,7 @@ import urllib.parse
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from helpers import chain, rawhttp, schema  # noqa: E402
-from helpers.harness import check, note, require, run_all, test  # noqa: E402
+from helpers.harness import check, require, run_all, test  # noqa: E402
 from helpers.server import Client, Server, binary_serves_http  # noqa: E402
 from helpers.sse import SseStream  # noqa: E402
 from helpers.ws import WebSocket  # noqa: E402
@@ -159,12 +159,9 @@ def problem(resp, status, path=None, what=""):
     ok = check(resp.is_problem(), f"{what}: not an RFC 9457 problem+json: "
                                   f"{resp.headers.get('content-type')} {resp}") and ok
     if path is not None:
-        ok = check(path in resp.error_paths(), f"{what}: errors[] has no path {path}: {resp}") and ok
+        ok = check(path in resp.error_paths(),
+                   f"{what}: errors[] has no path {path}: {resp}") and ok
     return ok
-
-
-def running(run):
-    return run["status"] in ("running", "waiting")
 
 
 def wait_node(client, run_id, node, statuses, timeout=60):
@@ -315,6 +312,12 @@ def workflow_register_and_read(c):
     problem(a.post("/v1/workflows", bad), 422, None, "duplicate ids")
     bad = {"name": "bad", "nodes": [{"id": "a", "type": "transform", "config": {"expr": ".["}}]}
     problem(a.post("/v1/workflows", bad), 422, "/nodes/0/config/expr", "bad jq")
+    problem(a.post("/v1/workflows", dict(wf, name="Bad Name")), 422, "/name", "a bad name")
+    big = {"name": "big", "nodes": [{"id": f"n{i}", "type": "noop"} for i in range(1001)]}
+    problem(a.post("/v1/workflows", big), 422, None, "1001 nodes (bound 1000)")
+    ok1000 = {"name": "big", "nodes": [{"id": f"n{i}", "type": "noop"} for i in range(1000)]}
+    r = a.post("/v1/workflows", ok1000)
+    check(r.status == 201, f"1000 nodes are allowed: {r}")
     problem(a.post("/v1/workflows", raw=b'{"name": "x", "nodes": [',
                    headers={"Content-Type": "application/json"}), 400, None, "truncated JSON")
     problem(a.post("/v1/workflows", raw=b"[1, 2]", headers={"Content-Type": "application/json"}),
@@ -416,6 +419,9 @@ def run_start_variants(c):
         check(s["version"] == reg["version"], f"start {ref}: {s}")
         done = a.wait(s["id"])
         check(done["output"] == "HELLO, ADA", f"{ref} output: {done['output']}")
+    done = a.wait(a.start("hello", inputs={"who": "zoë 🚀 \"q\" \\ a\nb\u0001"})["id"])
+    check(done["output"] == "HELLO, ZOë 🚀 \"Q\" \\ A\nB\u0001",
+          f"non-ASCII and control characters round-trip: {done['output']!r}")
     inline = dict(HELLO, name="inline-hello")
     r = a.post("/v1/runs", {"definition": inline, "inputs": {"who": "bob"}})
     require(r.status == 201, f"start inline: {r}")
@@ -472,6 +478,25 @@ def run_idempotency(c):
           f"same key after the run finished: 200, same run, its status: {r6}")
     problem(a.post("/v1/runs", body, headers={"Idempotency-Key": "k" * 300}), 400, None,
             "an Idempotency-Key of 300 characters")
+    # Concurrent submissions with one key: one run, one 201, the others 200 with its id.
+    answers = []
+    lock = threading.Lock()
+
+    def submit():
+        r = a.post("/v1/runs", {"workflow": "short"}, headers={"Idempotency-Key": "race"})
+        with lock:
+            answers.append((r.status, (r.json or {}).get("id")))
+    threads = [threading.Thread(target=submit) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    statuses = sorted(s for s, _ in answers)
+    check(statuses == [200] * 11 + [201] and len({i for _, i in answers}) == 1,
+          f"12 concurrent starts with one key: one 201 and eleven 200, one id: {answers}")
+    runs = a.get("/v1/runs", query={"workflow": "short", "limit": 500}).json["items"]
+    race = [r for r in runs if r["id"] == answers[0][1]]
+    check(len(race) == 1, "the raced key made one run")
 
 
 @test
@@ -567,11 +592,20 @@ def run_controls(c):
     for t in ("run.paused", "run.resumed", "run.cancelled"):
         check(t in types, f"{t} recorded: {types}")
     reasons = {e["type"]: e["data"].get("reason") for e in a.events(rid)}
-    check(reasons.get("run.paused") == "maintenance" and reasons.get("run.cancelled") == "test over",
+    check(reasons.get("run.paused") == "maintenance" and
+          reasons.get("run.cancelled") == "test over",
           f"reasons recorded: {reasons}")
 
 
 # ---- events ------------------------------------------------------------------------------------
+
+ID_RE = r"^{}_[0-9a-f]{{8}}-[0-9a-f]{{4}}-7[0-9a-f]{{3}}-[89ab][0-9a-f]{{3}}-[0-9a-f]{{12}}$"
+
+
+def is_id(value, prefix):
+    import re
+    return isinstance(value, str) and re.match(ID_RE.format(prefix), value) is not None
+
 
 def check_run_events(events, rid, what):
     seqs = [e["seq"] for e in events]
@@ -593,7 +627,9 @@ def events_json(c):
     events = r.json["items"]
     check(r.json["next_cursor"] is None, f"a short list has no cursor: {r.json['next_cursor']}")
     check_run_events(events, rid, "JSON events")
+    check(is_id(rid, "run"), f"run ids are run_ + a UUIDv7: {rid}")
     for e in events:
+        check(is_id(e["id"], "evt"), f"event ids are evt_ + a UUIDv7: {e['id']}")
         check(e["id"].startswith("evt_") and e["prev"].startswith("b2:") and
               e["hash"].startswith("b2:") and e["time"].endswith("Z"), f"envelope: {e}")
     r = a.get(f"/v1/runs/{rid}/events?limit=3")
@@ -719,6 +755,9 @@ def events_websocket_and_resume(c):
     ws.close()
     r = a.get(f"/v1/runs/{rid}/ws")
     problem(r, 400, None, "a plain GET on a WebSocket route")
+    ws = WebSocket(c.port, f"/v1/runs/{rid}/ws?after=x", c.tokens["admin"])
+    check(ws.status == 400, f"WS ?after=x → 400 before the upgrade, got {ws.status}")
+    ws.close()
 
 
 @test
@@ -731,8 +770,7 @@ def global_event_streams(c):
     got = sse_checked(evs, "global SSE")
     check(got == node_events, f"global SSE ?type=node.&run=: {[e['type'] for e in got]}")
     # Live: subscribe from now, then start a run; every run.* event arrives, in order.
-    last = a.get("/v1/events?limit=1&after=0")  # any event, to have a valid position
-    tail = a.events(after=0)[-1]["seq"] if last.status == 200 else 0
+    tail = a.events()[-1]["seq"]
     s = SseStream(c.port, f"/v1/events?type=run.&after={tail}", c.tokens["admin"])
     require(s.status == 200, f"global SSE: {s.status}")
     rid = a.start("hello", inputs={"who": "live"})["id"]
@@ -787,6 +825,7 @@ def patches_apply_and_refuse_settled(c):
           str(r.json.get("version", "")).startswith("b2:") and
           r.json["version"] != before["version"], f"applied with a new version: {r.json}")
     pid = r.json["id"]
+    check(is_id(pid, "pat"), f"patch ids are pat_ + a UUIDv7: {pid}")
     # The new graph is live: the added node runs at once while the timer still waits.
     run = a.wait(rid, statuses=("running", "waiting"),
                  pred=lambda x: x["nodes"].get("extra", {}).get("status") == "succeeded")
@@ -804,6 +843,13 @@ def patches_apply_and_refuse_settled(c):
     r = a.post(f"/v1/runs/{rid}/patches",
                {"ops": [{"op": "replace", "path": "/nodes/1/type", "value": "nope"}]})
     problem(r, 422, None, "a patch that makes the definition invalid")
+    problem(a.post(f"/v1/runs/{rid}/patches",
+                   {"ops": [{"op": "test", "path": "/name", "value": "wrong"},
+                            {"op": "remove", "path": "/output"}]}), 422, None,
+            "a patch whose test op fails")
+    problem(a.post(f"/v1/runs/{rid}/patches",
+                   {"ops": [{"op": "replace", "path": "/name", "value": "renamed"}]}), 422,
+            None, "a patch that renames the workflow")
     problem(a.post(f"/v1/runs/{rid}/patches", {"ops": "x"}), 422, "/ops", "ops not an array")
     problem(a.post(f"/v1/runs/{rid}/patches", {}), 422, "/ops", "no ops")
     problem(a.post(f"/v1/runs/{rid}/patches", {"ops": [{"op": "bogus", "path": "/x"}]}), 422,
@@ -922,6 +968,11 @@ def freeze_and_unfreeze(c):
         types = [e["type"] for e in a.events(s["id"])]
         check(run["status"] == "queued" and "node.started" not in types and
               "run.started" not in types, f"nothing starts while frozen: {run['status']} {types}")
+        q2 = a.start("hello", inputs={"who": "never"})["id"]
+        r = a.post(f"/v1/runs/{q2}/cancel", {"reason": "not needed"})
+        check(r.status == 200 and r.json["status"] == "cancelled",
+              f"a queued run can be cancelled while frozen: {r}")
+        problem(a.post("/v1/control/freeze", {"reason": 5}), 422, "/reason", "reason: 5")
     finally:
         r = a.post("/v1/control/unfreeze", {})
     check(r.status == 200 and r.json["frozen"] is False, f"unfreeze: {r}")
@@ -944,6 +995,7 @@ def tokens_lifecycle(c):
         check(r.json["token"].startswith("vt_") and r.json["id"].startswith("tok_") and
               r.json["role"] == "operator" and r.json["name"] == "ci", f"created: {r.json}")
         secret, tid = r.json["token"], r.json["id"]
+        check(is_id(tid, "tok"), f"token ids are tok_ + a UUIDv7: {tid}")
         r = a.get("/v1/tokens")
         require(r.status == 200, f"list: {r}")
         conforms(c, "GET", "/v1/tokens", r)
@@ -1066,8 +1118,8 @@ def rate_limit(c):
     try:
         a = srv.client()
         a.register(HELLO)
-        t1 = Client(srv.port, a.post("/v1/tokens", {"name": "one", "role": "operator"}).json["token"])
-        t2 = Client(srv.port, a.post("/v1/tokens", {"name": "two", "role": "operator"}).json["token"])
+        t1, t2 = (Client(srv.port, a.post("/v1/tokens", {"name": n, "role": "operator"})
+                         .json["token"]) for n in ("one", "two"))
         codes = [t1.post("/v1/runs", {"workflow": "hello"}).status for _ in range(3)]
         check(codes == [201, 201, 201], f"3 runs within the limit: {codes}")
         r = t1.post("/v1/runs", {"workflow": "hello"})
@@ -1075,7 +1127,8 @@ def rate_limit(c):
         ra = r.headers.get("retry-after", "")
         check(ra.isdigit() and int(ra) >= 1, f"Retry-After is whole seconds ≥ 1: {ra!r}")
         check(str(r.json.get("type", "")).endswith("/rate-limited"), f"problem type: {r.json}")
-        check(t2.post("/v1/runs", {"workflow": "hello"}).status == 201, "another token: not limited")
+        check(t2.post("/v1/runs", {"workflow": "hello"}).status == 201,
+              "another token: not limited")
         check(a.post("/v1/runs", {"workflow": "hello"}).status == 201, "the admin: not limited")
         check(t1.get("/v1/runs").status == 200, "reads are not rate limited")
         r = t1.post("/v1/runs", {"workflow": "hello"}, headers={"Idempotency-Key": "rl"})
@@ -1107,6 +1160,15 @@ def raw_status(c, data, what, expect=None, timeout=30):
     except OSError as e:
         status, headers, body = None, {}, str(e).encode()
     check(status is None or status < 500, f"{what}: a 5xx for bad input: {status} {body[:300]}")
+    if status is not None and status >= 400 and body:
+        try:
+            j = json.loads(body)
+        except ValueError:
+            j = None
+        check(isinstance(j, dict) and headers.get("content-type", "").startswith(
+            "application/problem+json") and all(k in j for k in ("type", "title", "status",
+                                                                 "detail")),
+              f"{what}: the answer is a problem+json: {headers} {body[:300]}")
     if expect is not None:
         check(status == expect, f"{what}: expected {expect}, got {status} {body[:300]}")
     survived(c, what)
@@ -1264,10 +1326,40 @@ def bad_input_never_5xx(c):
 
 
 @test
+def secrets_stay_out_of_the_log(c):
+    with open(c.server.log_path, "rb") as f:
+        log = f.read().decode("utf-8", "replace")
+    leaked = [role for role, tok in c.tokens.items() if tok in log]
+    check(not leaked, f"token secrets in the server's log: {leaked}")
+
+
+@test
 def sigterm_exits_0(c):
-    # Last: stop the shared server gracefully.
+    # Last: stop the shared server gracefully, with open streams and a stalled client.
     rid = c.admin.start("short")["id"]
-    check(c.server.stop() == 0, f"SIGTERM: exit 0:\n{c.server.log_tail()}")
+    c.admin.register(sleeper("long"))
+    long_run = c.admin.start("long")["id"]
+    sse = SseStream(c.port, f"/v1/runs/{long_run}/events", c.tokens["admin"])
+    ws = WebSocket(c.port, "/v1/events/ws", c.tokens["admin"])
+    stalled = rawhttp.Conn(c.port)
+    stalled.send(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    check(sse.status == 200 and ws.status == 101, "streams open before SIGTERM")
+    readers = [threading.Thread(target=lambda: list(sse.events()), daemon=True),
+               threading.Thread(target=lambda: list(ws.messages()), daemon=True)]
+    for t in readers:
+        t.start()
+    start = time.monotonic()
+    rc = c.server.stop(timeout=90)
+    check(rc == 0, f"SIGTERM with open SSE, WebSocket and a stalled request: exit 0, got {rc} "
+                   f"after {time.monotonic() - start:.1f}s:\n{c.server.log_tail()}")
+    for t in readers:
+        t.join(30)
+    check(sse.closed_cleanly, "the SSE stream is ended by the shutdown")
+    check(ws.closed and ws.close_code == 1001, f"the WebSocket is closed with 1001 going away: "
+                                               f"{ws.close_code}")
+    sse.close()
+    ws.close()
+    stalled.close()
     c.server.start()
     done = c.admin.wait(rid)
     check(done["status"] == "succeeded" and done["output"] == 150,

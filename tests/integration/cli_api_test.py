@@ -16,8 +16,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,7 +43,8 @@ def base_env():
 
 
 def cli(c, *args, token="admin", address=None, env=None, cwd=None, timeout=120, stdin=None):
-    """Runs the CLI; token: a role name of c.tokens, a literal secret, or None (no VENTURE_TOKEN)."""
+    """Runs the CLI. token: a role name of c.tokens, a literal secret, or None (no
+    VENTURE_TOKEN)."""
     e = base_env()
     e["VENTURE_ADDRESS"] = address or c.server.address
     if token is not None:
@@ -53,7 +52,8 @@ def cli(c, *args, token="admin", address=None, env=None, cwd=None, timeout=120, 
     if env:
         e.update(env)
     return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=timeout, env=e,
-                          cwd=cwd or c.tmp, stdin=stdin if stdin is not None else subprocess.DEVNULL)
+                          cwd=cwd or c.tmp,
+                          stdin=stdin if stdin is not None else subprocess.DEVNULL)
 
 
 def ok(r, what):
@@ -498,7 +498,8 @@ def audit_verify_command(c):
 
 @test
 def completion_scripts(c):
-    for shell, marker in (("bash", "complete"), ("zsh", "compdef"), ("fish", "complete -c venture")):
+    for shell, marker in (("bash", "complete"), ("zsh", "compdef"),
+                          ("fish", "complete -c venture")):
         r = cli(c, "completion", shell, token=None)
         ok(r, f"completion {shell}")
         check(marker in r.stdout and "workflow" in r.stdout and "replay" in r.stdout,

@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from helpers import chain  # noqa: E402
 from helpers.harness import check, note, require, run_all, test  # noqa: E402
 from helpers.server import Client, Server, binary_serves_http  # noqa: E402
+from helpers.sse import SseStream  # noqa: E402
 
 BIN, ROOT = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 SEED = int(os.environ.get("VENTURE_CRASH_SEED") or random.SystemRandom().randrange(1 << 31))
@@ -57,7 +58,8 @@ WORKFLOWS = [
      "nodes": [
          {"id": "a", "type": "noop", "config": {"output": "${{ .inputs.x }}"}},
          {"id": "nap", "type": "sleep", "needs": ["a"], "config": {"duration": "${{ .inputs.d }}"}},
-         {"id": "b", "type": "transform", "needs": ["nap"], "config": {"expr": ".nodes.a.output * 2"}},
+         {"id": "b", "type": "transform", "needs": ["nap"],
+          "config": {"expr": ".nodes.a.output * 2"}},
          {"id": "c", "type": "transform", "needs": ["b"],
           "config": {"expr": "{x: .inputs.x, doubled: .nodes.b.output}"}}],
      "output": "${{ .nodes.c.output }}"},
@@ -251,6 +253,35 @@ def submitter(c, jobs):
         jobs.task_done()
 
 
+def follower(c):
+    """Follows the global SSE stream across the crashes, resuming with Last-Event-ID after every
+    disconnect; what it saw must be exactly the final event log (nothing streamed that was not
+    durable, nothing skipped on resume)."""
+    last = 0
+    while not (c.follow_stop.is_set() and last >= c.follow_until):
+        try:
+            s = SseStream(c.server.port, "/v1/events", c.token, last_event_id=str(last),
+                          timeout=5)
+        except (OSError, EOFError, ValueError):
+            time.sleep(0.05)
+            continue
+        try:
+            if s.status != 200:
+                time.sleep(0.1)
+                continue
+            c.follow_connects += 1
+            for ev in s.events():
+                j = ev["json"]
+                c.followed.append((j["seq"], j["id"], j["hash"]))
+                last = j["seq"]
+                if c.follow_stop.is_set() and last >= c.follow_until:
+                    break
+        except (OSError, EOFError, ValueError):
+            pass
+        finally:
+            s.close()
+
+
 def fire_and_forget(c, key):
     """POST /v1/runs sent in full on a raw socket whose answer is never read."""
     workflow, inputs = c.jobs[key]
@@ -281,6 +312,10 @@ def crash_and_restart(c):
     a = c.server.client()
     for wf in WORKFLOWS:
         a.register(wf)
+    c.followed, c.follow_connects = [], 0
+    c.follow_stop, c.follow_until = threading.Event(), float("inf")
+    c.follow_thread = threading.Thread(target=follower, args=(c,), daemon=True)
+    c.follow_thread.start()
     jobs = queue.Queue()
     threads = [threading.Thread(target=submitter, args=(c, jobs), daemon=True)
                for _ in range(SUBMITTERS)]
@@ -415,6 +450,20 @@ def global_event_log(c):
     problems = chain.check_chain(events)
     check(not problems, f"hash chain: {problems[:10]}")
     note(f"{len(events)} events, chain verified")
+    # The SSE follower saw the same log, across every crash.
+    c.follow_until = int(events[-1]["seq"])
+    c.follow_stop.set()
+    c.follow_thread.join(120)
+    check(not c.follow_thread.is_alive(), "the SSE follower caught up with the final log")
+    seen = [f for f in c.followed if f[0] <= c.follow_until]
+    want = [(int(e["seq"]), e["id"], e["hash"]) for e in events]
+    first_diff = next((i for i, (a, b) in enumerate(zip(seen, want)) if a != b), None)
+    check(seen == want, f"the global SSE stream, resumed with Last-Event-ID over "
+                        f"{c.follow_connects} connections, differs from the event log: "
+                        f"{len(seen)} vs {len(want)} events, first difference at index "
+                        f"{first_diff}: {seen[first_diff] if first_diff is not None else None} "
+                        f"vs {want[first_diff] if first_diff is not None else None}")
+    note(f"SSE follower: {len(seen)} events over {c.follow_connects} connections")
 
 
 @test
