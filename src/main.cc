@@ -228,7 +228,8 @@ int main(int argc, char** argv) {
   flag("--tls-cert", "tls.cert", "PEM certificate: serve HTTPS");
   flag("--tls-key", "tls.key", "PEM private key");
   flag("--workers", "workers", "Embedded worker threads");
-  serve_cmd->add_option("--config", config_file, "venture.toml (default ./venture.toml if present)");
+  serve_cmd->add_option("--config", config_file,
+                        "venture.toml (default ./venture.toml if present)");
 
   auto* bench_cmd = app.add_subcommand("bench", "Run a benchmark workload in-process");
   bench::BenchOptions bo;
@@ -268,7 +269,9 @@ int main(int argc, char** argv) {
     if (const char* env = std::getenv("VENTURE_CONFIG"); config_file.empty() && env) {
       config_file = env;
     }
-    if (config_file.empty() && std::filesystem::exists("venture.toml")) config_file = "venture.toml";
+    if (config_file.empty() && std::filesystem::exists("venture.toml")) {
+      config_file = "venture.toml";
+    }
     return serve(config_file, serve_flags);
   }
   if (bench_cmd->parsed()) return bench(bo, output);

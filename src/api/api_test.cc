@@ -196,7 +196,8 @@ TEST_F(AppTest, EveryRouteChecksTokenAndRole) {
 }
 
 TEST_F(AppTest, ProblemsHaveTheRfc9457ShapeWithPaths) {
-  auto r = call("POST", "/v1/workflows", admin_, R"({"name":"x","nodes":[{"id":"a","type":"nope"}]})");
+  auto r = call("POST", "/v1/workflows", admin_,
+                R"({"name":"x","nodes":[{"id":"a","type":"nope"}]})");
   EXPECT_EQ(r.status, 422);
   EXPECT_EQ(r.content_type, "application/problem+json");
   auto v = json::parse(r.body).as_object();

@@ -126,7 +126,9 @@ HttpResponse problem_response(const Problem& p) {
   o["status"] = p.status;
   o["detail"] = p.detail;
   json::array errors;
-  for (const auto& e : p.errors) errors.push_back(json::object{{"path", e.path}, {"message", e.message}});
+  for (const auto& e : p.errors) {
+    errors.push_back(json::object{{"path", e.path}, {"message", e.message}});
+  }
   o["errors"] = std::move(errors);
   HttpResponse r = json_response(p.status, o);
   r.content_type = "application/problem+json";

@@ -189,7 +189,9 @@ json::object App::openapi() const {
     json::object op;
     std::string op_id;
     for (char c : route.method) op_id.push_back(static_cast<char>(std::tolower(c)));
-    for (char c : route.pattern) op_id.push_back(std::isalnum(static_cast<unsigned char>(c)) ? c : '_');
+    for (char c : route.pattern) {
+      op_id.push_back(std::isalnum(static_cast<unsigned char>(c)) ? c : '_');
+    }
     op["operationId"] = op_id;
     op["summary"] = json::string(route.summary);
     json::array parameters;

@@ -3,7 +3,7 @@
 
 Method: run the binary as a user would (subprocess, exit codes, stdout), on the examples in the
 tree and on broken definitions made for the purpose; start `serve` on a temporary data dir and
-stop it with SIGTERM. No network: serve opens no port yet.
+stop it with SIGTERM (the API itself is covered by api_test.py and cli_api_test.py).
 """
 import json
 import os
@@ -92,16 +92,26 @@ for w, extra in (("A", ["--runs", "50", "--steps", "5"]), ("B", ["--runs", "30"]
                 "p50_ms", "p99_ms"):
         check(key in res, f"bench {w} json has {key}")
 
-# serve: starts on a temp data dir, creates the store and key, stops on SIGTERM with exit 0
+# serve: starts on a temp data dir and a free port, creates the store, key and admin token, logs
+# JSON lines on stdout, stops on SIGTERM with exit 0
 with tempfile.TemporaryDirectory() as tmp:
     data = os.path.join(tmp, "data")
-    p = subprocess.Popen([BIN, "serve", "--data-dir", data], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    line = p.stdout.readline()  # the first log line is written once the engine has started
-    check("venture serving" in line or "engine recovered" in line, f"serve logs: {line}")
+    p = subprocess.Popen([BIN, "serve", "--data-dir", data, "--listen", "127.0.0.1:0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    while True:  # "venture serving" is logged once the engine has recovered and the API is ready
+        line = p.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "venture serving" in line:
+            break
+    check(lines and "venture serving" in lines[-1], f"serve logs: {lines}")
+    check(all(json.loads(l).get("level") for l in lines), "serve logs JSON lines")
     check(os.path.exists(os.path.join(data, "venture.db")), "serve created the store")
-    key = os.path.join(data, "signing.key")
-    check(os.path.exists(key) and (os.stat(key).st_mode & 0o777) == 0o600, "signing key 0600")
+    for name in ("signing.key", "admin.token"):
+        path = os.path.join(data, name)
+        check(os.path.exists(path) and (os.stat(path).st_mode & 0o777) == 0o600, f"{name} 0600")
     p.send_signal(signal.SIGTERM)
     rc = p.wait(timeout=60)
     check(rc == 0, f"serve exits 0 on SIGTERM: {rc} {p.stderr.read()[-500:]}")
