@@ -62,7 +62,7 @@ struct ServeConfig {
   std::string tls_cert;
   std::string tls_key;
   int io_threads = 2;
-  int blocking_threads = 16;
+  int blocking_threads = 64;
   int workers = 4;
   RateLimits rate_limits;
   std::string patch_review = "agents";
