@@ -246,6 +246,11 @@ TEST_F(AppTest, OpenApiDescribesExactlyTheRoutes) {
 TEST_F(AppTest, RevokedTokensStopWorkingAndTheLastAdminStays) {
   const std::string viewer = token_for("viewer");
   EXPECT_EQ(call("GET", "/v1/runs", viewer).status, 200);
+  HttpRequest lower;  // the scheme is case-insensitive; spaces around the secret are ignored
+  lower.method = "GET";
+  lower.path = "/v1/runs";
+  lower.headers.emplace_back("authorization", "bearer  " + viewer + " ");
+  EXPECT_EQ(app_->handle(lower).response.status, 200);
   auto list = json::parse(call("GET", "/v1/tokens", admin_).body);
   std::string viewer_id, admin_id;
   for (const auto& t : list.at("items").as_array()) {

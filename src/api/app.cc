@@ -2,6 +2,7 @@
 // the resources are in handlers_*.cc.
 #include "api/app.h"
 
+#include <cctype>
 #include <charconv>
 #include <fstream>
 #include <sstream>
@@ -325,8 +326,14 @@ Outcome App::handle(const HttpRequest& request) {
   if (found->roles != kNoAuth) {
     const auto auth = request.header("authorization");
     std::optional<Principal> who;
-    if (auth && auth->size() > 7 && std::string_view(*auth).substr(0, 7) == "Bearer ") {
-      who = tokens_.authenticate(std::string_view(*auth).substr(7));
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    if (auth && auth->size() > 7) {
+      std::string scheme = auth->substr(0, 7);
+      for (char& c : scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      std::string_view secret = std::string_view(*auth).substr(7);
+      while (!secret.empty() && secret.front() == ' ') secret.remove_prefix(1);
+      while (!secret.empty() && secret.back() == ' ') secret.remove_suffix(1);
+      if (scheme == "bearer ") who = tokens_.authenticate(secret);
     }
     if (!who) {
       Problem p;

@@ -50,7 +50,8 @@ HttpResponse transport_problem_response(const TransportProblem& problem) {
 }
 
 // A parse failure as the problem the client gets.
-TransportProblem read_problem(const beast::error_code& ec, bool header_done, const ServerOptions& options) {
+TransportProblem read_problem(const beast::error_code& ec, bool header_done,
+                              const ServerOptions& options) {
   if (ec == http::error::header_limit || (ec == http::error::buffer_overflow && !header_done)) {
     return {431, "the request line and headers exceed " +
                      std::to_string(options.header_bytes_max) + " bytes"};
@@ -110,7 +111,9 @@ static Result<std::string> percent_decode(std::string_view text, bool plus_is_sp
   return out;
 }
 
-static char lower_ascii(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+static char lower_ascii(char c) {
+  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+}
 
 // One parsed Beast request as the application sees it. Shared by the sessions and
 // decode_raw_request so the fuzzer exercises exactly what the server runs.
