@@ -1,6 +1,7 @@
 // egress: every outbound request Venture makes goes through here (the http node now; LLM, MCP and
 // webhooks later). This first part is the address policy of the SSRF guard (ARCHITECTURE §6): which
-// IP addresses a request may connect to, and the operator's allow-list. The libcurl client that
+// IP addresses a request may connect to, and the operator's allow-list; and the validation of a
+// request's URL (with curl's own parser) and headers. The libcurl client that
 // checks the address it actually connects to (CURLOPT_OPENSOCKETFUNCTION / PREREQFUNCTION), the
 // redirect handling and the http node come with the rest of issue #4.
 //
@@ -51,6 +52,29 @@ struct Cidr {
 
 // The addresses of this host's interfaces (getifaddrs), which are denied like loopback.
 std::vector<Address> local_addresses();
+
+// Host names and header names compare case-insensitively (ASCII).
+std::string ascii_lower(std::string_view s);
+
+// A request target as curl will use it: scheme http or https, no userinfo, a host (lower case,
+// percent-decoded, IPv6 in brackets), the port (default for the scheme), the URL without its
+// fragment, and the origin (for stripping credentials on a cross-origin redirect).
+inline constexpr std::size_t kUrlBytesMax = 8192;
+struct Target {
+  std::string scheme;
+  std::string host;
+  uint16_t port = 0;
+  std::string url;
+  std::string origin;  // "https://api.example.com:443"
+};
+// kInvalidArgument with a plain reason: other schemes, credentials in the URL, control characters
+// or spaces, no host, a host with characters no host has, a bad port.
+[[nodiscard]] Result<Target> parse_target(std::string_view url);
+
+// A request header a workflow may send: a token name, no CR/LF/NUL in the value, and not one of
+// the headers Venture sets itself (Host, Content-Length, Transfer-Encoding, Connection, Upgrade,
+// TE). kInvalidArgument naming the header.
+[[nodiscard]] Status check_header(std::string_view name, std::string_view value);
 
 class Policy {
  public:

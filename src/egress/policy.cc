@@ -64,12 +64,6 @@ bool all_zero(const uint8_t* b, std::size_t n) {
   return std::all_of(b, b + n, [](uint8_t x) { return x == 0; });
 }
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 Address from_v4(uint32_t a) {
   Address out;
   out.bytes[0] = static_cast<uint8_t>(a >> 24);
@@ -91,6 +85,12 @@ std::optional<std::string> embedded(const Address& a, const uint8_t* v4_bytes,
 }
 
 }  // namespace
+
+std::string ascii_lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
 
 Result<Address> parse_address(std::string_view text) {
   if (text.size() > 2 && text.front() == '[' && text.back() == ']') {
@@ -224,14 +224,14 @@ Result<Policy> Policy::make(const std::vector<std::string>& allow,
       return invalid_argument_error("egress.allow: '" + entry +
                                     "' is neither a CIDR block nor a host name");
     }
-    p.allow_hosts_.push_back(lower(entry));
+    p.allow_hosts_.push_back(ascii_lower(entry));
   }
   p.own_ = std::move(own_addresses);
   return p;
 }
 
 std::optional<std::string> Policy::check(std::string_view host, const Address& address) const {
-  const std::string h = lower(host);
+  const std::string h = ascii_lower(host);
   if (std::find(allow_hosts_.begin(), allow_hosts_.end(), h) != allow_hosts_.end()) {
     return std::nullopt;
   }

@@ -121,3 +121,51 @@ TEST(Policy, BadAllowEntriesAreNamed) {
 
 }  // namespace
 }  // namespace venture::egress
+
+namespace venture::egress {
+namespace {
+
+TEST(Target, HttpAndHttpsOnlyWithoutCredentials) {
+  auto t = parse_target("HTTPS://API.Example.com/v1/x?q=1#frag");
+  ASSERT_TRUE(t) << t.error().message;
+  EXPECT_EQ(t->scheme, "https");
+  EXPECT_EQ(t->host, "api.example.com");
+  EXPECT_EQ(t->port, 443);
+  EXPECT_EQ(t->origin, "https://api.example.com:443");
+  EXPECT_EQ(t->url.find("frag"), std::string::npos);
+  // curl reads extra slashes as browsers do; the host is what curl will resolve and connect to,
+  // which is what the guard then checks.
+  t = parse_target("http:///internal.example/x");
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->host, "internal.example");
+  t = parse_target("http://[::1]:8080/");
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->host, "[::1]");
+  EXPECT_EQ(t->port, 8080);
+  for (const char* bad :
+       {"file:///etc/passwd", "gopher://127.0.0.1:70/", "ftp://example.com/", "dict://x:11211/",
+        "ldap://x/", "javascript:alert(1)", "//example.com/", "http://user:pw@example.com/",
+        "http://user@example.com/", "http://example.com\r\nHost: evil/", "http://exa mple.com/",
+        "http://example.com:99999/", "http://%00/", "http://a%2fb/",
+        "http://example.com@127.0.0.1/", ""}) {
+    EXPECT_FALSE(parse_target(bad)) << bad;
+  }
+}
+
+TEST(Target, HeadersAreTokensWithoutLineBreaksAndNotReserved) {
+  EXPECT_TRUE(check_header("X-Api-Key", "secret value"));
+  EXPECT_TRUE(check_header("Authorization", "Bearer x"));
+  EXPECT_FALSE(check_header("X-A", "a\r\nInjected: 1"));
+  EXPECT_FALSE(check_header("X-A", std::string("a\0b", 3)));
+  EXPECT_FALSE(check_header("X-A\r\nB", "v"));
+  EXPECT_FALSE(check_header("X A", "v"));
+  EXPECT_FALSE(check_header("", "v"));
+  for (const char* reserved : {"Host", "host", "Content-Length", "Transfer-Encoding", "TE"}) {
+    auto st = check_header(reserved, "x");
+    ASSERT_FALSE(st) << reserved;
+    EXPECT_NE(st.error().message.find("cannot be overridden"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace venture::egress
