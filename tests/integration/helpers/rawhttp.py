@@ -38,17 +38,20 @@ class Conn:
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
 
-    def read_response(self, head_only_for=("HEAD",), method="GET"):
-        """-> (status, {lower name: value}, body bytes). EOFError when closed before a status."""
-        head = self._read_until(b"\r\n\r\n").decode("latin-1")
-        lines = head.split("\r\n")
-        parts = lines[0].split(" ", 2)
-        status = int(parts[1])
+    def read_head(self):
+        """-> (status, {lower name: value}) of the next response. EOFError when closed first."""
+        lines = self._read_until(b"\r\n\r\n").decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
         headers = {}
         for line in lines[1:]:
             if ":" in line:
                 k, v = line.split(":", 1)
                 headers[k.strip().lower()] = v.strip()
+        return status, headers
+
+    def read_response(self, head_only_for=("HEAD",), method="GET"):
+        """-> (status, {lower name: value}, body bytes). EOFError when closed before a status."""
+        status, headers = self.read_head()
         if method in head_only_for or status in (204, 304) or 100 <= status < 200:
             return status, headers, b""
         if headers.get("transfer-encoding", "").lower() == "chunked":

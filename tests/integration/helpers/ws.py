@@ -24,13 +24,7 @@ class WebSocket:
         if token:
             lines.append(f"Authorization: Bearer {token}")
         self.conn.send("\r\n".join(lines) + "\r\n\r\n")
-        head = self.conn._read_until(b"\r\n\r\n").decode("latin-1").split("\r\n")
-        self.status = int(head[0].split(" ")[1])
-        self.headers = {}
-        for line in head[1:]:
-            if ":" in line:
-                k, v = line.split(":", 1)
-                self.headers[k.strip().lower()] = v.strip()
+        self.status, self.headers = self.conn.read_head()
         self.body = b""
         if self.status != 101:
             n = int(self.headers.get("content-length", "0"))
