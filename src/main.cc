@@ -136,21 +136,6 @@ int serve(const std::string& config_file,
     std::cerr << "venture serve: " << st.error().message << "\n";
     return cli::kExitError;
   }
-  service.metrics().add_collector([&engine] {
-    const auto s = engine.stats();
-    std::string out;
-    out += "# TYPE venture_engine_steps_total counter\nventure_engine_steps_total " +
-           std::to_string(s.steps) + "\n";
-    out += "# TYPE venture_engine_appends_total counter\nventure_engine_appends_total " +
-           std::to_string(s.appends) + "\n";
-    out += "# TYPE venture_events_appended_total counter\nventure_events_appended_total " +
-           std::to_string(s.events) + "\n";
-    out += "# TYPE venture_runs_active gauge\nventure_runs_active " +
-           std::to_string(s.active_runs) + "\n";
-    out += "# TYPE venture_frozen gauge\nventure_frozen " +
-           std::string(engine.frozen() ? "1" : "0") + "\n";
-    return out;
-  });
   if (Status st = engine.start(); !st) {
     std::cerr << "venture serve: " << st.error().to_string() << "\n";
     service.stop();

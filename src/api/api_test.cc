@@ -243,6 +243,15 @@ TEST_F(AppTest, OpenApiDescribesExactlyTheRoutes) {
   EXPECT_EQ(documented, routed);
 }
 
+TEST_F(AppTest, MetricsIncludeTheEngineAndProcess) {
+  const auto r = call("GET", "/metrics", admin_);
+  EXPECT_EQ(r.status, 200);
+  for (const char* name : {"venture_engine_steps_total", "venture_events_appended_total",
+                           "venture_runs_active", "venture_frozen 0", "process_open_fds"}) {
+    EXPECT_NE(r.body.find(name), std::string::npos) << name;
+  }
+}
+
 TEST_F(AppTest, RevokedTokensStopWorkingAndTheLastAdminStays) {
   const std::string viewer = token_for("viewer");
   EXPECT_EQ(call("GET", "/v1/runs", viewer).status, 200);

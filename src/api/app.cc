@@ -295,6 +295,21 @@ App::App(AppDeps deps, const ApiOptions& options)
 
 Status App::start() {
   started_ = deps_.clock.now();
+  deps_.metrics.add_collector([&engine = deps_.engine] {
+    const engine::EngineStats s = engine.stats();
+    std::string out;
+    append_metric(out, "venture_engine_steps_total", "counter", "Engine steps (one commit each).",
+                  static_cast<double>(s.steps));
+    append_metric(out, "venture_engine_appends_total", "counter", "Appends made by the engine.",
+                  static_cast<double>(s.appends));
+    append_metric(out, "venture_events_appended_total", "counter", "Events the engine appended.",
+                  static_cast<double>(s.events));
+    append_metric(out, "venture_runs_active", "gauge", "Runs the engine holds in memory.",
+                  static_cast<double>(s.active_runs));
+    append_metric(out, "venture_frozen", "gauge", "1 while the global freeze holds.",
+                  engine.frozen() ? 1 : 0);
+    return out;
+  });
   return tokens_.load();
 }
 

@@ -96,25 +96,6 @@ double max_fds() {
   return 0;
 }
 
-void append_metric(std::string& out, const char* name, const char* type, const char* help,
-                   double value) {
-  char number[64];
-  std::snprintf(number, sizeof number, "%.17g", value);
-  out += "# HELP ";
-  out += name;
-  out += ' ';
-  out += help;
-  out += "\n# TYPE ";
-  out += name;
-  out += ' ';
-  out += type;
-  out += '\n';
-  out += name;
-  out += ' ';
-  out += number;
-  out += '\n';
-}
-
 std::string process_metrics() {
   std::string out;
   const ProcStat stat = read_proc_stat();
@@ -140,6 +121,25 @@ std::string process_metrics() {
 }
 
 }  // namespace
+
+void append_metric(std::string& out, const char* name, const char* type, const char* help,
+                   double value) {
+  char number[64];
+  std::snprintf(number, sizeof number, "%.17g", value);
+  out += "# HELP ";
+  out += name;
+  out += ' ';
+  out += help;
+  out += "\n# TYPE ";
+  out += name;
+  out += ' ';
+  out += type;
+  out += '\n';
+  out += name;
+  out += ' ';
+  out += number;
+  out += '\n';
+}
 
 struct Metrics::Impl {
   Impl()

@@ -61,6 +61,10 @@ class Metrics {
   std::unique_ptr<Impl> impl_;
 };
 
+// Appends one sample in the text exposition format (# HELP, # TYPE, name value): for collectors.
+void append_metric(std::string& out, const char* name, const char* type, const char* help,
+                   double value);
+
 class Server {
  public:
   Server(ServerOptions options, Application& app, storage::Store& store, bus::Bus& bus,
