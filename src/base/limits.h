@@ -41,6 +41,8 @@ inline constexpr milliseconds kDurationMax{365LL * 24 * 3600 * 1000};  // one ye
 inline constexpr milliseconds kTimeoutDefault{std::chrono::hours(1)};
 inline constexpr milliseconds kRetryIntervalDefault{1000};
 inline constexpr milliseconds kRetryIntervalMaxDefault{std::chrono::minutes(5)};
+// The longest wait a remote side may ask for with Retry-After (longer asks are capped).
+inline constexpr milliseconds kRetryAfterMax{std::chrono::hours(1)};
 
 // Expressions.
 inline constexpr std::size_t kExpressionCacheEntriesMax = 4096;
@@ -89,6 +91,20 @@ inline constexpr std::size_t kRateLimitBucketsMax = 100000;   // tokens tracked 
 inline constexpr milliseconds kExpressionTimeDefault{1000};   // one jq evaluation (watchdog)
 inline constexpr milliseconds kShutdownDrainMax{10000};       // graceful stop of in-flight work
 
+// Egress: outbound HTTP (egress::Client, the http node; #4).
+inline constexpr milliseconds kEgressTimeoutDefault{30000};  // one request, all redirects
+inline constexpr milliseconds kEgressTimeoutMax{std::chrono::minutes(15)};
+inline constexpr milliseconds kEgressConnectTimeout{10000};  // one TCP (+TLS) connect
+inline constexpr std::size_t kEgressResponseBytesDefault = 10 << 20;
+inline constexpr std::size_t kEgressResponseHeaderBytesMax = 64 << 10;  // one response's headers
+inline constexpr std::size_t kEgressRequestBytesMax = 16 << 20;         // a request body
+inline constexpr int kEgressRedirectsMax = 5;
+inline constexpr std::size_t kEgressInFlightDefault = 4096;  // transfers on the multi handle
+inline constexpr std::size_t kEgressQueuedMax = 65536;       // submitted, waiting for a slot
+inline constexpr std::size_t kEgressConnectionsCachedMax = 1024;  // idle keep-alive connections
+// Tasks one WorkerPool holds at once (pulled, not yet acked), across async executors.
+inline constexpr std::size_t kWorkerInFlightDefault = 4096;
+
 // Logging.
 inline constexpr std::size_t kLogLineBytesMax = 16 << 10;
 
@@ -101,5 +117,10 @@ static_assert(kStepTriggersMax <= kInboxMax);
 static_assert(kNeedsPerNodeMax <= kNodesMax);
 static_assert(kExpressionStringBytesMax <= kNodeOutputBytesMax);
 static_assert(kForeachItemsMax <= kExpressionItemsMax);
+static_assert(kEgressResponseBytesDefault <= kNodeOutputBytesMax);
+static_assert(kEgressTimeoutDefault <= kEgressTimeoutMax);
+static_assert(kEgressConnectTimeout <= kEgressTimeoutMax);
+static_assert(kEgressInFlightDefault <= kEgressQueuedMax);
+static_assert(kEgressTimeoutMax < kLeaseMax);  // a heartbeated lease outlives any request
 
 }  // namespace venture::limits

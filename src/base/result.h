@@ -61,6 +61,9 @@ inline Error already_exists_error(std::string m) { return {Code::kAlreadyExists,
 inline Error failed_precondition_error(std::string m) {
   return {Code::kFailedPrecondition, std::move(m)};
 }
+inline Error permission_denied_error(std::string m) {
+  return {Code::kPermissionDenied, std::move(m)};
+}
 inline Error aborted_error(std::string m) { return {Code::kAborted, std::move(m)}; }
 inline Error unavailable_error(std::string m) { return {Code::kUnavailable, std::move(m)}; }
 inline Error resource_exhausted_error(std::string m) {

@@ -37,6 +37,7 @@ enum class Phase {
   kInFlight,  // dispatched; waiting for the result of `attempt` (or the deadline)
   kBackoff,   // waiting until `due` to start attempt + 1
   kTimer,     // a sleep node, a repeat interval: waiting until `due`
+  kGate,      // an approval: waiting for people; `due` is its timeout, if any
 };
 
 struct Slot {  // one unit of execution: a plain node, or one foreach item
@@ -47,6 +48,9 @@ struct Slot {  // one unit of execution: a plain node, or one foreach item
   std::optional<Time> deadline;  // kInFlight: the attempt's timeout
   json::value output;
   json::value error;  // {code, message} or null
+  // An approval (kGate, and kept after it settles): {id, status, request, decisions, created,
+  // updated, due}; null for other node types. The fold of the approval.* events.
+  json::value gate;
   friend bool operator==(const Slot&, const Slot&) = default;
 };
 
@@ -56,7 +60,7 @@ struct NodeState {
   bool expanded = false;  // foreach: items known
   json::array items;      // foreach: the item values
   std::vector<Slot> item_slots;
-  std::string outcome;  // approval outcome (later); "" otherwise
+  std::string outcome;  // approval: approved|rejected|timed_out once settled; "" otherwise
   std::optional<Time> started;
   std::optional<Time> finished;
   friend bool operator==(const NodeState&, const NodeState&) = default;
@@ -72,6 +76,7 @@ struct RunState {
   bool paused = false;
   bool started = false;  // run.started applied
   std::string replay_of;
+  std::string started_by;  // token name of who started the run ("" when unknown)
   json::value output;
   json::value error;
   std::vector<NodeState> nodes;  // parallel to ir->nodes
@@ -121,6 +126,7 @@ struct TaskResult {
   std::string error_code;  // "" when ok
   std::string error_message;
   bool retryable = true;
+  int64_t retry_after_ms = 0;  // the remote side asked to wait this long (HTTP Retry-After)
 };
 
 // Operator commands against one run.
@@ -154,11 +160,13 @@ class IrSource {
 
 // A new run: run.submitted (+ run.started and the first dispatches unless frozen). `seeded` holds
 // outputs of nodes that a replay reuses (they settle as succeeded at once).
+// `by` is who starts it (token name), which approval nodes use to refuse self-approval.
 [[nodiscard]] Result<Decision> decide_submit(RunState& state, const std::string& run_id,
                                              const std::shared_ptr<const workflow::Ir>& ir,
                                              json::value inputs, const std::string& replay_of,
                                              const json::object& seeded, const DecideContext& ctx,
-                                             IrSource& irs);
+                                             IrSource& irs, const std::string& by = "",
+                                             const json::object& seeded_outcomes = {});
 
 // Each Decide* mutates `state` by applying the events it emits (so the state after equals the fold
 // of Apply over the events) and returns them with the dispatches to carry out after commit.
@@ -211,6 +219,35 @@ inline constexpr std::string_view kPatchRejected = "rejected";
                                                    const std::string& reason,
                                                    const DecideContext& ctx, IrSource& irs,
                                                    workflow::Problems& problems);
+
+// Approvals (SPEC §1 approval node, §3 approvals). A person's decision on one pending approval.
+struct Vote {
+  std::string approval;  // "apr_…"
+  std::string by;        // token name (the person)
+  std::string role;      // the token's role
+  std::string decision;  // approve|reject
+  std::string comment;
+  std::string via = "api";  // api|link
+  std::string link;         // the link's nonce when via == link (a link decides once)
+};
+
+// Records one vote: approval.decided, and when it settles the approval (quorum approvals, or a
+// rejection under reject_on_any / quorum rejections) the node's result and whatever that makes
+// ready. kNotFound (no such approval in this run), kPermissionDenied (not among the approvers,
+// or the person who started the run approving without allow_self_approval),
+// kFailedPrecondition (already decided, this person already voted, this link was used, or the
+// run is terminal), kInvalidArgument (decision is not approve|reject).
+[[nodiscard]] Result<Decision> decide_approval(RunState& state, const Vote& vote,
+                                               const DecideContext& ctx, IrSource& irs);
+
+// The row of approval `id` if this run has it.
+std::optional<storage::ApprovalRow> find_approval(const RunState& state, const std::string& id);
+
+// Whether `by` with `role` is among the approvers of a gate's request (roles or users).
+bool is_approver(const json::value& request, const std::string& by, const std::string& role);
+
+// Rows of the gates an event batch at time `now` changed (their `updated` == now).
+std::vector<storage::ApprovalRow> changed_approvals(const RunState& state, Time now);
 
 // The task for one attempt (config rendered against the current context).
 [[nodiscard]] Result<Dispatch> build_dispatch(const RunState& state, int node, int index,

@@ -8,7 +8,7 @@
 namespace venture::engine {
 namespace {
 
-constexpr std::string_view kPhaseNames[] = {"idle", "in_flight", "backoff", "timer"};
+constexpr std::string_view kPhaseNames[] = {"idle", "in_flight", "backoff", "timer", "gate"};
 
 json::value opt_time_json(const std::optional<Time>& t) {
   return t ? json::value(format_time(*t)) : json::value();
@@ -39,13 +39,15 @@ constexpr std::string_view kRunNames[] = {"queued",    "running", "paused",   "w
                                           "succeeded", "failed",  "cancelled"};
 
 json::value slot_to_json(const Slot& s) {
-  return json::object{{"status", node_status_name(s.status)},
-                      {"phase", kPhaseNames[static_cast<int>(s.phase)]},
-                      {"attempt", s.attempt},
-                      {"due", opt_time_json(s.due)},
-                      {"deadline", opt_time_json(s.deadline)},
-                      {"output", s.output},
-                      {"error", s.error}};
+  json::object o{{"status", node_status_name(s.status)},
+                 {"phase", kPhaseNames[static_cast<int>(s.phase)]},
+                 {"attempt", s.attempt},
+                 {"due", opt_time_json(s.due)},
+                 {"deadline", opt_time_json(s.deadline)},
+                 {"output", s.output},
+                 {"error", s.error}};
+  if (!s.gate.is_null()) o["gate"] = s.gate;
+  return o;
 }
 
 Result<Slot> slot_from_json(const json::value& v) {
@@ -59,6 +61,7 @@ Result<Slot> slot_from_json(const json::value& v) {
   VENTURE_ASSIGN_OR_RETURN(s.deadline, opt_time_from(*o, "deadline"));
   if (const json::value* out = o->if_contains("output")) s.output = *out;
   if (const json::value* err = o->if_contains("error")) s.error = *err;
+  if (const json::value* gate = o->if_contains("gate")) s.gate = *gate;
   return s;
 }
 
@@ -351,6 +354,7 @@ std::optional<Time> next_due(const RunState& s) {
     std::optional<Time> t;
     if (sl.phase == Phase::kInFlight) t = sl.deadline;
     if ((sl.phase == Phase::kBackoff || sl.phase == Phase::kTimer) && !s.paused) t = sl.due;
+    if (sl.phase == Phase::kGate) t = sl.due;  // an approval's timeout runs while paused too
     if (t && (!best || *t < *best)) best = t;
   };
   for (const NodeState& n : s.nodes) {
@@ -371,6 +375,7 @@ json::value state_to_json(const RunState& s) {
                       {"paused", s.paused},
                       {"started", s.started},
                       {"replay_of", s.replay_of},
+                      {"started_by", s.started_by},
                       {"output", s.output},
                       {"error", s.error},
                       {"nodes", std::move(nodes)},
@@ -396,6 +401,7 @@ Result<RunState> state_from_json(const json::value& v, IrSource& irs) {
   const json::value* started = o->if_contains("started");
   s.started = started && started->is_bool() && started->get_bool();
   s.replay_of = base::string_or(*o, "replay_of", "");
+  s.started_by = base::string_or(*o, "started_by", "");
   if (const json::value* out = o->if_contains("output")) s.output = *out;
   if (const json::value* err = o->if_contains("error")) s.error = *err;
   const json::array* nodes = base::find_array(*o, "nodes");

@@ -341,14 +341,25 @@ Result<std::string> Engine::patch(const std::string& run, const json::value& ops
   return response.version;
 }
 
-Result<StartResponse> Engine::replay(const std::string& run, const std::string& from_node) {
+Result<StartResponse> Engine::replay(const std::string& run, const std::string& from_node,
+                                     const std::string& by) {
   Request r;
   r.kind = Request::Kind::kReplay;
   r.run = run;
   r.from_node = from_node;
+  r.by = by;
   auto reply = r.reply;
   VENTURE_RETURN_IF_ERROR(post(std::move(r)));
   return reply->start;
+}
+
+Result<storage::ApprovalRow> Engine::decide_approval(const Vote& vote) {
+  Request r;
+  r.kind = Request::Kind::kApproval;
+  r.vote = vote;
+  auto reply = r.reply;
+  VENTURE_RETURN_IF_ERROR(post(std::move(r)));
+  return reply->approval;
 }
 
 Status Engine::freeze(const std::string& reason) {

@@ -46,6 +46,10 @@ struct Options {
   std::size_t snapshot_every_events = limits::kSnapshotEveryEvents;
   Millis result_lease{30000};
   std::size_t step_triggers_max = limits::kStepTriggersMax;
+  // Adds `links` to each approval.requested event before it is written: given the run id and the
+  // event's data, returns [{user, url, expires}] (the api's signed approval links). Optional.
+  std::function<json::array(const std::string& run, const json::object& requested)>
+      approval_links;
 };
 
 struct StartRequest {
@@ -54,6 +58,7 @@ struct StartRequest {
   json::value inputs;           // object (null = {})
   std::string idempotency_key;  // "" = none; scoped by the caller
   std::string body_hash;        // what the key promises: same key + other hash -> error
+  std::string by;               // who starts it (token name; "" when unknown)
 };
 
 struct StartResponse {
@@ -160,7 +165,12 @@ class Engine {
   // a change to a started or settled node (or a failed `test` op) is kFailedPrecondition.
   [[nodiscard]] Result<std::string> patch(const std::string& run, const json::value& ops,
                                           const std::string& reason);
-  [[nodiscard]] Result<StartResponse> replay(const std::string& run, const std::string& from_node);
+  [[nodiscard]] Result<StartResponse> replay(const std::string& run, const std::string& from_node,
+                                             const std::string& by = "");
+  // Records a person's decision on a pending approval (see decide_approval in core.h for the
+  // rules and errors) and returns the approval as it is after the commit. kNotFound for an
+  // unknown approval.
+  [[nodiscard]] Result<storage::ApprovalRow> decide_approval(const Vote& vote);
   [[nodiscard]] Status freeze(const std::string& reason);
   [[nodiscard]] Status unfreeze();
   bool frozen() const;
@@ -189,6 +199,7 @@ class Engine {
   void handle_replay(Request& r, StepState& st);
   void handle_patch(Request& r, RunState& run, StepState& st);
   void handle_patch_decision(Request& r, StepState& st);
+  void handle_approval(Request& r, StepState& st);
   void handle_request(Request& r, StepState& st);
   void handle_start(Request& r, StepState& st);
   void handle_result(const TaskResult& result, StepState& st);

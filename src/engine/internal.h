@@ -18,6 +18,7 @@ struct Reply {
   StartResponse start;
   std::string version;
   PatchResponse patch;
+  storage::ApprovalRow approval;
   workflow::Problems problems;  // filled before finish() with an error
   // Called once with the outcome instead of waking a waiter (asynchronous requests).
   std::function<void(Result<StartResponse>)> callback;
@@ -36,7 +37,16 @@ struct Reply {
 };
 
 struct Engine::Request {
-  enum class Kind { kStart, kCommand, kPatch, kPatchDecision, kReplay, kFreeze, kUnfreeze };
+  enum class Kind {
+    kStart,
+    kCommand,
+    kPatch,
+    kPatchDecision,
+    kReplay,
+    kFreeze,
+    kUnfreeze,
+    kApproval
+  };
   Kind kind = Kind::kStart;
   StartRequest start;
   std::shared_ptr<const workflow::Ir> ir;
@@ -47,7 +57,8 @@ struct Engine::Request {
   PatchRequest patch;    // kPatch (run is `run`)
   std::string patch_id;  // kPatchDecision
   bool approve = false;  // kPatchDecision
-  std::string by;        // kPatchDecision
+  std::string by;        // kPatchDecision, kReplay
+  Vote vote;             // kApproval
   std::string from_node;
   // A request that failed but still writes (a failed approval records its error on the patch
   // row): answered with this error after the commit, so the caller reads what was written.

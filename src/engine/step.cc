@@ -58,6 +58,9 @@ void Engine::record(RunState& run, Decision d, StepState& st) {
   st.touched_runs.insert(run.id);
   for (EventDraft& e : d.events) {
     if (!e.node.empty()) st.touched_nodes.emplace(run.id, e.node);
+    if (e.type == "approval.requested" && options_.approval_links) {
+      e.data["links"] = options_.approval_links(run.id, e.data);
+    }
     storage::Event ev;
     ev.id = base::new_id("evt", clock_, random_);
     ev.type = std::move(e.type);
@@ -96,7 +99,7 @@ void Engine::handle_start(Request& r, StepState& st) {
   }
   const std::string id = base::new_id("run", clock_, random_);
   RunState& run = runs_[id];
-  auto d = decide_submit(run, id, r.ir, r.start.inputs, "", {}, st.ctx, irs_);
+  auto d = decide_submit(run, id, r.ir, r.start.inputs, "", {}, st.ctx, irs_, r.start.by);
   if (!d) {
     runs_.erase(id);
     r.reply->finish(d.error());
@@ -150,15 +153,17 @@ void Engine::handle_replay(Request& r, StepState& st) {
     return;
   }
   const std::vector<bool> down = downstream(ir, from);
-  json::object seeded;
+  json::object seeded, outcomes;
   for (std::size_t i = 0; i < ir.nodes.size(); ++i) {
     if (!down[i] && source->nodes[i].slot.status == NodeStatus::kSucceeded) {
       seeded[ir.nodes[i].id] = source->nodes[i].slot.output;
+      if (!source->nodes[i].outcome.empty()) outcomes[ir.nodes[i].id] = source->nodes[i].outcome;
     }
   }
   const std::string id = base::new_id("run", clock_, random_);
   RunState& run = runs_[id];
-  auto d = decide_submit(run, id, source->ir, source->inputs, r.run, seeded, st.ctx, irs_);
+  auto d = decide_submit(run, id, source->ir, source->inputs, r.run, seeded, st.ctx, irs_, r.by,
+                         outcomes);
   if (!d) {
     runs_.erase(id);
     r.reply->finish(d.error());
@@ -194,6 +199,10 @@ void Engine::handle_request(Request& r, StepState& st) {
   }
   if (r.kind == Kind::kPatchDecision) {
     handle_patch_decision(r, st);
+    return;
+  }
+  if (r.kind == Kind::kApproval) {
+    handle_approval(r, st);
     return;
   }
   // Commands against one run: load it from the store if it is not active.
@@ -298,6 +307,28 @@ void Engine::handle_patch_decision(Request& r, StepState& st) {
   record(*run, std::move(*d), st);
 }
 
+void Engine::handle_approval(Request& r, StepState& st) {
+  auto row = store_.get_approval(r.vote.approval);
+  if (!row) {
+    r.reply->finish(row.error());
+    return;
+  }
+  RunState* run = load_run(row->run);
+  if (run == nullptr) {
+    // The run has finished: its approvals were settled or closed with it.
+    r.reply->finish(failed_precondition_error("approval " + row->id + " is already " +
+                                              row->status));
+    return;
+  }
+  auto d = engine::decide_approval(*run, r.vote, st.ctx, irs_);
+  if (!d) {
+    r.reply->finish(d.error());
+    return;
+  }
+  if (auto now = find_approval(*run, r.vote.approval)) r.reply->approval = std::move(*now);
+  record(*run, std::move(*d), st);
+}
+
 void Engine::handle_result(const TaskResult& result, StepState& st) {
   RunState* run = load_run(result.run);
   if (run == nullptr) return;  // unknown or finished: a late result
@@ -341,6 +372,13 @@ void Engine::add_rows(StepState& st) {
     row.started = n.started;
     row.finished = n.finished;
     st.batch.nodes.push_back(std::move(row));
+  }
+  for (const std::string& id : st.touched_runs) {
+    auto it = runs_.find(id);
+    if (it == runs_.end()) continue;
+    for (storage::ApprovalRow& row : changed_approvals(it->second, st.ctx.now)) {
+      st.batch.approvals.push_back(std::move(row));
+    }
   }
   for (auto& snap : pending_snapshots_) st.batch.snapshots.push_back(std::move(snap));
   pending_snapshots_.clear();
@@ -523,8 +561,10 @@ json::value encode_result(const TaskResult& r) {
   if (r.ok) {
     o["output"] = r.output;
   } else {
-    o["error"] = json::object{
+    json::object err{
         {"code", r.error_code}, {"message", r.error_message}, {"retryable", r.retryable}};
+    if (r.retry_after_ms > 0) err["retry_after_ms"] = r.retry_after_ms;
+    o["error"] = std::move(err);
   }
   return o;
 }
@@ -553,6 +593,8 @@ Result<TaskResult> decode_result(const json::value& v) {
   r.error_message = base::string_or(*err, "message", "");
   const json::value* retry = err->if_contains("retryable");
   r.retryable = retry == nullptr || !retry->is_bool() || retry->get_bool();
+  r.retry_after_ms = std::clamp<int64_t>(base::int_or(*err, "retry_after_ms", 0), 0,
+                                         limits::kRetryAfterMax.count());
   return r;
 }
 

@@ -53,6 +53,8 @@ class MemoryStore final : public Store, public internal::Introspect {
   Result<TokenRow> get_token(const std::string& id) override;
   Result<PatchRow> get_patch(const std::string& id) override;
   Result<std::vector<PatchRow>> list_patches(const std::string& run) override;
+  Result<ApprovalRow> get_approval(const std::string& id) override;
+  Result<ApprovalPage> list_approvals(const ApprovalFilter& filter) override;
   Result<VerifyReport> verify() override;
   Status checkpoint() override;
 
@@ -109,6 +111,8 @@ class MemoryStore final : public Store, public internal::Introspect {
   std::unordered_map<std::string, std::string> token_by_hash_;             // hash -> id
   std::unordered_map<std::string, PatchRow> patches_;                      // by id
   std::unordered_map<std::string, std::set<std::string>> patches_by_run_;  // run -> ids
+  std::unordered_map<std::string, ApprovalRow> approvals_;                  // by id
+  std::set<RunKey, std::greater<>> approvals_by_created_;                   // newest first
   MemoryFaults faults_;
   std::unique_ptr<base::SeededRandom> fault_random_;
   internal::StoreStats stats_;
@@ -222,6 +226,13 @@ void MemoryStore::apply_projections(Batch& batch, const AppendResult& result) {
     }
     patches_by_run_[row.run].insert(row.id);
     patches_[row.id] = std::move(row);
+  }
+  for (ApprovalRow& row : batch.approvals) {
+    if (auto it = approvals_.find(row.id); it != approvals_.end()) {
+      approvals_by_created_.erase({to_unix_ms(it->second.created), row.id});
+    }
+    approvals_by_created_.insert({to_unix_ms(row.created), row.id});
+    approvals_[row.id] = std::move(row);
   }
 }
 
@@ -417,6 +428,40 @@ Result<TokenRow> MemoryStore::get_token(const std::string& id) {
     return not_found_error("token " + id.substr(0, 80) + " not found");
   }
   return it->second;
+}
+
+Result<ApprovalRow> MemoryStore::get_approval(const std::string& id) {
+  std::lock_guard lock(mu_);
+  auto it = approvals_.find(id);
+  if (it == approvals_.end()) {
+    return not_found_error("approval " + id.substr(0, 80) + " not found");
+  }
+  return it->second;
+}
+
+Result<ApprovalPage> MemoryStore::list_approvals(const ApprovalFilter& filter) {
+  const std::size_t limit = std::clamp<std::size_t>(filter.limit, 1, internal::kRunPageMax);
+  std::lock_guard lock(mu_);
+  auto it = approvals_by_created_.begin();
+  if (!filter.cursor.empty()) {
+    VENTURE_ASSIGN_OR_RETURN(RunKey after, internal::decode_run_cursor(filter.cursor));
+    it = approvals_by_created_.upper_bound(after);
+  }
+  ApprovalPage page;
+  for (; it != approvals_by_created_.end(); ++it) {
+    const ApprovalRow& row = approvals_.at(it->second);
+    if ((!filter.status.empty() && row.status != filter.status) ||
+        (!filter.run.empty() && row.run != filter.run)) {
+      continue;
+    }
+    if (page.items.size() == limit) {
+      const ApprovalRow& last = page.items.back();
+      page.next_cursor = internal::encode_run_cursor(last.created, last.id);
+      break;
+    }
+    page.items.push_back(row);
+  }
+  return page;
 }
 
 Result<PatchRow> MemoryStore::get_patch(const std::string& id) {

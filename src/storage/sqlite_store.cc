@@ -69,6 +69,15 @@ CREATE TABLE patches (id TEXT PRIMARY KEY, run TEXT NOT NULL, status TEXT NOT NU
   version TEXT NOT NULL, error TEXT);
 CREATE INDEX patches_run ON patches (run, created_ms, id);
 )sql"},
+    {3, R"sql(
+CREATE TABLE approvals (id TEXT PRIMARY KEY, run TEXT NOT NULL, node TEXT NOT NULL,
+  item BIGINT NOT NULL, iteration BIGINT NOT NULL, status TEXT NOT NULL,
+  created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL, due_ms BIGINT, request TEXT,
+  decisions TEXT);
+CREATE INDEX approvals_created ON approvals (created_ms, id);
+CREATE INDEX approvals_status ON approvals (status, created_ms, id);
+CREATE INDEX approvals_run ON approvals (run, created_ms, id);
+)sql"},
 };
 
 constexpr const char* kEventColumns = "seq, id, type, time_ms, run, node, data, prev, hash";
@@ -76,6 +85,8 @@ constexpr const char* kTokenColumns = "id, name, role, hash, created_ms, revoked
 constexpr const char* kPatchColumns =
     "id, run, status, ops, reason, proposed_by, created_ms, updated_ms, decided_by, "
     "decision_reason, version, error";
+constexpr const char* kApprovalColumns =
+    "id, run, node, item, iteration, status, created_ms, updated_ms, due_ms, request, decisions";
 constexpr const char* kRunColumns =
     "id, workflow, version, status, created_ms, updated_ms, inputs, output, error, replay_of, "
     "last_seq";
@@ -203,6 +214,24 @@ Result<std::vector<PatchRow>> read_patches(Stmt& s) {
   }
 }
 
+Result<ApprovalRow> approval_from_row(Stmt& s) {
+  ApprovalRow a;
+  a.id = s.text(0);
+  a.run = s.text(1);
+  a.node = s.text(2);
+  a.index = s.int64(3);
+  a.iteration = s.int64(4);
+  a.status = s.text(5);
+  a.created = from_unix_ms(s.int64(6));
+  a.updated = from_unix_ms(s.int64(7));
+  if (!s.is_null(8)) {
+    a.due = from_unix_ms(s.int64(8));
+  }
+  VENTURE_ASSIGN_OR_RETURN(a.request, json_column(s, 9));
+  VENTURE_ASSIGN_OR_RETURN(a.decisions, json_column(s, 10));
+  return a;
+}
+
 struct PendingAppend {
   Batch batch;
   bool force_checkpoint = false;
@@ -256,6 +285,8 @@ class SqliteStore final : public Store, public internal::Introspect {
   Result<TokenRow> get_token(const std::string& id) override;
   Result<PatchRow> get_patch(const std::string& id) override;
   Result<std::vector<PatchRow>> list_patches(const std::string& run) override;
+  Result<ApprovalRow> get_approval(const std::string& id) override;
+  Result<ApprovalPage> list_approvals(const ApprovalFilter& filter) override;
   Result<VerifyReport> verify() override;
   Status checkpoint() override;
 
@@ -512,6 +543,28 @@ ON CONFLICT (id) DO UPDATE SET run = excluded.run, status = excluded.status, ops
     s->bind(10, p.decision_reason);
     s->bind(11, p.version);
     bind_json(*s, 12, p.error, error);
+    VENTURE_RETURN_IF_ERROR(s->run());
+  }
+  for (const ApprovalRow& a : batch.approvals) {
+    VENTURE_ASSIGN_OR_RETURN(
+        auto s, c.prepare(std::string("INSERT INTO approvals (") + kApprovalColumns + R"sql()
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+ON CONFLICT (id) DO UPDATE SET run = excluded.run, node = excluded.node, item = excluded.item,
+  iteration = excluded.iteration, status = excluded.status, created_ms = excluded.created_ms,
+  updated_ms = excluded.updated_ms, due_ms = excluded.due_ms, request = excluded.request,
+  decisions = excluded.decisions)sql"));
+    std::string request, decisions;
+    s->bind(1, a.id);
+    s->bind(2, a.run);
+    s->bind(3, a.node);
+    s->bind(4, a.index);
+    s->bind(5, a.iteration);
+    s->bind(6, a.status);
+    s->bind(7, to_unix_ms(a.created));
+    s->bind(8, to_unix_ms(a.updated));
+    a.due ? s->bind(9, to_unix_ms(*a.due)) : s->bind_null(9);
+    bind_json(*s, 10, a.request, request);
+    bind_json(*s, 11, a.decisions, decisions);
     VENTURE_RETURN_IF_ERROR(s->run());
   }
   return ok();
@@ -984,6 +1037,61 @@ Result<std::vector<PatchRow>> SqliteStore::list_patches(const std::string& run) 
                                        " FROM patches WHERE run = ?1 ORDER BY created_ms, id"));
     s->bind(1, run);
     return read_patches(*s);
+  });
+}
+
+Result<ApprovalRow> SqliteStore::get_approval(const std::string& id) {
+  return with_reader([&](Conn& c) -> Result<ApprovalRow> {
+    VENTURE_ASSIGN_OR_RETURN(auto s, c.prepare(std::string("SELECT ") + kApprovalColumns +
+                                               " FROM approvals WHERE id = ?1"));
+    s->bind(1, id);
+    VENTURE_ASSIGN_OR_RETURN(bool row, s->step());
+    if (!row) {
+      return not_found_error("approval " + id.substr(0, 80) + " not found");
+    }
+    return approval_from_row(*s);
+  });
+}
+
+Result<ApprovalPage> SqliteStore::list_approvals(const ApprovalFilter& filter) {
+  const std::size_t limit = std::clamp<std::size_t>(filter.limit, 1, internal::kRunPageMax);
+  std::pair<int64_t, std::string> after;
+  if (!filter.cursor.empty()) {
+    VENTURE_ASSIGN_OR_RETURN(after, internal::decode_run_cursor(filter.cursor));
+  }
+  std::string sql = std::string("SELECT ") + kApprovalColumns + " FROM approvals WHERE 1 = 1";
+  if (!filter.status.empty()) {
+    sql += " AND status = ?1";
+  }
+  if (!filter.run.empty()) {
+    sql += " AND run = ?2";
+  }
+  if (!filter.cursor.empty()) {
+    sql += " AND (created_ms < ?3 OR (created_ms = ?3 AND id < ?4))";
+  }
+  sql += " ORDER BY created_ms DESC, id DESC LIMIT ?5";
+  return with_reader([&](Conn& c) -> Result<ApprovalPage> {
+    VENTURE_ASSIGN_OR_RETURN(auto s, c.prepare(sql));
+    s->bind(1, filter.status);
+    s->bind(2, filter.run);
+    s->bind(3, after.first);
+    s->bind(4, after.second);
+    s->bind(5, static_cast<int64_t>(limit + 1));
+    ApprovalPage page;
+    while (true) {
+      VENTURE_ASSIGN_OR_RETURN(bool row, s->step());
+      if (!row) {
+        break;
+      }
+      if (page.items.size() == limit) {
+        const ApprovalRow& last = page.items.back();
+        page.next_cursor = internal::encode_run_cursor(last.created, last.id);
+        break;
+      }
+      VENTURE_ASSIGN_OR_RETURN(ApprovalRow a, approval_from_row(*s));
+      page.items.push_back(std::move(a));
+    }
+    return page;
   });
 }
 

@@ -121,6 +121,35 @@ struct PatchRow {
   friend bool operator==(const PatchRow&, const PatchRow&) = default;
 };
 
+// A human approval (SPEC §3 approvals): one per waiting approval node or foreach item. The engine
+// computes every field from the run's approval.* events.
+struct ApprovalRow {
+  std::string id;      // "apr_…"
+  std::string run;     // "run_…"
+  std::string node;    // node id
+  int64_t index = -1;  // foreach item index, -1 for a plain node
+  int64_t iteration = 0;
+  std::string status;  // pending|approved|rejected|timed_out|cancelled
+  Time created{};
+  Time updated{};
+  std::optional<Time> due;  // the timeout, if any
+  json::value request;      // {title, description, show, approvers, quorum, ...} as requested
+  json::value decisions;    // [{by, role, decision, comment, at, via}]
+  friend bool operator==(const ApprovalRow&, const ApprovalRow&) = default;
+};
+
+struct ApprovalFilter {
+  std::string status;  // exact, optional
+  std::string run;     // exact, optional
+  std::string cursor;  // opaque; "" for the first page
+  std::size_t limit = 100;
+};
+
+struct ApprovalPage {
+  std::vector<ApprovalRow> items;  // newest first
+  std::string next_cursor;         // "" when done
+};
+
 struct Snapshot {
   std::string run;
   int64_t seq = 0;    // state includes every event of the run up to and including seq
@@ -139,6 +168,7 @@ struct Batch {
   std::vector<std::pair<std::string, std::string>> settings;  // key/value upserts (e.g. "frozen")
   std::vector<TokenRow> tokens;                               // upsert by id
   std::vector<PatchRow> patches;                              // upsert by id
+  std::vector<ApprovalRow> approvals;                         // upsert by id
 };
 
 struct AppendResult {
@@ -224,6 +254,8 @@ class Store {
   [[nodiscard]] virtual Result<PatchRow> get_patch(const std::string& id) = 0;  // kNotFound
   // The patches of one run, oldest first (created, then id).
   [[nodiscard]] virtual Result<std::vector<PatchRow>> list_patches(const std::string& run) = 0;
+  [[nodiscard]] virtual Result<ApprovalRow> get_approval(const std::string& id) = 0;  // kNotFound
+  [[nodiscard]] virtual Result<ApprovalPage> list_approvals(const ApprovalFilter& filter) = 0;
 
   // Recomputes the whole chain, every checkpoint's Merkle root and signature, and every blob's
   // hash; names the first bad event.

@@ -371,6 +371,12 @@ void Compiler::parse_node_flow(const json::object& o, const std::string& path, N
   }
   if (const json::value* v = o.if_contains("repeat")) {
     node.repeat = parse_repeat(*v, child(path, "repeat"));
+    // A decision is final: asking the same people again is a new approval node.
+    if (node.spec != nullptr && node.spec->execution == Execution::kGate) {
+      add_problem(problems_, child(path, "repeat"),
+                  "an approval node cannot repeat (a decision is final); add another approval "
+                  "node after it");
+    }
   }
   const json::value* retry = o.if_contains("retry");
   if (retry != nullptr) {
