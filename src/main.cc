@@ -13,6 +13,7 @@
 #include "api/api.h"
 #include "bus/bus.h"
 #include "cli/cli.h"
+#include "egress/egress.h"
 #include "engine/engine.h"
 #include "nodes/nodes.h"
 #include "storage/storage.h"
@@ -92,6 +93,13 @@ int serve(const std::string& config_file,
   }
   base::set_log_level(*level);
   base::set_log_sink(stdout);
+  // Every outbound request goes through the egress client and its guard (ARCHITECTURE §6); the
+  // allow-list comes from egress.allow (--egress-allow, VENTURE_EGRESS_ALLOW).
+  auto policy = egress::Policy::make(config->egress_allow, egress::local_addresses());
+  if (!policy) {
+    std::cerr << "venture serve: " << policy.error().message << "\n";
+    return cli::kExitUsage;
+  }
   const auto listen = api::parse_listen(config->listen);
   if (Status st = prepare_data_dir(config->data_dir); !st) {
     std::cerr << "venture serve: " << st.error().message << "\n";
@@ -111,10 +119,24 @@ int serve(const std::string& config_file,
     std::cerr << "venture serve: " << store.error().message << "\n";
     return cli::kExitError;
   }
+  egress::ClientOptions egress_options;
+  egress_options.policy = std::move(*policy);
+  egress::Client egress_client(clock, std::move(egress_options));
+  if (Status st = egress_client.start(); !st) {
+    std::cerr << "venture serve: " << st.error().message << "\n";
+    return cli::kExitError;
+  }
   auto bus = bus::new_memory_bus(clock);
   nodes::Registry registry;
   nodes::register_builtins(registry);
-  engine::Engine engine(**store, *bus, clock, random, engine::Options{});
+  nodes::register_http(registry, egress_client, clock);
+  // Approval links are signed with a key derived from the signing key and point at public_url.
+  api::ApprovalLinks links(api::ApprovalLinks::derive_key(*key), config->public_url, clock, random);
+  engine::Options eo;
+  eo.approval_links = [&links](const std::string& run, const json::object& requested) {
+    return links.make(run, requested);
+  };
+  engine::Engine engine(**store, *bus, clock, random, eo);
   nodes::WorkerOptions wo;
   wo.threads = static_cast<std::size_t>(config->workers);
   nodes::WorkerPool workers(*bus, registry, clock, wo);
@@ -127,6 +149,7 @@ int serve(const std::string& config_file,
   ao.server.tls_cert_file = config->tls_cert;
   ao.server.tls_key_file = config->tls_key;
   ao.data_dir = config->data_dir;
+  ao.links = &links;
   ao.rate_limits = config->rate_limits;
   ao.patch_review = *api::parse_patch_review(config->patch_review);
   api::Api service(**store, *bus, engine, clock, random, ao);
@@ -157,7 +180,8 @@ int serve(const std::string& config_file,
   service.set_ready(false);
   service.stop_accepting();
   service.stop();
-  workers.stop();
+  workers.stop();        // waits a while for http requests in hand, then abandons them
+  egress_client.stop();  // fails what is left; those results are dropped (redelivered later)
   engine.stop();
   base::log_info("stopped");
   return cli::kExitOk;

@@ -38,8 +38,47 @@ struct RateLimits {
 enum class PatchReview { kAgents, kAll, kNone };
 [[nodiscard]] Result<PatchReview> parse_patch_review(std::string_view text);  // agents|all|none
 
+// Signed approval links (SPEC §3 approvals, docs/approvals.md) for people who are not at a
+// terminal: one per user named in an approval's `approvers.users`, bound to the approval, the
+// user and the content it shows (title, description, show), expiring with the approval's timeout
+// (else after limits::kApprovalLinkTtl), deciding at most once. The token is
+// base64url(payload JSON) "." base64url(BLAKE2b MAC). Immutable after construction; thread-safe.
+class ApprovalLinks {
+ public:
+  // `key`: the MAC key (derive_key of the server's signing key); `public_url`: the base people
+  // reach the server at ("https://venture.example.com").
+  ApprovalLinks(std::array<uint8_t, 32> key, std::string public_url, base::Clock& clock,
+                base::Random& random);
+  static std::array<uint8_t, 32> derive_key(const base::SigningKey& signing_key);
+  // "b2:…" of the canonical JSON of {title, description, show} of an approval request.
+  static std::string content_hash(const json::value& request);
+
+  // [{user, url, expires}] for the data of an approval.requested event.
+  json::array make(const std::string& run, const json::object& requested);
+
+  struct Claim {
+    std::string approval;
+    std::string user;
+    std::string content;  // content_hash at the time of the request
+    std::string nonce;
+    Time expires{};
+  };
+  // kNotFound for anything that is not a link this server signed (malformed, forged, altered).
+  [[nodiscard]] Result<Claim> verify(std::string_view token) const;
+  // The value the confirmation page carries into its POST (proves the page was shown).
+  std::string confirmation(const Claim& claim) const;
+
+ private:
+  std::string mac(std::string_view message) const;
+  std::array<uint8_t, 32> key_;
+  std::string public_url_;
+  base::Clock& clock_;
+  base::Random& random_;
+};
+
 struct ApiOptions {
   ServerOptions server;
+  ApprovalLinks* links = nullptr;  // approval links (null: the link pages answer 404)
   std::string data_dir;  // where admin.token is written on first start
   RateLimits rate_limits;
   PatchReview patch_review = PatchReview::kAgents;

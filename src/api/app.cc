@@ -225,6 +225,8 @@ App::App(AppDeps deps, const ApiOptions& options)
   constexpr unsigned kReview = kAdmin | kApprover;
   constexpr unsigned kStart = kOps | kAgent;
   constexpr unsigned kRunReaders = kReaders | kAgent;
+  // Who may reach the decide endpoint; the approval's own approvers list decides who may vote.
+  constexpr unsigned kDecide = kAdmin | kOperator | kApprover;
   // clang-format off
   routes_ = {
     {"GET", "/livez", kNoAuth, &App::livez, "Liveness", "", "Status", 200},
@@ -275,6 +277,17 @@ App::App(AppDeps deps, const ApiOptions& options)
      "Approve a pending patch", "Reason", "Patch", 200},
     {"POST", "/v1/patches/{id}/reject", kReview, &App::reject_patch, "Reject a pending patch",
      "Reason", "Patch", 200},
+    {"GET", "/v1/approvals", kReaders, &App::list_approvals,
+     "List approvals (?status=&run=), newest first", "", "ApprovalList", 200},
+    {"GET", "/v1/approvals/{id}", kReaders, &App::get_approval, "An approval with its decisions",
+     "", "Approval", 200},
+    {"POST", "/v1/approvals/{id}/decide", kDecide, &App::decide_approval,
+     "Approve or reject (403 unless among the approval's approvers; 409 once decided)",
+     "ApprovalDecision", "Approval", 200},
+    {"GET", "/approve/{token}", kNoAuth, &App::link_page,
+     "An approval link's confirmation page (HTML; shows, never decides)", "", "", 200},
+    {"POST", "/approve/{token}", kNoAuth, &App::link_decide,
+     "Record a decision from the link's page (HTML form)", "", "", 200},
     {"GET", "/v1/control", kReaders, &App::get_control, "The global freeze state", "",
      "Control", 200},
     {"POST", "/v1/control/freeze", kAdmin, &App::freeze,

@@ -168,6 +168,14 @@ class App final : public Application {
   Outcome get_patch(const HttpRequest&, const Principal&, const std::vector<std::string>&);
   Outcome approve_patch(const HttpRequest&, const Principal&, const std::vector<std::string>&);
   Outcome reject_patch(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  // Approvals and approval links.
+  Outcome list_approvals(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome get_approval(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome decide_approval(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome link_page(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  Outcome link_decide(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  std::optional<std::pair<ApprovalLinks::Claim, storage::ApprovalRow>> open_link(
+      const std::string& token, Outcome& failed);
   // Control, tokens, audit.
   Outcome get_control(const HttpRequest&, const Principal&, const std::vector<std::string>&);
   Outcome freeze(const HttpRequest&, const Principal&, const std::vector<std::string>&);

@@ -111,6 +111,30 @@ static Result<std::string> percent_decode(std::string_view text, bool plus_is_sp
   return out;
 }
 
+}  // namespace internal
+
+Result<std::vector<std::pair<std::string, std::string>>> parse_form(std::string_view text) {
+  std::vector<std::pair<std::string, std::string>> out;
+  while (!text.empty()) {
+    const std::size_t amp = text.find('&');
+    const std::string_view part = text.substr(0, amp);
+    text = amp == std::string_view::npos ? std::string_view() : text.substr(amp + 1);
+    if (part.empty()) {
+      continue;
+    }
+    const std::size_t eq = part.find('=');
+    VENTURE_ASSIGN_OR_RETURN(std::string name, internal::percent_decode(part.substr(0, eq), true));
+    std::string value;
+    if (eq != std::string_view::npos) {
+      VENTURE_ASSIGN_OR_RETURN(value, internal::percent_decode(part.substr(eq + 1), true));
+    }
+    out.emplace_back(std::move(name), std::move(value));
+  }
+  return out;
+}
+
+namespace internal {
+
 static char lower_ascii(char c) {
   return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
 }
@@ -135,22 +159,7 @@ Result<HttpRequest> decode_request(const BeastRequest& request, std::string remo
     return invalid_argument_error("the request path contains a NUL byte");
   }
   if (question != std::string_view::npos) {
-    std::string_view rest = target.substr(question + 1);
-    while (!rest.empty()) {
-      const std::size_t amp = rest.find('&');
-      const std::string_view part = rest.substr(0, amp);
-      rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
-      if (part.empty()) {
-        continue;
-      }
-      const std::size_t eq = part.find('=');
-      VENTURE_ASSIGN_OR_RETURN(std::string name, percent_decode(part.substr(0, eq), true));
-      std::string value;
-      if (eq != std::string_view::npos) {
-        VENTURE_ASSIGN_OR_RETURN(value, percent_decode(part.substr(eq + 1), true));
-      }
-      out.query.emplace_back(std::move(name), std::move(value));
-    }
+    VENTURE_ASSIGN_OR_RETURN(out.query, parse_form(target.substr(question + 1)));
   }
   for (const auto& field : request) {
     std::string name(field.name_string());

@@ -76,6 +76,7 @@ Outcome App::start_run(const HttpRequest& r, const Principal& who,
   auto body = parse_body(r, p);
   if (!body) return respond(p);
   engine::StartRequest req;
+  req.by = who.name;
   const json::string* ref = base::find_string(*body, "workflow");
   const json::value* def = body->if_contains("definition");
   if ((ref == nullptr) == (def == nullptr)) {
@@ -330,7 +331,7 @@ Outcome App::resume_run(const HttpRequest& r, const Principal&,
   return run_command(r, params[0], "resume");
 }
 
-Outcome App::replay_run(const HttpRequest& r, const Principal&,
+Outcome App::replay_run(const HttpRequest& r, const Principal& who,
                         const std::vector<std::string>& params) {
   Problem p;
   auto body = parse_body(r, p);
@@ -342,7 +343,7 @@ Outcome App::replay_run(const HttpRequest& r, const Principal&,
     p.errors.push_back({"/from_node", p.detail});
     return respond(p);
   }
-  auto started = deps_.engine.replay(params[0], std::string(*from));
+  auto started = deps_.engine.replay(params[0], std::string(*from), who.name);
   if (!started) {
     workflow::Problems errors;
     if (started.error().code == Code::kInvalidArgument) {

@@ -38,6 +38,11 @@ struct HttpResponse {
   std::string body;
 };
 
+// "a=1&b=x+y%21" -> {{"a","1"},{"b","x y!"}} (application/x-www-form-urlencoded, also query
+// strings). kInvalidArgument for malformed percent-encoding.
+[[nodiscard]] Result<std::vector<std::pair<std::string, std::string>>> parse_form(
+    std::string_view text);
+
 // A live event stream the transport serves after the application accepted the request (auth,
 // the run exists, parameters valid). Events come from the store (backlog) and from the bus (live),
 // in seq order, without gaps or duplicates, starting after `after_seq`.

@@ -141,6 +141,33 @@ json::object schemas() {
                     {"error", any()}},
                    {"id", "run", "status", "ops"});
   s["PatchList"] = list_of("Patch");
+  s["ApprovalDecision"] =
+      obj({{"decision", json::object{{"enum", json::array{"approve", "reject"}}}},
+           {"comment", str()}},
+          {"decision"});
+  s["Approval"] = obj({{"id", str()},
+                       {"run", str()},
+                       {"node", str()},
+                       {"index", any()},
+                       {"iteration", json::object{{"type", "integer"}}},
+                       {"status", json::object{{"enum", json::array{"pending", "approved",
+                                                                    "rejected", "timed_out",
+                                                                    "cancelled"}}}},
+                       {"title", str()},
+                       {"description", str()},
+                       {"show", any()},
+                       {"approvers", json::object{{"type", "object"}}},
+                       {"quorum", json::object{{"type", "integer"}}},
+                       {"reject_on_any", boolean()},
+                       {"allow_self_approval", boolean()},
+                       {"on_timeout", str()},
+                       {"started_by", str()},
+                       {"due_at", nullable_str()},
+                       {"created_at", str()},
+                       {"updated_at", str()},
+                       {"decisions", json::object{{"type", "array"}}}},
+                      {"id", "run", "node", "status", "decisions"});
+  s["ApprovalList"] = list_of("Approval");
   s["Control"] = obj({{"frozen", boolean()}, {"reason", nullable_str()}, {"since", nullable_str()}},
                      {"frozen"});
   s["TokenCreate"] = obj({{"name", str()},

@@ -28,6 +28,38 @@ Hash blake2b(std::span<const uint8_t> a, std::string_view b) {
   return h;
 }
 
+Hash blake2b_mac(std::span<const uint8_t> key, std::string_view message) {
+  Hash h{};
+  crypto_generichash(h.data(), h.size(), reinterpret_cast<const unsigned char*>(message.data()),
+                     message.size(), key.data(), key.size());
+  return h;
+}
+
+std::string base64url(std::string_view bytes) {
+  std::string out(sodium_base64_encoded_len(bytes.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING),
+                  '\0');
+  sodium_bin2base64(out.data(), out.size(), reinterpret_cast<const unsigned char*>(bytes.data()),
+                    bytes.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+  out.resize(out.size() - 1);  // the terminating NUL
+  return out;
+}
+
+Result<std::string> unbase64url(std::string_view text) {
+  std::string out(text.size(), '\0');
+  std::size_t len = 0;
+  if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), text.data(),
+                        text.size(), nullptr, &len, nullptr,
+                        sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0) {
+    return invalid_argument_error("not base64url");
+  }
+  out.resize(len);
+  return out;
+}
+
+bool equal_secret(std::span<const uint8_t> a, std::span<const uint8_t> b) {
+  return a.size() == b.size() && sodium_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
 Hash blake2b_pair(const Hash& left, const Hash& right) {
   // Domain-separated from leaves by a prefix byte so a leaf can never pose as an inner node.
   uint8_t buf[65];

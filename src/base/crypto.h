@@ -19,6 +19,13 @@ void init_crypto();
 Hash blake2b(std::string_view data);
 Hash blake2b(std::span<const uint8_t> a, std::string_view b);  // hash of a ‖ b
 Hash blake2b_pair(const Hash& left, const Hash& right);        // Merkle inner node
+// Keyed BLAKE2b-256 (a MAC); the key is 16 to 64 bytes.
+Hash blake2b_mac(std::span<const uint8_t> key, std::string_view message);
+// Base64url without padding (RFC 4648 §5), for tokens in URLs.
+std::string base64url(std::string_view bytes);
+[[nodiscard]] Result<std::string> unbase64url(std::string_view text);
+// Constant-time comparison of two secrets (MACs).
+bool equal_secret(std::span<const uint8_t> a, std::span<const uint8_t> b);
 
 std::string hex(std::span<const uint8_t> bytes);
 [[nodiscard]] Result<std::string> unhex(std::string_view hex);

@@ -170,4 +170,44 @@ std::string escape_pointer_token(std::string_view token) {
   return out;
 }
 
+namespace {
+
+void append_pretty(const json::value& v, int depth, std::string& out) {
+  const std::string indent(static_cast<std::size_t>(2 * (depth + 1)), ' ');
+  const std::string closing(static_cast<std::size_t>(2 * depth), ' ');
+  if (const json::object* o = v.if_object(); o != nullptr && !o->empty()) {
+    out += "{\n";
+    bool first = true;
+    for (const auto& [key, value] : *o) {
+      if (!first) out += ",\n";
+      first = false;
+      out += indent;
+      append_json_string(key, out);
+      out += ": ";
+      append_pretty(value, depth + 1, out);
+    }
+    out += "\n" + closing + "}";
+  } else if (const json::array* a = v.if_array(); a != nullptr && !a->empty()) {
+    out += "[\n";
+    bool first = true;
+    for (const auto& value : *a) {
+      if (!first) out += ",\n";
+      first = false;
+      out += indent;
+      append_pretty(value, depth + 1, out);
+    }
+    out += "\n" + closing + "]";
+  } else {
+    out += json::serialize(v);
+  }
+}
+
+}  // namespace
+
+std::string pretty_json(const json::value& value) {
+  std::string out;
+  append_pretty(value, 0, out);
+  return out;
+}
+
 }  // namespace venture::base

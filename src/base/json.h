@@ -33,6 +33,8 @@ void append_json_string(std::string_view s, std::string& out);
 void append_canonical_json(const json::value& v, std::string& out);
 // Compact serialization in insertion order (cheaper; for storage and the wire).
 std::string compact_json(const json::value& v);
+// JSON indented by two spaces per level, keys in document order, no trailing newline.
+std::string pretty_json(const json::value& value);
 
 // Nullptr if absent or of the wrong kind.
 const json::string* find_string(const json::object& o, std::string_view key);

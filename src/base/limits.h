@@ -41,6 +41,10 @@ inline constexpr milliseconds kDurationMax{365LL * 24 * 3600 * 1000};  // one ye
 inline constexpr milliseconds kTimeoutDefault{std::chrono::hours(1)};
 inline constexpr milliseconds kRetryIntervalDefault{1000};
 inline constexpr milliseconds kRetryIntervalMaxDefault{std::chrono::minutes(5)};
+// How long an approval link stays valid when its approval has no timeout.
+inline constexpr milliseconds kApprovalLinkTtl{std::chrono::hours(24 * 7)};
+// An approval comment, in bytes.
+inline constexpr std::size_t kApprovalCommentBytesMax = 4096;
 // The longest wait a remote side may ask for with Retry-After (longer asks are capped).
 inline constexpr milliseconds kRetryAfterMax{std::chrono::hours(1)};
 

@@ -17,9 +17,9 @@ namespace venture::cli {
 namespace {
 
 // The commands added here, for client_command_ran: top-level names, and verbs under `workflow`.
-constexpr std::array<std::string_view, 12> kTopLevel = {
-    "tag",      "run",    "logs",  "patch", "replay", "freeze",
-    "unfreeze", "status", "token", "audit", "health", "completion"};
+constexpr std::array<std::string_view, 14> kTopLevel = {
+    "tag",    "run",   "logs",  "patch",  "replay",     "freeze",    "unfreeze",
+    "status", "token", "audit", "health", "completion", "approvals", "approve"};
 constexpr std::array<std::string_view, 3> kWorkflowVerbs = {"register", "list", "show"};
 
 struct State {
@@ -200,6 +200,26 @@ void add_patch_commands(CLI::App& app, const std::shared_ptr<State>& s) {
   c->add_option("--reason", a.reason, "Why");
 }
 
+void add_approval_commands(CLI::App& app, const std::shared_ptr<State>& s) {
+  Args& a = s->args;
+  CLI::App* approvals = group(app, "approvals", "Human approvals");
+  CLI::App* c = leaf(approvals, "list", "List approvals (newest first)", s, &cmd_approvals_list);
+  c->add_option("--run", a.run, "Only this run's approvals");
+  c->add_option("--status", a.status, "pending|approved|rejected|timed_out|cancelled")
+      ->check(CLI::IsMember({"pending", "approved", "rejected", "timed_out", "cancelled"}));
+  c->add_option("--limit", a.limit, "Rows per page")->check(CLI::Range(1, 500));
+  c->add_option("--cursor", a.cursor, "Continue a previous list");
+  c = leaf(approvals, "show", "Show an approval, what it shows and its decisions", s,
+           &cmd_approvals_show);
+  c->add_option("APPROVAL", a.id, "Approval id")->required();
+  c = leaf(&app, "approve", "Decide on an approval", s, &cmd_approve);
+  c->add_option("APPROVAL", a.id, "Approval id")->required();
+  c->add_option("DECISION", a.decision, "approve or reject")
+      ->required()
+      ->check(CLI::IsMember({"approve", "reject"}));
+  c->add_option("--reason", a.reason, "A comment recorded with the decision");
+}
+
 void add_admin_commands(CLI::App& app, const std::shared_ptr<State>& s) {
   Args& a = s->args;
   CLI::App* c = leaf(&app, "freeze", "Stop dispatching work and starting runs", s, &cmd_freeze);
@@ -240,6 +260,7 @@ void add_client_commands(CLI::App& app, int& exit_code) {
   add_workflow_commands(app, state);
   add_run_commands(app, state);
   add_patch_commands(app, state);
+  add_approval_commands(app, state);
   add_admin_commands(app, state);
 }
 

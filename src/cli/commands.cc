@@ -591,4 +591,96 @@ Result<int> cmd_completion(Context& ctx, const Args& args) {
   return kExitOk;
 }
 
+// ---- approvals ----
+
+namespace {
+
+std::string approval_path(const std::string& id) { return "/v1/approvals/" + url_encode(id); }
+
+// "alice approve, bob reject" — who decided what so far.
+std::string votes_cell(const json::object* o) {
+  const json::array* votes = o == nullptr ? nullptr : base::find_array(*o, "decisions");
+  std::string out;
+  if (votes == nullptr) return out;
+  for (const json::value& v : *votes) {
+    const json::object* d = v.if_object();
+    if (d == nullptr) continue;
+    if (!out.empty()) out += ", ";
+    const std::string by = str(d, "by");
+    out += (by.empty() ? str(d, "via") : by) + " " + str(d, "decision");
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<int> cmd_approvals_list(Context& ctx, const Args& args) {
+  VENTURE_ASSIGN_OR_RETURN(Reply r, call(ctx, "GET",
+                                         with_query("/v1/approvals", {{"status", args.status},
+                                                                      {"run", args.run},
+                                                                      {"limit", list_limit(args)},
+                                                                      {"cursor", args.cursor}})));
+  if (ctx.json) {
+    print_raw(ctx, r);
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const json::value& item : items_of(r)) {
+    const json::object* o = item.if_object();
+    std::string node = str(o, "node");
+    if (const json::value* index = o ? o->if_contains("index") : nullptr;
+        index != nullptr && index->is_int64()) {
+      node += "[" + std::to_string(index->get_int64()) + "]";
+    }
+    rows.push_back({str(o, "id"), str(o, "status"), str(o, "run"), node, str(o, "title"),
+                    short_time(str(o, "due_at")), votes_cell(o)});
+  }
+  *ctx.out << render_table({"ID", "STATUS", "RUN", "NODE", "TITLE", "DUE", "DECISIONS"}, rows);
+  print_more_hint(ctx, object_of(r));
+  return kExitOk;
+}
+
+Result<int> cmd_approvals_show(Context& ctx, const Args& args) {
+  VENTURE_ASSIGN_OR_RETURN(Reply r, call(ctx, "GET", approval_path(args.id)));
+  if (ctx.json) {
+    print_raw(ctx, r);
+    return kExitOk;
+  }
+  const json::object* o = object_of(r);
+  const json::value* approvers = o ? o->if_contains("approvers") : nullptr;
+  *ctx.out << render_fields({{"id", str(o, "id")},
+                             {"status", str(o, "status")},
+                             {"title", str(o, "title")},
+                             {"description", str(o, "description")},
+                             {"run", str(o, "run")},
+                             {"node", str(o, "node")},
+                             {"approvers", cell(approvers)},
+                             {"quorum", cell(o ? o->if_contains("quorum") : nullptr)},
+                             {"started by", str(o, "started_by")},
+                             {"due", short_time(str(o, "due_at"))},
+                             {"on timeout", str(o, "on_timeout")},
+                             {"decisions", votes_cell(o)}});
+  if (const json::value* show = o ? o->if_contains("show") : nullptr;
+      show != nullptr && !show->is_null()) {
+    *ctx.out << "show:\n" << pretty_json(*show) << "\n";
+  }
+  return kExitOk;
+}
+
+Result<int> cmd_approve(Context& ctx, const Args& args) {
+  json::object body{{"decision", args.decision}};
+  if (!args.reason.empty()) body["comment"] = args.reason;
+  json::value value = std::move(body);
+  VENTURE_ASSIGN_OR_RETURN(Reply r,
+                           call(ctx, "POST", approval_path(args.id) + "/decide", &value));
+  if (ctx.json) {
+    print_raw(ctx, r);
+    return kExitOk;
+  }
+  const json::object* o = object_of(r);
+  *ctx.out << "approval " << str(o, "id") << " " << str(o, "status") << " (" << votes_cell(o)
+           << ")\n";
+  return kExitOk;
+}
+
 }  // namespace venture::cli

@@ -126,8 +126,7 @@ std::string render_table(const std::vector<std::string>& header,
                          const std::vector<std::vector<std::string>>& rows);
 // "key  value" lines with the keys aligned; pairs with an empty value are left out.
 std::string render_fields(const std::vector<std::pair<std::string, std::string>>& fields);
-// JSON indented by two spaces per level, keys in document order, no trailing newline.
-std::string pretty_json(const json::value& value);
+using base::pretty_json;
 // A cell for a JSON value: strings bare, null as "", everything else compact JSON.
 std::string cell(const json::value* value);
 // "2026-11-23T10:00:00.123Z" → "2026-11-23 10:00:00" (other text unchanged).
@@ -231,6 +230,8 @@ struct Args {
   int64_t from = 0;       // logs stream --from SEQ (0: from the start)
   std::string from_node;  // replay --from NODE
   std::string shell;      // completion SHELL
+  std::string run;        // approvals list --run
+  std::string decision;   // approve APPROVAL approve|reject
 };
 
 // A command returns its exit code (kExitOk, kExitError for `audit verify` finding a break,
@@ -258,6 +259,9 @@ Result<int> cmd_patch_show(Context& ctx, const Args& args);
 Result<int> cmd_patch_approve(Context& ctx, const Args& args);
 Result<int> cmd_patch_reject(Context& ctx, const Args& args);
 Result<int> cmd_replay(Context& ctx, const Args& args);
+Result<int> cmd_approvals_list(Context& ctx, const Args& args);
+Result<int> cmd_approvals_show(Context& ctx, const Args& args);
+Result<int> cmd_approve(Context& ctx, const Args& args);
 Result<int> cmd_freeze(Context& ctx, const Args& args);
 Result<int> cmd_unfreeze(Context& ctx, const Args& args);
 Result<int> cmd_control_status(Context& ctx, const Args& args);

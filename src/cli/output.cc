@@ -19,36 +19,6 @@ std::string one_line(std::string_view text) {
   return out;
 }
 
-void append_pretty(const json::value& v, int depth, std::string& out) {
-  const std::string indent(static_cast<std::size_t>(2 * (depth + 1)), ' ');
-  const std::string closing(static_cast<std::size_t>(2 * depth), ' ');
-  if (const json::object* o = v.if_object(); o != nullptr && !o->empty()) {
-    out += "{\n";
-    bool first = true;
-    for (const auto& [key, value] : *o) {
-      if (!first) out += ",\n";
-      first = false;
-      out += indent;
-      base::append_json_string(key, out);
-      out += ": ";
-      append_pretty(value, depth + 1, out);
-    }
-    out += "\n" + closing + "}";
-  } else if (const json::array* a = v.if_array(); a != nullptr && !a->empty()) {
-    out += "[\n";
-    bool first = true;
-    for (const auto& value : *a) {
-      if (!first) out += ",\n";
-      first = false;
-      out += indent;
-      append_pretty(value, depth + 1, out);
-    }
-    out += "\n" + closing + "]";
-  } else {
-    out += json::serialize(v);
-  }
-}
-
 std::string trim(std::string_view text) {
   const std::size_t first = text.find_first_not_of(" \t\r\n");
   if (first == std::string_view::npos) return "";
@@ -123,12 +93,6 @@ std::string render_fields(const std::vector<std::pair<std::string, std::string>>
     out += value;
     out += "\n";
   }
-  return out;
-}
-
-std::string pretty_json(const json::value& value) {
-  std::string out;
-  append_pretty(value, 0, out);
   return out;
 }
 

@@ -168,6 +168,16 @@ void check_approvers(const json::value& v, const std::string& path, Problems& pr
       any |= is_dynamic(*list) || (list->is_array() && !list->get_array().empty());
     }
   }
+  // A misspelt role would leave nobody able to decide.
+  if (const json::value* roles = o->if_contains("roles"); roles != nullptr && roles->is_array()) {
+    const json::array& list = roles->get_array();
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      if (list[i].is_string() && !is_dynamic(list[i])) {
+        internal::check_enum(list[i], child(child(path, "roles"), i),
+                             {"admin", "operator", "approver", "viewer", "agent"}, problems);
+      }
+    }
+  }
   if (!any) {
     add_problem(problems, path, "name at least one role or user");
   }
@@ -210,6 +220,17 @@ void validate_approval(const json::value& config, const std::string& path, Probl
   require(*o, "title", path, problems);
   require(*o, "approvers", path, problems);
   check_approval_fields(*o, path, problems);
+  // A quorum larger than the people who may decide can never be reached.
+  const json::object* who = base::find_object(*o, "approvers");
+  const json::value* quorum = o->if_contains("quorum");
+  if (who != nullptr && quorum != nullptr && quorum->is_int64() && !who->contains("roles")) {
+    const json::array* users = base::find_array(*who, "users");
+    if (users != nullptr && quorum->get_int64() > static_cast<int64_t>(users->size())) {
+      add_problem(problems, child(path, "quorum"),
+                  "quorum " + std::to_string(quorum->get_int64()) + " can never be reached by " +
+                      std::to_string(users->size()) + " named user(s)");
+    }
+  }
 }
 
 const std::array<NodeTypeSpec, 6>& catalog() {
