@@ -5,16 +5,20 @@ says — final status and output — so the examples a new user copies are known
 Method: one `venture serve` on a temporary data dir; each file is registered as it is (JSON, or
 YAML sent as YAML), started (with the inputs of the table below) and awaited; the run's status,
 output and a few node facts are compared with the table. A file in examples/ without an entry
-here fails the test, so a new example cannot go unchecked.
+here fails the test, so a new example cannot go unchecked. http.json talks to a local fixture
+(helpers/fixture.py) on 127.0.0.5, which the server allow-lists (`--egress-allow 127.0.0.5/32`);
+its inputs name the fixture's URL (FIXTURE_BASE below, filled in at setup).
 
 Usage: examples_test.py BINARY SOURCE_DIR [TEST_NAME_SUBSTRING...]
 """
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from helpers.fixture import Fixture  # noqa: E402
 from helpers.harness import check, require, run_all, test  # noqa: E402
 from helpers.server import Server, binary_serves_http  # noqa: E402
 
@@ -52,6 +56,35 @@ def items_settled(node, n):
                 f"{node}: expected node.expanded and {n} node.item_succeeded, got {mine}")
     f.needs_events = True
     return f
+
+
+def approve_as_a_reviewer(c, rid):
+    """Acts before the run is awaited: an approver (not the admin, who started the run and may
+    not approve it) approves the run's approval."""
+    if not hasattr(c, "reviewer"):
+        r = c.admin.post("/v1/tokens", {"name": "reviewer", "role": "approver"})
+        require(r.status == 201, f"reviewer token: {r}")
+        c.reviewer = c.admin.with_token(r.json["token"])
+    deadline = time.monotonic() + 30
+    while True:
+        items = c.admin.get(f"/v1/approvals?run={rid}&status=pending").json["items"]
+        if items or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    require(len(items) == 1, f"one pending approval in {rid}: {items}")
+    r = c.reviewer.post(f"/v1/approvals/{items[0]['id']}/decide", {"decision": "approve"})
+    require(r.status == 200, f"approve: {r}")
+    return True, ""
+
+
+approve_as_a_reviewer.before_wait = True
+
+
+FIXTURE_BASE = "<the fixture's base URL>"  # replaced in inputs at run time
+
+
+def with_fixture(inputs, base):
+    return {k: (base if v == FIXTURE_BASE else v) for k, v in inputs.items()}
 
 
 # file -> [(inputs, status, output, [extra checks])]: what each example documents.
@@ -103,6 +136,20 @@ EXPECTED = {
          {"words": 6, "distinct": 3, "top": {"word": "b", "count": 3},
           "summary": "6 words; most common: b (3)"}, []),
     ],
+    "approval.json": [
+        ({}, "succeeded", {"outcome": "approved", "published": ["alpha", "beta", "gamma"]},
+         [approve_as_a_reviewer, nodes_are(publish="succeeded", discard="skipped")]),
+        ({"timeout": "1s"}, "succeeded", {"outcome": "rejected", "published": []},
+         [nodes_are(publish="skipped", discard="succeeded")]),
+    ],
+    "http.json": [
+        ({"base": FIXTURE_BASE}, "succeeded",
+         {"looked_up": "venture", "method": "POST", "published": {"q": "venture", "status": 200}},
+         [nodes_are(lookup="succeeded", publish="succeeded")]),
+        ({"base": FIXTURE_BASE, "q": "ada lovelace"}, "succeeded",
+         {"looked_up": "ada lovelace", "method": "POST",
+          "published": {"q": "ada lovelace", "status": 200}}, []),
+    ],
     "failure.json": [
         ({}, "failed", None,
          [error_is("payment_declined", "charge"), attempts_are(charge=2),
@@ -119,7 +166,8 @@ def setup():
     if not binary_serves_http(BIN):
         raise RuntimeError(f"{BIN} serve has no --listen: this build does not serve HTTP yet")
     c = Ctx()
-    c.server = Server(BIN).start()
+    c.fixture = Fixture("127.0.0.5", origins=1).start()
+    c.server = Server(BIN, extra_args=["--egress-allow", "127.0.0.5/32"]).start()
     c.admin = c.server.client()
     return c
 
@@ -128,6 +176,7 @@ def teardown(c):
     if c is not None:
         check(c.server.stop() == 0, "SIGTERM: exit 0")
         c.server.cleanup()
+        c.fixture.stop()
 
 
 @test
@@ -151,11 +200,16 @@ def register(c, name):
 def run_example(c, name):
     wf = register(c, name)
     started = []
+    base = c.fixture.url("").rstrip("/")
     for inputs, _, _, _ in EXPECTED[name]:
-        r = c.admin.post("/v1/runs", {"workflow": wf, "inputs": inputs})
+        r = c.admin.post("/v1/runs", {"workflow": wf, "inputs": with_fixture(inputs, base)})
         require(r.status == 201, f"{name}: start with {inputs}: {r}")
         started.append(r.json["id"])
     for rid, (inputs, status, output, extra) in zip(started, EXPECTED[name]):
+        for f in extra:
+            if getattr(f, "before_wait", False):
+                f(c, rid)
+        extra = [f for f in extra if not getattr(f, "before_wait", False)]
         run = c.admin.wait(rid, timeout=120)
         check(run["status"] == status, f"{name} {inputs}: status {run['status']} != {status}: "
                                        f"error {run.get('error')}")
