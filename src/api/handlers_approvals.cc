@@ -81,12 +81,23 @@ std::string escape_html(std::string_view text) {
   out.reserve(text.size());
   for (char c : text) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -98,15 +109,14 @@ Outcome page(int status, const std::string& title, const std::string& body_html)
   Outcome o;
   o.response.status = status;
   o.response.content_type = "text/html; charset=utf-8";
-  o.response.headers = {
-      {"Cache-Control", "no-store"},
-      {"Referrer-Policy", "no-referrer"},
-      {"X-Frame-Options", "DENY"},
-      {"X-Content-Type-Options", "nosniff"},
-      {"X-Robots-Tag", "noindex, nofollow"},
-      {"Content-Security-Policy",
-       "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-       "frame-ancestors 'none'; base-uri 'none'"}};
+  o.response.headers = {{"Cache-Control", "no-store"},
+                        {"Referrer-Policy", "no-referrer"},
+                        {"X-Frame-Options", "DENY"},
+                        {"X-Content-Type-Options", "nosniff"},
+                        {"X-Robots-Tag", "noindex, nofollow"},
+                        {"Content-Security-Policy",
+                         "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                         "frame-ancestors 'none'; base-uri 'none'"}};
   std::ostringstream html;
   html << "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
        << "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -121,8 +131,7 @@ Outcome page(int status, const std::string& title, const std::string& body_html)
 }
 
 Outcome message_page(int status, const std::string& title, const std::string& text) {
-  return page(status, title,
-              "<h1>" + escape_html(title) + "</h1><p>" + escape_html(text) + "</p>");
+  return page(status, title, "<h1>" + escape_html(title) + "</h1><p>" + escape_html(text) + "</p>");
 }
 
 std::string describe(const storage::ApprovalRow& a) {
@@ -211,8 +220,8 @@ std::optional<std::pair<ApprovalLinks::Claim, storage::ApprovalRow>> App::open_l
   }
   auto claim = options_.links->verify(token);
   if (!claim) {
-    failed = message_page(404, "Link not valid",
-                          "This approval link is not valid. Ask for a new one.");
+    failed =
+        message_page(404, "Link not valid", "This approval link is not valid. Ask for a new one.");
     return std::nullopt;
   }
   auto row = deps_.store.get_approval(claim->approval);

@@ -671,8 +671,7 @@ Result<int> cmd_approve(Context& ctx, const Args& args) {
   json::object body{{"decision", args.decision}};
   if (!args.reason.empty()) body["comment"] = args.reason;
   json::value value = std::move(body);
-  VENTURE_ASSIGN_OR_RETURN(Reply r,
-                           call(ctx, "POST", approval_path(args.id) + "/decide", &value));
+  VENTURE_ASSIGN_OR_RETURN(Reply r, call(ctx, "POST", approval_path(args.id) + "/decide", &value));
   if (ctx.json) {
     print_raw(ctx, r);
     return kExitOk;

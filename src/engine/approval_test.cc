@@ -53,9 +53,8 @@ class ApprovalTest : public ::testing::Test {
     }
     return ids;
   }
-  Result<Decision> vote(const std::string& approval, const std::string& by,
-                        const std::string& role, const std::string& decision,
-                        const std::string& comment = "") {
+  Result<Decision> vote(const std::string& approval, const std::string& by, const std::string& role,
+                        const std::string& decision, const std::string& comment = "") {
     Vote v;
     v.approval = approval;
     v.by = by;
@@ -237,8 +236,9 @@ TEST_F(ApprovalTest, TimeoutIsADurableTimerWithEachOnTimeout) {
       EXPECT_EQ(a.slot.output.at("timed_out"), true);
       EXPECT_TRUE(a.slot.output.at("decisions").as_array().empty());
     }
-    EXPECT_EQ(find_approval(s_, approvals().at(0))->status,
-              on == "approve" ? "approved" : on == "reject" ? "rejected" : "timed_out");
+    EXPECT_EQ(find_approval(s_, approvals().at(0))->status, on == "approve"  ? "approved"
+                                                            : on == "reject" ? "rejected"
+                                                                             : "timed_out");
     expect_fold();
   }
 }

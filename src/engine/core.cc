@@ -307,8 +307,8 @@ bool is_settled(NodeStatus s) {
 bool RunState::operator==(const RunState& o) const {
   return id == o.id && workflow == o.workflow && version == o.version && inputs == o.inputs &&
          status == o.status && paused == o.paused && started == o.started &&
-         replay_of == o.replay_of && started_by == o.started_by && output == o.output && error == o.error && nodes == o.nodes &&
-         created == o.created && events == o.events;
+         replay_of == o.replay_of && started_by == o.started_by && output == o.output &&
+         error == o.error && nodes == o.nodes && created == o.created && events == o.events;
 }
 
 Status apply(RunState& state, const std::string& type, const std::string& node,
@@ -369,8 +369,10 @@ void close_gates(Emitter& em, int node, const std::string& reason) {
     look(n.item_slots[k], static_cast<int>(k));
   }
   for (auto& [index, approval] : open) {
-    json::object data{{"approval", std::move(approval)}, {"decision", "cancel"},
-                      {"comment", reason},           {"via", "engine"},
+    json::object data{{"approval", std::move(approval)},
+                      {"decision", "cancel"},
+                      {"comment", reason},
+                      {"via", "engine"},
                       {"status", "cancelled"}};
     if (index >= 0) data["index"] = index;
     em.emit("approval.decided", id, std::move(data));
@@ -579,7 +581,8 @@ void slot_succeeded(Emitter& em, int node, int index, json::value output,
     outputs.push_back(it.output);
   }
   json::object data{{"output", std::move(outputs)}};
-  if (spec.spec->execution == Execution::kGate) data["outcome"] = approved ? "approved" : "rejected";
+  if (spec.spec->execution == Execution::kGate)
+    data["outcome"] = approved ? "approved" : "rejected";
   em.emit("node.succeeded", spec.id, std::move(data));
 }
 
@@ -600,8 +603,8 @@ std::string new_approval_id(const RunState& s, const DecideContext& ctx, const s
   };
   At clock(ctx.now);
   if (ctx.random != nullptr) return base::new_id("apr", clock, *ctx.random);
-  base::SeededRandom fallback(std::hash<std::string>{}(s.id + "/" + node + "/" +
-                                                       std::to_string(index)));
+  base::SeededRandom fallback(
+      std::hash<std::string>{}(s.id + "/" + node + "/" + std::to_string(index)));
   return base::new_id("apr", clock, fallback);
 }
 
@@ -627,7 +630,8 @@ Result<json::object> gate_request(const json::value& config, const RunState& s) 
     json::array list;
     if (const json::value* v = approvers->if_contains(field)) {
       const json::array* a = v->if_array();
-      if (a == nullptr) return invalid_argument_error("approvers." + std::string(field) + " must be a list");
+      if (a == nullptr)
+        return invalid_argument_error("approvers." + std::string(field) + " must be a list");
       for (const json::value& e : *a) {
         if (!e.is_string()) {
           return invalid_argument_error("approvers." + std::string(field) + " must list strings");
@@ -729,12 +733,13 @@ void settle_gate(Emitter& em, int node, int index) {
   const std::string status = base::string_or(gate, "status", "");
   if (status == "approved" || status == "rejected") {
     const bool approved = status == "approved";
-    slot_succeeded(em, node, index, gate_output(gate, approved), approved ? "approved" : "rejected");
+    slot_succeeded(em, node, index, gate_output(gate, approved),
+                   approved ? "approved" : "rejected");
     return;
   }
-  json::value error = error_json("approval_timed_out", "approval " +
-                                                           base::string_or(gate, "id", "") +
-                                                           " timed out (on_timeout: fail)");
+  json::value error =
+      error_json("approval_timed_out",
+                 "approval " + base::string_or(gate, "id", "") + " timed out (on_timeout: fail)");
   if (index >= 0) {
     em.emit("node.item_failed", em.state().ir->nodes[static_cast<std::size_t>(node)].id,
             json::object{{"index", index}, {"error", error}});
@@ -751,9 +756,9 @@ void gate_timeout(Emitter& em, int node, int index) {
                     {"decision", "timeout"},
                     {"via", "timeout"},
                     {"comment", "on_timeout: " + on_timeout},
-                    {"status", on_timeout == "approve"  ? "approved"
-                               : on_timeout == "fail" ? "timed_out"
-                                                      : "rejected"}};
+                    {"status", on_timeout == "approve" ? "approved"
+                               : on_timeout == "fail"  ? "timed_out"
+                                                       : "rejected"}};
   if (index >= 0) data["index"] = index;
   em.emit("approval.decided", em.state().ir->nodes[static_cast<std::size_t>(node)].id,
           std::move(data));
@@ -1061,7 +1066,8 @@ std::optional<GateRef> locate_gate(const RunState& s, const std::string& id) {
   for (std::size_t i = 0; i < s.nodes.size(); ++i) {
     if (matches(s.nodes[i].slot)) return GateRef{static_cast<int>(i), -1};
     for (std::size_t k = 0; k < s.nodes[i].item_slots.size(); ++k) {
-      if (matches(s.nodes[i].item_slots[k])) return GateRef{static_cast<int>(i), static_cast<int>(k)};
+      if (matches(s.nodes[i].item_slots[k]))
+        return GateRef{static_cast<int>(i), static_cast<int>(k)};
     }
   }
   return std::nullopt;
@@ -1070,15 +1076,13 @@ std::optional<GateRef> locate_gate(const RunState& s, const std::string& id) {
 bool lists(const json::object& o, std::string_view key, const std::string& name) {
   const json::array* a = base::find_array(o, key);
   if (a == nullptr || name.empty()) return false;
-  return std::any_of(a->begin(), a->end(), [&](const json::value& v) {
-    return v.is_string() && v.get_string() == name;
-  });
+  return std::any_of(a->begin(), a->end(),
+                     [&](const json::value& v) { return v.is_string() && v.get_string() == name; });
 }
 
 storage::ApprovalRow row_of(const RunState& s, GateRef ref) {
   const NodeState& n = s.nodes[static_cast<std::size_t>(ref.node)];
-  const Slot& slot =
-      ref.index < 0 ? n.slot : n.item_slots[static_cast<std::size_t>(ref.index)];
+  const Slot& slot = ref.index < 0 ? n.slot : n.item_slots[static_cast<std::size_t>(ref.index)];
   const json::object& g = slot.gate.as_object();
   storage::ApprovalRow row;
   row.id = base::string_or(g, "id", "");
@@ -1123,7 +1127,8 @@ std::vector<storage::ApprovalRow> changed_approvals(const RunState& state, Time 
       }
     };
     look(n.slot, -1);
-    for (std::size_t k = 0; k < n.item_slots.size(); ++k) look(n.item_slots[k], static_cast<int>(k));
+    for (std::size_t k = 0; k < n.item_slots.size(); ++k)
+      look(n.item_slots[k], static_cast<int>(k));
   }
   return rows;
 }
@@ -1189,8 +1194,12 @@ Result<Decision> decide_approval(RunState& state, const Vote& vote, const Decide
   }
   Decision d;
   Emitter em(state, irs, ctx, d);
-  json::object data{{"approval", vote.approval}, {"by", vote.by},     {"role", vote.role},
-                    {"decision", vote.decision}, {"comment", vote.comment}, {"via", vote.via},
+  json::object data{{"approval", vote.approval},
+                    {"by", vote.by},
+                    {"role", vote.role},
+                    {"decision", vote.decision},
+                    {"comment", vote.comment},
+                    {"via", vote.via},
                     {"status", after}};
   if (!vote.link.empty()) data["link"] = vote.link;
   if (ref->index >= 0) data["index"] = ref->index;

@@ -316,8 +316,8 @@ void Engine::handle_approval(Request& r, StepState& st) {
   RunState* run = load_run(row->run);
   if (run == nullptr) {
     // The run has finished: its approvals were settled or closed with it.
-    r.reply->finish(failed_precondition_error("approval " + row->id + " is already " +
-                                              row->status));
+    r.reply->finish(
+        failed_precondition_error("approval " + row->id + " is already " + row->status));
     return;
   }
   auto d = engine::decide_approval(*run, r.vote, st.ctx, irs_);

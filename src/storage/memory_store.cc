@@ -111,8 +111,8 @@ class MemoryStore final : public Store, public internal::Introspect {
   std::unordered_map<std::string, std::string> token_by_hash_;             // hash -> id
   std::unordered_map<std::string, PatchRow> patches_;                      // by id
   std::unordered_map<std::string, std::set<std::string>> patches_by_run_;  // run -> ids
-  std::unordered_map<std::string, ApprovalRow> approvals_;                  // by id
-  std::set<RunKey, std::greater<>> approvals_by_created_;                   // newest first
+  std::unordered_map<std::string, ApprovalRow> approvals_;                 // by id
+  std::set<RunKey, std::greater<>> approvals_by_created_;                  // newest first
   MemoryFaults faults_;
   std::unique_ptr<base::SeededRandom> fault_random_;
   internal::StoreStats stats_;
