@@ -80,7 +80,7 @@ TEST_F(SqliteTest, ReopenContinuesTheChainAndMigrationsRunOnce) {
   }
   auto store = open();
   EXPECT_TRUE(store->verify()->ok);
-  EXPECT_EQ(sql("SELECT COUNT(*) FROM schema_migrations"), "2");
+  EXPECT_EQ(sql("SELECT COUNT(*) FROM schema_migrations"), "3");
   EXPECT_EQ(sql("PRAGMA journal_mode"), "wal");
 }
 

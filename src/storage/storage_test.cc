@@ -539,6 +539,60 @@ TEST_P(StoreTest, PatchesUpsertByIdAndListPerRunOldestFirst) {
   EXPECT_TRUE(store_->list_patches("run_z")->empty());
 }
 
+TEST_P(StoreTest, ApprovalsUpsertByIdAndPageNewestFirstWithFilters) {
+  std::vector<ApprovalRow> rows;
+  for (int i = 0; i < 5; ++i) {
+    ApprovalRow a;
+    a.id = "apr_" + std::to_string(i);
+    a.run = i < 3 ? "run_a" : "run_b";
+    a.node = "review";
+    a.index = i == 4 ? 2 : -1;
+    a.status = "pending";
+    a.created = a.updated = from_unix_ms(100 + i);
+    a.due = i == 0 ? std::optional<Time>(from_unix_ms(9000)) : std::nullopt;
+    a.request = json::object{{"title", "t" + std::to_string(i)}, {"quorum", 1}};
+    a.decisions = json::array();
+    rows.push_back(a);
+  }
+  Batch b;
+  b.approvals = rows;
+  must_append(std::move(b));
+  rows[1].status = "approved";
+  rows[1].updated = from_unix_ms(500);
+  rows[1].decisions = json::array{json::object{{"by", "alice"}, {"decision", "approve"}}};
+  Batch b2;
+  b2.approvals = {rows[1]};
+  must_append(std::move(b2));
+  if (is_sqlite()) {
+    open();
+  }
+  EXPECT_EQ(*store_->get_approval("apr_1"), rows[1]);
+  EXPECT_EQ(*store_->get_approval("apr_0"), rows[0]);
+  EXPECT_EQ(store_->get_approval("apr_9").error().code, Code::kNotFound);
+  ApprovalFilter f;
+  f.limit = 2;
+  std::vector<std::string> seen;
+  while (true) {
+    auto page = store_->list_approvals(f);
+    ASSERT_TRUE(page.has_value());
+    for (const auto& a : page->items) seen.push_back(a.id);
+    if (page->next_cursor.empty()) break;
+    f.cursor = page->next_cursor;
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"apr_4", "apr_3", "apr_2", "apr_1", "apr_0"}));
+  ApprovalFilter pending;
+  pending.status = "pending";
+  pending.run = "run_a";
+  auto page = store_->list_approvals(pending);
+  ASSERT_TRUE(page.has_value());
+  ASSERT_EQ(page->items.size(), 2u);
+  EXPECT_EQ(page->items[0].id, "apr_2");
+  EXPECT_EQ(page->items[1].id, "apr_0");
+  ApprovalFilter bad;
+  bad.cursor = "garbage";
+  EXPECT_FALSE(store_->list_approvals(bad).has_value());
+}
+
 INSTANTIATE_TEST_SUITE_P(Stores, StoreTest, ::testing::Values("memory", "sqlite"),
                          [](const auto& param_info) { return param_info.param; });
 
