@@ -3,7 +3,7 @@ SHELL := /bin/bash
 BUILD_DIR := build/release
 FUZZ_DIR := build/fuzz
 JOBS ?= $(shell nproc)
-FUZZ_TARGETS := definition_fuzz patch_fuzz storage_event_fuzz request_fuzz
+FUZZ_TARGETS := definition_fuzz patch_fuzz storage_event_fuzz request_fuzz egress_fuzz
 
 .PHONY: bootstrap build test test-unit fuzz-smoke run bench tidy clean
 

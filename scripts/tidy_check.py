@@ -35,6 +35,7 @@ THREAD_ALLOW = {
     "src/nodes/nodes.h": "the worker thread members",
     "src/workflow/expr.cc": "the jq watchdog thread (one per process)",
     "src/api/server.cc": "the io_context threads of the HTTP server",
+    "src/egress/client.cc": "the one thread that drives the libcurl multi handle",
 }
 
 BANNED = [

@@ -27,6 +27,12 @@ std::string part(CURLU* u, CURLUPart which, unsigned flags = 0) {
   return s.text;
 }
 
+// Whether the URL has the part at all (an empty user is still a user).
+bool has_part(CURLU* u, CURLUPart which) {
+  CurlString s;
+  return curl_url_get(u, which, &s.text, 0) == CURLUE_OK && s.text != nullptr;
+}
+
 bool is_tchar(char c) {
   return std::isalnum(static_cast<unsigned char>(c)) != 0 ||
          std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
@@ -34,7 +40,9 @@ bool is_tchar(char c) {
 
 }  // namespace
 
-Result<Target> parse_target(std::string_view url) {
+namespace {
+
+Result<Target> parse_target_once(std::string_view url) {
   if (url.size() > kUrlBytesMax) {
     return invalid_argument_error("the URL is longer than " + std::to_string(kUrlBytesMax) +
                                   " bytes");
@@ -57,8 +65,9 @@ Result<Target> parse_target(std::string_view url) {
   if (t.scheme != "http" && t.scheme != "https") {
     return invalid_argument_error("only http and https URLs are allowed, not '" + t.scheme + "'");
   }
-  if (!part(u.get(), CURLUPART_USER).empty() || !part(u.get(), CURLUPART_PASSWORD).empty() ||
-      !part(u.get(), CURLUPART_OPTIONS).empty()) {
+  // Any userinfo at all, even an empty one ("http://:@host/" makes curl send Basic auth).
+  if (has_part(u.get(), CURLUPART_USER) || has_part(u.get(), CURLUPART_PASSWORD) ||
+      has_part(u.get(), CURLUPART_OPTIONS)) {
     return invalid_argument_error("credentials in the URL (user:password@) are not allowed; send "
                                   "an Authorization header");
   }
@@ -83,6 +92,55 @@ Result<Target> parse_target(std::string_view url) {
   t.url = part(u.get(), CURLUPART_URL);
   t.origin = t.scheme + "://" + t.host + ":" + std::to_string(t.port);
   return t;
+}
+
+}  // namespace
+
+// curl's parser is not idempotent on every input ("http://%31%32%37.0/" gives host "127.0" and
+// the URL "http://127.0/", which parses to host "127.0.0.0"): the URL is normalised until it is
+// a fixed point, so the target's host is the host curl will use for the URL it is given.
+Result<Target> parse_target(std::string_view url) {
+  VENTURE_ASSIGN_OR_RETURN(Target t, parse_target_once(url));
+  for (int i = 0; i < 3; ++i) {
+    VENTURE_ASSIGN_OR_RETURN(Target again, parse_target_once(t.url));
+    if (again.url == t.url && again.host == t.host && again.port == t.port) return t;
+    t = std::move(again);
+  }
+  return invalid_argument_error("the URL has no stable form");
+}
+
+Result<std::string> append_query(std::string_view url,
+                                 const std::vector<std::pair<std::string, std::string>>& params) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  auto encode = [](std::string_view in) {
+    std::string out;
+    for (char c : in) {
+      const auto u = static_cast<unsigned char>(c);
+      if (std::isalnum(u) != 0 || c == '-' || c == '.' || c == '_' || c == '~') {
+        out += c;
+      } else {
+        out += '%';
+        out += kHex[u >> 4];
+        out += kHex[u & 0xF];
+      }
+    }
+    return out;
+  };
+  std::unique_ptr<CURLU, UrlDeleter> u(curl_url());
+  if (!u) return internal_error("curl_url failed");
+  const std::string text(url);
+  if (const CURLUcode rc = curl_url_set(u.get(), CURLUPART_URL, text.c_str(), 0); rc != CURLUE_OK) {
+    return invalid_argument_error(std::string("the URL is not valid: ") + curl_url_strerror(rc));
+  }
+  for (const auto& [name, value] : params) {
+    const std::string pair = encode(name) + "=" + encode(value);
+    if (curl_url_set(u.get(), CURLUPART_QUERY, pair.c_str(), CURLU_APPENDQUERY) != CURLUE_OK) {
+      return invalid_argument_error("cannot add the query parameter " + encode(name));
+    }
+  }
+  std::string out = part(u.get(), CURLUPART_URL);
+  if (out.empty()) return invalid_argument_error("the URL is not valid");
+  return out;
 }
 
 Status check_header(std::string_view name, std::string_view value) {

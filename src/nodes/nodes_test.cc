@@ -5,6 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+#include <mutex>
+#include <thread>
+
 #include "bus/bus.h"
 #include "engine/engine.h"
 
@@ -120,6 +124,151 @@ TEST(WorkerPool, ExecutesTasksAndReportsResultsWithTheirIdentity) {
     EXPECT_EQ(st.ready + st.leased, 0u) << q;
   }
   EXPECT_EQ(pool.run_once(), 0u);
+}
+
+// An executor that completes later: it keeps `done` until the test completes it, from another
+// thread.
+class Later final : public Executor {
+ public:
+  void execute(const engine::Dispatch& task, std::function<void(Outcome)> done) override {
+    std::lock_guard lock(mu_);
+    held_.emplace_back(task.node, std::move(done));
+  }
+  std::size_t held() {
+    std::lock_guard lock(mu_);
+    return held_.size();
+  }
+  // Completes the oldest held task with `o` on a new thread and waits for that thread.
+  void complete_one(Outcome o) {
+    std::function<void(Outcome)> done;
+    {
+      std::lock_guard lock(mu_);
+      done = std::move(held_.front().second);
+      held_.erase(held_.begin());
+    }
+    std::thread([&] { done(std::move(o)); }).join();
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::pair<std::string, std::function<void(Outcome)>>> held_;
+};
+
+struct AsyncPool {
+  base::ManualClock clock{from_unix_ms(1795428000000)};
+  std::unique_ptr<bus::Bus> bus = bus::new_memory_bus(clock);
+  Later* later = nullptr;
+  Registry registry;
+  std::unique_ptr<WorkerPool> pool;
+
+  explicit AsyncPool(WorkerOptions o) {
+    auto executor = std::make_unique<Later>();
+    later = executor.get();
+    EXPECT_TRUE(registry.add("later", std::move(executor)));
+    pool = std::make_unique<WorkerPool>(*bus, registry, clock, o);
+  }
+  void enqueue(const std::string& node) {
+    engine::Dispatch d;
+    d.run = "run_1";
+    d.node = node;
+    d.type = "later";
+    ASSERT_TRUE(bus->enqueue(engine::task_queue("later"), engine::attempt_key(d),
+                             engine::encode_task(d)));
+  }
+  bus::QueueStats tasks() { return bus->stats(engine::task_queue("later")).value(); }
+  bus::QueueStats results() { return bus->stats(engine::kResultsQueue).value(); }
+};
+
+TEST(WorkerPool, AsyncExecutorsReportFromTheCompletingThread) {
+  AsyncPool p(WorkerOptions{});
+  p.enqueue("a");
+  p.enqueue("b");
+  EXPECT_EQ(p.pool->run_once(), 2u);
+  EXPECT_EQ(p.later->held(), 2u);
+  EXPECT_EQ(p.pool->in_flight(), 2u);
+  EXPECT_EQ(p.results().ready, 0u);  // nothing reported before done
+  EXPECT_EQ(p.tasks().leased, 2u);
+  Outcome slow = Outcome::failure("http_status", "503", true);
+  slow.retry_after = Millis(1500);
+  p.later->complete_one(Outcome::success("A"));
+  p.later->complete_one(std::move(slow));
+  EXPECT_EQ(p.pool->executed(), 2);
+  EXPECT_EQ(p.pool->in_flight(), 0u);
+  EXPECT_EQ(p.tasks().ready + p.tasks().leased, 0u);  // both acked
+  auto results = p.bus->pull(engine::kResultsQueue, 10, Millis(1000)).value();
+  ASSERT_EQ(results.size(), 2u);
+  std::map<std::string, engine::TaskResult> by_node;
+  for (const auto& d : results) {
+    auto r = engine::decode_result(d.payload).value();
+    by_node[r.node] = r;
+  }
+  EXPECT_TRUE(by_node["a"].ok);
+  EXPECT_EQ(by_node["a"].output, "A");
+  EXPECT_EQ(by_node["a"].retry_after_ms, 0);
+  EXPECT_FALSE(by_node["b"].ok);
+  EXPECT_EQ(by_node["b"].retry_after_ms, 1500);  // Outcome::retry_after reaches the engine
+}
+
+TEST(WorkerPool, TasksInHandAreBounded) {
+  WorkerOptions o;
+  o.max_in_flight = 3;
+  o.drain = Millis(0);  // tasks are still in hand at the end
+  AsyncPool p(o);
+  for (const char* n : {"a", "b", "c", "d", "e"}) p.enqueue(n);
+  EXPECT_EQ(p.pool->run_once(), 3u);
+  EXPECT_EQ(p.pool->run_once(), 0u);  // full: no pull
+  EXPECT_EQ(p.tasks().ready, 2u);
+  p.later->complete_one(Outcome::success(nullptr));
+  EXPECT_EQ(p.pool->run_once(), 1u);
+  EXPECT_EQ(p.pool->in_flight(), 3u);
+  EXPECT_EQ(p.tasks().ready, 1u);
+}
+
+TEST(WorkerPool, LeasesOfTasksInHandAreExtended) {
+  WorkerOptions o;
+  o.lease = Millis(30000);
+  AsyncPool p(o);
+  p.enqueue("a");
+  EXPECT_EQ(p.pool->run_once(), 1u);
+  // Past half the lease, run_once heartbeats; the task then outlives its first lease.
+  p.clock.advance(Millis(20000));
+  EXPECT_EQ(p.pool->run_once(), 0u);
+  p.clock.advance(Millis(20000));  // 40 s after the pull: the first lease is over
+  EXPECT_TRUE(p.bus->pull(engine::task_queue("later"), 10, Millis(1000)).value().empty());
+  EXPECT_EQ(p.pool->run_once(), 0u);
+  p.clock.advance(Millis(20000));
+  p.later->complete_one(Outcome::success(nullptr));
+  EXPECT_EQ(p.pool->executed(), 1);
+  EXPECT_EQ(p.tasks().ready + p.tasks().leased, 0u);  // the ack found its lease
+}
+
+TEST(WorkerPool, StopAbandonsTasksInHandForRedelivery) {
+  WorkerOptions o;
+  o.drain = Millis(0);
+  AsyncPool p(o);
+  p.enqueue("a");
+  EXPECT_EQ(p.pool->run_once(), 1u);
+  p.pool->stop();
+  p.later->complete_one(Outcome::success("late"));  // after stop: dropped
+  EXPECT_EQ(p.pool->executed(), 0);
+  EXPECT_EQ(p.results().ready, 0u);
+  EXPECT_EQ(p.tasks().leased, 1u);
+  p.clock.advance(o.lease + Millis(1));
+  auto again = p.bus->pull(engine::task_queue("later"), 10, Millis(1000)).value();
+  ASSERT_EQ(again.size(), 1u);  // redelivered: at-least-once
+  EXPECT_EQ(again[0].deliveries, 2);
+}
+
+TEST(WorkerPool, ThreadsRunAsyncTasks) {
+  AsyncPool p(WorkerOptions{});
+  p.pool->start();
+  p.enqueue("a");
+  while (p.later->held() == 0) {
+    std::this_thread::yield();
+  }
+  p.later->complete_one(Outcome::success("threaded"));
+  p.pool->stop();
+  EXPECT_EQ(p.pool->executed(), 1);
 }
 
 TEST(TaskProtocol, DecodingRejectsIncompleteMessages) {

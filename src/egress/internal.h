@@ -1,0 +1,14 @@
+// Helpers shared by the egress sources; not part of the module's API (include egress/egress.h).
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace venture::egress {
+
+// `text` (at most `max` bytes of it, then "...") with every byte outside printable ASCII
+// percent-encoded, so a remote side's bytes can go into an error message (and so into JSON).
+std::string printable(std::string_view text, std::size_t max);
+
+}  // namespace venture::egress
