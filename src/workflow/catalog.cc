@@ -98,6 +98,32 @@ void check_status(const json::value& v, const std::string& path, Problems& probl
   }
 }
 
+// Query parameters: a value is a scalar (sent as text) or a list of scalars (the name repeats).
+void check_query(const json::value& v, const std::string& path, Problems& problems) {
+  if (is_dynamic(v)) {
+    return;
+  }
+  const json::object* o = v.if_object();
+  if (o == nullptr) {
+    add_problem(problems, path, "expected an object of parameters, got " + internal::kind_name(v));
+    return;
+  }
+  auto scalar = [](const json::value& x) {
+    return x.is_string() || x.is_number() || x.is_bool();
+  };
+  for (const auto& kv : *o) {
+    const json::value& value = kv.value();
+    const json::array* list = value.if_array();
+    const bool ok = scalar(value) || (list != nullptr && std::all_of(list->begin(), list->end(),
+                                                                     scalar));
+    if (!ok) {
+      add_problem(problems, child(path, kv.key()),
+                  "expected a string, number, boolean or a list of them, got " +
+                      internal::kind_name(value));
+    }
+  }
+}
+
 void check_http_fields(const json::object& o, const std::string& path, Problems& problems) {
   if (const json::value* v = o.if_contains("method")) {
     internal::check_enum(*v, child(path, "method"),
@@ -112,13 +138,18 @@ void check_http_fields(const json::object& o, const std::string& path, Problems&
       add_problem(problems, child(path, "url"), "must be an http:// or https:// URL");
     }
   }
-  for (std::string_view field : {"headers", "query"}) {
-    if (const json::value* v = o.if_contains(field)) {
-      internal::check_string_map(*v, child(path, field), problems);
-    }
+  if (const json::value* v = o.if_contains("headers")) {
+    internal::check_string_map(*v, child(path, "headers"), problems);
   }
-  if (const json::value* v = o.if_contains("timeout")) {
-    check_config_duration(*v, child(path, "timeout"), problems);
+  if (const json::value* v = o.if_contains("query")) {
+    check_query(*v, child(path, "query"), problems);
+  }
+  if (const json::value* v = o.if_contains("timeout"); v != nullptr && !is_dynamic(*v)) {
+    const auto d = internal::check_duration(*v, child(path, "timeout"), problems);
+    if (d && *d > limits::kEgressTimeoutMax) {
+      add_problem(problems, child(path, "timeout"),
+                  "at most " + format_duration(limits::kEgressTimeoutMax) + " per request");
+    }
   }
   if (const json::value* v = o.if_contains("max_response_bytes"); v != nullptr && !is_dynamic(*v)) {
     internal::check_int(*v, child(path, "max_response_bytes"), 1,

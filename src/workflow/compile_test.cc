@@ -226,13 +226,20 @@ TEST(Compile, ConfigSchemas) {
       {"id":"e","type":"fail","config":{"code":1,"retryable":"no"}},
       {"id":"f","type":"transform"},
       {"id":"g","type":"noop","config":"nope"},
-      {"id":"h","type":"http","config":{"url":"https://x","expect_status":"${{ .s }}"}}])");
+      {"id":"h","type":"http","config":{"url":"https://x","expect_status":"${{ .s }}"}},
+      {"id":"i","type":"http","config":{"url":"https://x","timeout":"1h",
+        "query":{"n":1,"b":true,"l":["a",2],"o":{"x":1},"ll":[[1]]}}}])");
   EXPECT_TRUE(has(p, "/nodes/0/config/duration", "required")) << dump(p);
   EXPECT_TRUE(has(p, "/nodes/1/config/duration", "not a duration")) << dump(p);
   EXPECT_TRUE(has(p, "/nodes/2/config/method", "did you mean 'GET'?")) << dump(p);
   EXPECT_TRUE(has(p, "/nodes/2/config/url", "http:// or https://")) << dump(p);
   EXPECT_TRUE(has(p, "/nodes/2/config/headers/a", "expected a string")) << dump(p);
-  EXPECT_TRUE(has(p, "/nodes/2/config/query", "object of strings")) << dump(p);
+  EXPECT_TRUE(has(p, "/nodes/2/config/query", "object of parameters")) << dump(p);
+  EXPECT_TRUE(has(p, "/nodes/8/config/query/o", "list of them")) << dump(p);
+  EXPECT_TRUE(has(p, "/nodes/8/config/query/ll", "list of them")) << dump(p);
+  EXPECT_FALSE(has(p, "/nodes/8/config/query/n", "")) << dump(p);  // scalars and lists are fine
+  EXPECT_FALSE(has(p, "/nodes/8/config/query/l", "")) << dump(p);
+  EXPECT_TRUE(has(p, "/nodes/8/config/timeout", "at most 15m")) << dump(p);
   EXPECT_TRUE(has(p, "/nodes/2/config/timeout", "not a duration")) << dump(p);
   EXPECT_TRUE(has(p, "/nodes/2/config/expect_status/1", "between 100 and 599")) << dump(p);
   EXPECT_TRUE(has(p, "/nodes/2/config/max_response_bytes", "between 1")) << dump(p);
