@@ -50,7 +50,26 @@ void gen_if(base::Random& r, NodeSpec& n) {
   }
 }
 
+void gen_approval(base::Random& r, NodeSpec& n) {
+  n.type = "approval";
+  const int k = pick(r, 5);
+  n.plan = static_cast<ApprovalPlan>(k);
+  n.quorum = 1 + pick(r, 2);
+  if (n.plan != ApprovalPlan::kApprove && n.plan != ApprovalPlan::kReject) {
+    n.approval_timeout_ms = 100 * (1 + pick(r, 30));
+  }
+  if (chance(r, 30)) {
+    n.foreach = true;
+    n.items = pick(r, 4);
+    n.max_parallel = chance(r, 50) ? 1 + pick(r, 2) : 0;
+  }
+}
+
 void gen_type(base::Random& r, NodeSpec& n, const GenOptions& o) {
+  if (o.approval_percent > 0 && chance(r, o.approval_percent)) {
+    gen_approval(r, n);
+    return;
+  }
   const int roll = pick(r, 100);
   n.type = roll < 45 ? "noop" : roll < 60 ? "fail" : roll < 85 ? "transform" : "sleep";
   if (n.type == "sleep") {
@@ -126,6 +145,18 @@ json::value config_json(const NodeSpec& n) {
   }
   if (n.type == "transform") {
     return json::object{{"expr", ".inputs"}};
+  }
+  if (n.type == "approval") {
+    json::object c{{"title", "approve " + n.id + "?"},
+                   {"approvers", json::object{{"roles", json::array{"approver"}}}},
+                   {"quorum", n.quorum}};
+    if (n.approval_timeout_ms > 0) {
+      c["timeout"] = format_duration(Millis(n.approval_timeout_ms));
+      c["on_timeout"] = n.plan == ApprovalPlan::kTimeoutApprove  ? "approve"
+                        : n.plan == ApprovalPlan::kTimeoutReject ? "reject"
+                                                                 : "fail";
+    }
+    return c;
   }
   return json::object();
 }
@@ -220,6 +251,9 @@ json::value ideal_output(const WorkflowSpec& spec, const std::vector<std::string
   const NodeSpec& n = spec.nodes[static_cast<std::size_t>(node)];
   if (status[static_cast<std::size_t>(node)] != "succeeded" || n.type == "sleep") {
     return nullptr;
+  }
+  if (n.type == "approval") {
+    return json::object{{"decision", "people's"}};  // never equal to an `if`'s number
   }
   if (n.foreach) {
     json::array out;
@@ -368,6 +402,11 @@ Expected predict(const WorkflowSpec& spec) {
       status = "skipped";
     } else if (n.type == "sleep") {
       status = "succeeded";
+    } else if (n.type == "approval") {
+      // A rejection is an answer (succeeded); only a timeout with on_timeout fail fails (and
+      // a foreach of no items asks nobody).
+      const bool fails = n.plan == ApprovalPlan::kTimeoutFail && (!n.foreach || n.items > 0);
+      status = fails ? "failed" : "succeeded";
     } else {
       bool ok = true;
       const int slots = n.foreach ? n.items : 1;

@@ -1,7 +1,8 @@
 // The workflow generator and the reference model shared by the engine property test
 // (src/engine/property_test.cc) and the deterministic simulation (tests/sim/sim_test.cc).
 //
-// generate() builds a random DAG workflow (noop/fail/transform/sleep nodes, needs among earlier
+// generate() builds a random DAG workflow (noop/fail/transform/sleep nodes, and approval nodes
+// with a voting plan when GenOptions::approval_percent > 0, needs among earlier
 // nodes, join all/any, `if` from a small fixed set, on_failure, retry policies, foreach with
 // max_parallel, repeat with `until` from a small fixed set) plus an outcome script: outcome_of()
 // and output_of() are pure functions of (node, item, iteration, attempt), so the workers of every
@@ -32,13 +33,16 @@ enum class Outcome {
 
 enum class IfKind { kNone, kTrue, kFalse, kInputFlag, kNeedSucceeded, kNeedOutputIs };
 
+// What the people (the simulation's voters) do with an approval node's approvals.
+enum class ApprovalPlan { kApprove, kReject, kTimeoutApprove, kTimeoutReject, kTimeoutFail };
+
 // repeat.until: ".iteration >= until_iterations", or ".output == \"done\"" where each
 // iteration's output is "done" or "more" by the script.
 enum class UntilKind { kIterationAtLeast, kOutputDone };
 
 struct NodeSpec {
   std::string id;
-  std::string type;  // noop | fail | transform | sleep
+  std::string type;  // noop | fail | transform | sleep | approval (GenOptions::approval_percent)
   std::vector<int> needs;
   bool join_any = false;
   IfKind if_kind = IfKind::kNone;
@@ -65,6 +69,9 @@ struct NodeSpec {
   int fail_percent = 0;                         // task nodes: chance an attempt fails
   int hang_percent = 0;  // task nodes: chance an attempt hangs (when allowed)
   uint64_t script = 0;
+  ApprovalPlan plan = ApprovalPlan::kApprove;  // approval nodes
+  int quorum = 1;                              // approval nodes
+  int64_t approval_timeout_ms = 0;             // approval nodes with a kTimeout* plan
 };
 
 struct WorkflowSpec {
@@ -76,6 +83,8 @@ struct WorkflowSpec {
 struct GenOptions {
   int nodes_max = 12;
   bool allow_hang = true;
+  // Percent of nodes that are approval nodes (a driver must then vote: the simulation does).
+  int approval_percent = 0;
 };
 
 WorkflowSpec generate(base::Random& random, const GenOptions& options);

@@ -18,12 +18,18 @@
 // random points (the freeze outlives engine crashes: it is a store setting), patches running runs
 // with a new noop node that needs a settled node or nothing (the run's spec grows with it, so the
 // model predicts the new node too), and checks that a patch changing a settled node is refused
-// with kFailedPrecondition and leaves the run's version alone. When nothing can move, the clock
+// with kFailedPrecondition and leaves the run's version alone. It also plays the people: about 8%
+// of the nodes are approval nodes (plain or foreach, quorum 1 or 2) whose plan is to approve or
+// reject by vote, or to let the durable timeout decide (approve/reject/fail); voters pick pending
+// approvals from the store's projection and vote (distinct names until the quorum), and now and
+// then a voter who is not an approver or who votes twice must be refused (kPermissionDenied /
+// kFailedPrecondition) with no effect. When nothing can move, the clock
 // jumps to the next wake (engine timers, result and task leases), or a frozen engine is unfrozen.
 // At the end: the engine is unfrozen, no unfinished run, store verify() ok, every run's status and
 // node statuses match the model, at most one settle event per node and per item, and in the
 // global event log no node.started or run.started lies between a control.frozen and the next
-// control.unfrozen, whose counts match the freezes and unfreezes that succeeded.
+// control.unfrozen, whose counts match the freezes and unfreezes that succeeded; no approval
+// is left pending.
 //
 // Reproduce a failing world with the printed command: VENTURE_SIM_SEED is the world's seed and
 // VENTURE_SIM_RUNS the number of worlds (consecutive seeds).
@@ -93,7 +99,9 @@ class World {
       storage::set_memory_faults(*store_, {faults_.append_failure}, seed);
     }
     for (int i = 0; i < kRunsPerWorld; ++i) {
-      specs_.push_back(generate(rnd_, GenOptions{}));
+      GenOptions g;
+      g.approval_percent = 8;
+      specs_.push_back(generate(rnd_, g));
     }
   }
 
@@ -105,6 +113,8 @@ class World {
   int freezes() const { return freezes_; }
   int patches() const { return patches_; }
   int stale() const { return stale_; }
+  int votes() const { return votes_; }
+  int refusals() const { return refusals_; }
 
  private:
   Status boot();
@@ -114,6 +124,7 @@ class World {
   void send_result(const engine::TaskResult& r, bool duplicate);
   void send_stale(const engine::TaskResult& r, bool repeat);
   bool release_held(bool all);
+  std::string vote_round(bool all, bool& progress);
   std::string toggle_freeze();
   std::string patch_some();
   std::string patch_settled(std::size_t i, const std::vector<int>& settled);
@@ -137,6 +148,8 @@ class World {
   int64_t events_ = 0;
   int64_t repeats_ = 0;  // node.repeating events: a repeat node began another iteration
   int crashes_ = 0;
+  int votes_ = 0;     // decisions the voters recorded
+  int refusals_ = 0;  // votes the engine refused as it should (not an approver, twice)
   bool frozen_ = false;  // the last Freeze/Unfreeze that succeeded
   int freezes_ = 0;      // successful Freeze calls
   int unfreezes_ = 0;
@@ -405,6 +418,9 @@ std::string World::run() {
     progress = engine_->step() > 0 || progress;
     progress = worker_round() || progress;
     progress = (!held_.empty() && release_held(!progress)) || progress;
+    if (std::string why = vote_round(!progress, progress); !why.empty()) {
+      return why;
+    }
     if (static_cast<int>(rnd_.uniform(1000)) < faults_.engine_crash_permille) {
       ++crashes_;
       if (auto st = boot(); !st) {
@@ -517,6 +533,63 @@ std::string World::check_freeze() {
   return "";
 }
 
+// The people: for each pending approval (chance 30%, or all when nothing else moves) the
+// plan of its node decides. kApprove/kReject plans vote (distinct voters until the quorum or the
+// first rejection); kTimeout* plans never vote and let the durable timer decide. Now and then a
+// voter who is not an approver, or one voting twice, must be refused without effect.
+std::string World::vote_round(bool all, bool& progress) {
+  storage::ApprovalFilter f;
+  f.status = "pending";
+  f.limit = 500;
+  auto page = store_->list_approvals(f);
+  if (!page) return "";  // an injected store fault: try again next round
+  for (const storage::ApprovalRow& a : page->items) {
+    const auto it = spec_of_.find(a.run);
+    if (it == spec_of_.end()) return "an approval of an unknown run " + a.run;
+    const WorkflowSpec& spec = specs_[it->second];
+    const NodeSpec* node = nullptr;
+    for (const NodeSpec& n : spec.nodes) {
+      if (n.id == a.node) node = &n;
+    }
+    if (node == nullptr || node->type != "approval") {
+      return "approval " + a.id + " of node " + a.node + " which is not an approval node";
+    }
+    if (node->plan != ApprovalPlan::kApprove && node->plan != ApprovalPlan::kReject) continue;
+    if (!all && !chance(rnd_, 30)) continue;
+    const std::size_t voted = a.decisions.is_array() ? a.decisions.as_array().size() : 0;
+    engine::Vote v;
+    v.approval = a.id;
+    v.decision = node->plan == ApprovalPlan::kApprove ? "approve" : "reject";
+    v.role = "approver";
+    v.by = "voter" + std::to_string(voted);
+    const int roll = static_cast<int>(rnd_.uniform(100));
+    Code expected = Code::kOk;
+    if (roll < 8) {
+      v.role = "viewer";  // not among the approvers
+      expected = Code::kPermissionDenied;
+    } else if (roll < 16 && voted > 0) {
+      v.by = "voter0";  // voted already
+      expected = Code::kFailedPrecondition;
+    }
+    auto r = engine_->decide_approval(v);
+    if (r && expected == Code::kOk) {
+      ++votes_;
+      progress = true;
+    } else if (!r && r.error().code == expected) {
+      ++refusals_;
+    } else if (!r && (r.error().code == Code::kUnavailable ||
+                      r.error().code == Code::kFailedPrecondition)) {
+      // a failed append (nothing written), or the run ended meanwhile (a failure elsewhere
+      // closed the approval): the list is a snapshot
+    } else {
+      return "decide_approval(" + v.by + " as " + v.role + ") on " + a.id + ": expected " +
+             std::to_string(static_cast<int>(expected)) + ", got " +
+             (r ? std::string("ok") : r.error().to_string());
+    }
+  }
+  return "";
+}
+
 std::string World::check() {
   auto active = store_->list_active_runs();
   if (!active || !active->empty()) {
@@ -530,6 +603,13 @@ std::string World::check() {
     if (std::string why = check_run(i); !why.empty()) {
       return why;
     }
+  }
+  storage::ApprovalFilter pending;
+  pending.status = "pending";
+  auto left = store_->list_approvals(pending);
+  if (!left || !left->items.empty()) {
+    return "approvals left pending after every run finished: " +
+           (left ? left->items.front().id : left.error().to_string());
   }
   return check_freeze();
 }
@@ -546,6 +626,8 @@ TEST(EngineSimTest, RandomWorldsMatchTheReferenceModel) {
   int freezes = 0;
   int patches = 0;
   int stale = 0;
+  int votes = 0;
+  int refusals = 0;
   int failed = 0;
   for (int w = 0; w < worlds && failed < 3; ++w) {
     const uint64_t seed = base_seed + static_cast<uint64_t>(w);
@@ -557,6 +639,8 @@ TEST(EngineSimTest, RandomWorldsMatchTheReferenceModel) {
     freezes += world.freezes();
     patches += world.patches();
     stale += world.stale();
+    votes += world.votes();
+    refusals += world.refusals();
     if (!why.empty()) {
       ++failed;
       ADD_FAILURE() << "world seed " << seed << ": " << why
@@ -568,10 +652,10 @@ TEST(EngineSimTest, RandomWorldsMatchTheReferenceModel) {
   std::printf(
       "sim: %d worlds x %d runs from seed %llu: %lld events (%lld repeat iterations), "
       "%d engine crashes, %d freezes, %d patched nodes, %d forged stale results, "
-      "%d failed worlds, %.1f s\n",
+      "%d approval votes (%d refused as they should be), %d failed worlds, %.1f s\n",
       worlds, kRunsPerWorld, static_cast<unsigned long long>(base_seed),
       static_cast<long long>(events), static_cast<long long>(repeats), crashes, freezes, patches,
-      stale, failed, secs);
+      stale, votes, refusals, failed, secs);
 }
 
 }  // namespace
