@@ -8,17 +8,10 @@
 #include <memory>
 
 #include "egress/egress.h"
+#include "egress/internal.h"
 
 namespace venture::egress {
 namespace {
-
-struct UrlDeleter {
-  void operator()(CURLU* u) const { curl_url_cleanup(u); }
-};
-struct CurlString {
-  char* text = nullptr;
-  ~CurlString() { curl_free(text); }
-};
 
 // A part of the URL, or "" when absent.
 std::string part(CURLU* u, CURLUPart which, unsigned flags = 0) {
