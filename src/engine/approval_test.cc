@@ -287,12 +287,14 @@ TEST_F(ApprovalTest, CancelClosesPendingApprovals) {
 
 TEST_F(ApprovalTest, ChangedApprovalsAreTheOnesTouchedNow) {
   submit(kGate);
-  EXPECT_EQ(changed_approvals(s_, kT0).size(), 1u);
+  const int review = ir_->index_of("review");
+  EXPECT_EQ(changed_approvals(s_, review, kT0).size(), 1u);
+  EXPECT_TRUE(changed_approvals(s_, ir_->index_of("publish"), kT0).empty());  // no gate
   ctx_.now = kT0 + Millis(1);
-  EXPECT_TRUE(changed_approvals(s_, ctx_.now).empty());
+  EXPECT_TRUE(changed_approvals(s_, review, ctx_.now).empty());
   ASSERT_TRUE(vote(approvals().at(0), "alice", "approver", "approve").has_value());
-  ASSERT_EQ(changed_approvals(s_, ctx_.now).size(), 1u);
-  EXPECT_EQ(changed_approvals(s_, ctx_.now)[0].decisions.as_array().size(), 1u);
+  ASSERT_EQ(changed_approvals(s_, review, ctx_.now).size(), 1u);
+  EXPECT_EQ(changed_approvals(s_, review, ctx_.now)[0].decisions.as_array().size(), 1u);
 }
 
 TEST_F(ApprovalTest, ADynamicConfigThatIsInvalidFailsTheNode) {

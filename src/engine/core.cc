@@ -1113,23 +1113,21 @@ std::optional<storage::ApprovalRow> find_approval(const RunState& state, const s
   return row_of(state, *ref);
 }
 
-std::vector<storage::ApprovalRow> changed_approvals(const RunState& state, Time now) {
+std::vector<storage::ApprovalRow> changed_approvals(const RunState& state, int node, Time now) {
   std::vector<storage::ApprovalRow> rows;
-  if (state.ir == nullptr) return rows;
-  const json::value stamp = time_json(now);
-  for (std::size_t i = 0; i < state.nodes.size(); ++i) {
-    const NodeState& n = state.nodes[i];
-    auto look = [&](const Slot& sl, int index) {
-      const json::object* g = sl.gate.if_object();
-      const json::value* updated = g ? g->if_contains("updated") : nullptr;
-      if (updated != nullptr && *updated == stamp) {
-        rows.push_back(row_of(state, GateRef{static_cast<int>(i), index}));
-      }
-    };
-    look(n.slot, -1);
-    for (std::size_t k = 0; k < n.item_slots.size(); ++k)
-      look(n.item_slots[k], static_cast<int>(k));
+  if (state.ir == nullptr || node < 0 || static_cast<std::size_t>(node) >= state.nodes.size()) {
+    return rows;
   }
+  const NodeState& n = state.nodes[static_cast<std::size_t>(node)];
+  const json::value stamp = time_json(now);
+  auto look = [&](const Slot& sl, int index) {
+    const json::object* g = sl.gate.if_object();
+    const json::value* updated = g ? g->if_contains("updated") : nullptr;
+    if (updated != nullptr && *updated == stamp)
+      rows.push_back(row_of(state, GateRef{node, index}));
+  };
+  look(n.slot, -1);
+  for (std::size_t k = 0; k < n.item_slots.size(); ++k) look(n.item_slots[k], static_cast<int>(k));
   return rows;
 }
 

@@ -246,8 +246,10 @@ std::optional<storage::ApprovalRow> find_approval(const RunState& state, const s
 // Whether `by` with `role` is among the approvers of a gate's request (roles or users).
 bool is_approver(const json::value& request, const std::string& by, const std::string& role);
 
-// Rows of the gates an event batch at time `now` changed (their `updated` == now).
-std::vector<storage::ApprovalRow> changed_approvals(const RunState& state, Time now);
+// Rows of node `node`'s gates (the node's and its items') that events at time `now` changed
+// (their `updated` == now). Every approval.* event names its node, so the shell asks only for the
+// nodes a step touched.
+std::vector<storage::ApprovalRow> changed_approvals(const RunState& state, int node, Time now);
 
 // The task for one attempt (config rendered against the current context).
 [[nodiscard]] Result<Dispatch> build_dispatch(const RunState& state, int node, int index,

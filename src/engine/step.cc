@@ -372,12 +372,8 @@ void Engine::add_rows(StepState& st) {
     row.started = n.started;
     row.finished = n.finished;
     st.batch.nodes.push_back(std::move(row));
-  }
-  for (const std::string& id : st.touched_runs) {
-    auto it = runs_.find(id);
-    if (it == runs_.end()) continue;
-    for (storage::ApprovalRow& row : changed_approvals(it->second, st.ctx.now)) {
-      st.batch.approvals.push_back(std::move(row));
+    for (storage::ApprovalRow& a : changed_approvals(s, idx, st.ctx.now)) {
+      st.batch.approvals.push_back(std::move(a));
     }
   }
   for (auto& snap : pending_snapshots_) st.batch.snapshots.push_back(std::move(snap));
