@@ -10,10 +10,15 @@ namespace {
 constexpr std::string_view kStatuses[] = {"pending", "approved", "rejected", "timed_out",
                                           "cancelled"};
 
-json::object approval_json(const storage::ApprovalRow& a) {
+// The approval's request ({title, description, show, approvers, …}); empty if it has none.
+const json::object& request_of(const storage::ApprovalRow& a) {
   static const json::object kNone;
   const json::object* req = a.request.if_object();
-  if (req == nullptr) req = &kNone;
+  return req != nullptr ? *req : kNone;
+}
+
+json::object approval_json(const storage::ApprovalRow& a) {
+  const json::object* req = &request_of(a);
   auto field = [&](std::string_view k) {
     const json::value* v = req->if_contains(k);
     return v ? *v : json::value();
@@ -135,9 +140,7 @@ Outcome message_page(int status, const std::string& title, const std::string& te
 }
 
 std::string describe(const storage::ApprovalRow& a) {
-  const json::object* req = a.request.if_object();
-  static const json::object kNone;
-  if (req == nullptr) req = &kNone;
+  const json::object* req = &request_of(a);
   std::string html = "<h1>" + escape_html(base::string_or(*req, "title", "Approval")) + "</h1>";
   const std::string description = base::string_or(*req, "description", "");
   if (!description.empty()) html += "<p>" + escape_html(description) + "</p>";
@@ -240,7 +243,7 @@ std::optional<std::pair<ApprovalLinks::Claim, storage::ApprovalRow>> App::open_l
   return std::make_pair(std::move(*claim), std::move(*row));
 }
 
-Outcome App::link_page(const HttpRequest& r, const Principal&,
+Outcome App::link_page(const HttpRequest&, const Principal&,
                        const std::vector<std::string>& params) {
   Outcome failed;
   auto opened = open_link(params[0], failed);
@@ -271,7 +274,6 @@ Outcome App::link_page(const HttpRequest& r, const Principal&,
             ".</p><button name=\"decision\" value=\"approve\">Approve</button>"
             "<button name=\"decision\" value=\"reject\">Reject</button></form>";
   }
-  (void)r;
   return page(200, "Approval", html);
 }
 
