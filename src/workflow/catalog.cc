@@ -108,14 +108,12 @@ void check_query(const json::value& v, const std::string& path, Problems& proble
     add_problem(problems, path, "expected an object of parameters, got " + internal::kind_name(v));
     return;
   }
-  auto scalar = [](const json::value& x) {
-    return x.is_string() || x.is_number() || x.is_bool();
-  };
+  auto scalar = [](const json::value& x) { return x.is_string() || x.is_number() || x.is_bool(); };
   for (const auto& kv : *o) {
     const json::value& value = kv.value();
     const json::array* list = value.if_array();
-    const bool ok = scalar(value) || (list != nullptr && std::all_of(list->begin(), list->end(),
-                                                                     scalar));
+    const bool ok =
+        scalar(value) || (list != nullptr && std::all_of(list->begin(), list->end(), scalar));
     if (!ok) {
       add_problem(problems, child(path, kv.key()),
                   "expected a string, number, boolean or a list of them, got " +
@@ -254,7 +252,9 @@ void validate_approval(const json::value& config, const std::string& path, Probl
   // A quorum larger than the people who may decide can never be reached.
   const json::object* who = base::find_object(*o, "approvers");
   const json::value* quorum = o->if_contains("quorum");
-  if (who != nullptr && quorum != nullptr && quorum->is_int64() && !who->contains("roles")) {
+  const json::array* roles = who != nullptr ? base::find_array(*who, "roles") : nullptr;
+  const bool no_roles = who != nullptr && (!who->contains("roles") || (roles && roles->empty()));
+  if (no_roles && quorum != nullptr && quorum->is_int64()) {
     const json::array* users = base::find_array(*who, "users");
     if (users != nullptr && quorum->get_int64() > static_cast<int64_t>(users->size())) {
       add_problem(problems, child(path, "quorum"),

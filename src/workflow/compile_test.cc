@@ -215,6 +215,21 @@ TEST(Compile, FlowFieldProblems) {
   EXPECT_TRUE(has(p, "/nodes/2/foreach", "a sleep node cannot fan out")) << dump(p);
 }
 
+TEST(Compile, ApprovalQuorumMustBeReachableAndRolesKnown) {
+  Problems p = problems_of(R"([
+      {"id":"a","type":"approval","config":{"title":"t","quorum":3,
+        "approvers":{"users":["x","y"]}}},
+      {"id":"b","type":"approval","config":{"title":"t","quorum":3,
+        "approvers":{"roles":[],"users":["x","y"]}}},
+      {"id":"c","type":"approval","config":{"title":"t","quorum":3,
+        "approvers":{"roles":["approver"],"users":["x"]}}},
+      {"id":"d","type":"approval","config":{"title":"t","approvers":{"roles":["aprover"]}}}])");
+  EXPECT_TRUE(has(p, "/nodes/0/config/quorum", "can never be reached")) << dump(p);
+  EXPECT_TRUE(has(p, "/nodes/1/config/quorum", "can never be reached")) << dump(p);
+  EXPECT_FALSE(has(p, "/nodes/2/config/quorum", "")) << dump(p);  // a role may hold many people
+  EXPECT_TRUE(has(p, "/nodes/3/config/approvers/roles/0", "did you mean 'approver'?")) << dump(p);
+}
+
 TEST(Compile, ConfigSchemas) {
   Problems p = problems_of(R"([
       {"id":"a","type":"sleep","config":{}},
