@@ -533,11 +533,14 @@ std::string World::check_freeze() {
   return "";
 }
 
-// The people: for each pending approval (chance 30%, or all when nothing else moves) the
-// plan of its node decides. kApprove/kReject plans vote (distinct voters until the quorum or the
+// The people: in 30% of the rounds (every round when nothing else moves) the plan of each
+// pending approval's node decides. kApprove/kReject plans vote (distinct voters until the quorum or the
 // first rejection); kTimeout* plans never vote and let the durable timer decide. Now and then a
 // voter who is not an approver, or one voting twice, must be refused without effect.
 std::string World::vote_round(bool all, bool& progress) {
+  // The people look now and then (every round when nothing else moves): one read of the
+  // projection per look, not per loop iteration.
+  if (!all && !chance(rnd_, 30)) return "";
   storage::ApprovalFilter f;
   f.status = "pending";
   f.limit = 500;
@@ -555,7 +558,6 @@ std::string World::vote_round(bool all, bool& progress) {
       return "approval " + a.id + " of node " + a.node + " which is not an approval node";
     }
     if (node->plan != ApprovalPlan::kApprove && node->plan != ApprovalPlan::kReject) continue;
-    if (!all && !chance(rnd_, 30)) continue;
     const std::size_t voted = a.decisions.is_array() ? a.decisions.as_array().size() : 0;
     engine::Vote v;
     v.approval = a.id;
