@@ -13,20 +13,14 @@
 
 #include "../../tests/sim/map_ir_source.h"
 #include "engine/engine.h"
+#include "engine/test_support.h"
 
 namespace venture::engine {
 namespace {
 
-const Time kT0 = from_unix_ms(1'800'000'000'000);
+using testing::kT0;
+using testing::types;
 using V = std::vector<std::string>;
-
-std::vector<std::string> types(const Decision& d) {
-  std::vector<std::string> out;
-  for (const EventDraft& e : d.events) {
-    out.push_back(e.node.empty() ? e.type : e.type + ":" + e.node);
-  }
-  return out;
-}
 
 class ApprovalTest : public ::testing::Test {
  protected:

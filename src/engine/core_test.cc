@@ -12,19 +12,13 @@
 
 #include "../../tests/sim/map_ir_source.h"
 #include "engine/engine.h"
+#include "engine/test_support.h"
 
 namespace venture::engine {
 namespace {
 
-const Time kT0 = from_unix_ms(1'800'000'000'000);
-
-std::vector<std::string> types(const Decision& d) {
-  std::vector<std::string> out;
-  for (const EventDraft& e : d.events) {
-    out.push_back(e.node.empty() ? e.type : e.type + ":" + e.node);
-  }
-  return out;
-}
+using testing::kT0;
+using testing::types;
 
 class CoreTest : public ::testing::Test {
  protected:

@@ -534,9 +534,9 @@ std::string World::check_freeze() {
 }
 
 // The people: in 30% of the rounds (every round when nothing else moves) the plan of each
-// pending approval's node decides. kApprove/kReject plans vote (distinct voters until the quorum or the
-// first rejection); kTimeout* plans never vote and let the durable timer decide. Now and then a
-// voter who is not an approver, or one voting twice, must be refused without effect.
+// pending approval's node decides. kApprove/kReject plans vote (distinct voters until the quorum
+// or the first rejection); kTimeout* plans never vote and let the durable timer decide. Now and
+// then a voter who is not an approver, or one voting twice, must be refused without effect.
 std::string World::vote_round(bool all, bool& progress) {
   // The people look now and then (every round when nothing else moves): one read of the
   // projection per look, not per loop iteration.
