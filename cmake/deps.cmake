@@ -21,3 +21,8 @@ find_package(OpenSSL REQUIRED)
 find_package(CURL REQUIRED)
 find_package(prometheus-cpp CONFIG REQUIRED COMPONENTS core)
 pkg_check_modules(TOMLPP REQUIRED IMPORTED_TARGET tomlplusplus)
+# Cluster mode (#5): libpq for storage/postgres, the NATS C client (JetStream, KV) for bus/nats,
+# hiredis for the API's shared rate limiter.
+pkg_check_modules(LIBPQ REQUIRED IMPORTED_TARGET libpq)
+pkg_check_modules(NATS REQUIRED IMPORTED_TARGET libnats)
+pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)

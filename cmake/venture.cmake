@@ -37,6 +37,31 @@ function(venture_test name)
   set_tests_properties(${name} PROPERTIES LABELS "unit;${V_LABELS}" TIMEOUT 600)
 endfunction()
 
+# venture_service_test(NAME SRCS x_test.cc DEPS module ...): a unit test that needs the test
+# PostgreSQL, NATS and Redis (tests/CMakeLists.txt's fixture `test_services` starts them once per
+# ctest run); it reads VENTURE_TEST_POSTGRES_URL, NATS_URL and REDIS_URL from its environment.
+function(venture_service_test name)
+  cmake_parse_arguments(V "" "" "SRCS;DEPS;LABELS" ${ARGN})
+  if(NOT VENTURE_TESTS)
+    return()
+  endif()
+  add_executable(${name} ${V_SRCS})
+  venture_apply_options(${name})
+  target_link_libraries(${name} PRIVATE ${V_DEPS} GTest::gtest GTest::gtest_main)
+  venture_add_service_test(${name} $<TARGET_FILE:${name}>)
+  set_property(TEST ${name} APPEND PROPERTY LABELS "unit;${V_LABELS}")
+endfunction()
+
+# venture_add_service_test(NAME COMMAND...): any ctest command run with the test services' env.
+function(venture_add_service_test name)
+  find_package(Python3 REQUIRED COMPONENTS Interpreter)
+  add_test(NAME ${name} COMMAND ${Python3_EXECUTABLE}
+    ${PROJECT_SOURCE_DIR}/scripts/with-test-services ${PROJECT_BINARY_DIR}/test-services --
+    ${ARGN})
+  set_tests_properties(${name} PROPERTIES FIXTURES_REQUIRED test_services TIMEOUT 900
+    LABELS "services")
+endfunction()
+
 # venture_fuzzer(NAME SRCS x_fuzz.cc DEPS module ... CORPUS dir)
 # With VENTURE_FUZZ (clang, preset `fuzz`) it links libFuzzer; otherwise it links a small driver that
 # replays the corpus, so every build exercises the fuzz entry point on its seed inputs.

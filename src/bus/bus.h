@@ -3,7 +3,9 @@
 // expiry, de-duplication by message id, and a bound on deliveries).
 //
 // Key types: Bus (the interface), Delivery (one leased message). Implementation here: NewMemoryBus
-// (in-process, the embedded default and the simulation's bus). NATS JetStream comes later (#5).
+// (in-process, the embedded default and the simulation's bus) and new_nats_bus (NATS JetStream,
+// cluster mode). Both also hold a small key-value store with revisions (NATS KV semantics) for
+// run-ownership leases and shared flags.
 //
 // Threading: every method is thread-safe. Subscribe handlers and on_ready callbacks run on the
 // publishing/enqueuing thread, outside the bus's locks, must be cheap, must not throw and must not
@@ -36,6 +38,12 @@ struct Delivery {
   int deliveries = 1;  // 1 on first delivery, +1 on each redelivery
   uint64_t lease = 0;  // identifies this delivery; stale after redelivery
   Time lease_until{};
+};
+
+// One key-value entry. revision grows with every write of the bucket (NATS KV semantics).
+struct KvEntry {
+  std::string value;
+  uint64_t revision = 0;
 };
 
 struct QueueStats {
@@ -77,12 +85,46 @@ class Bus {
   virtual void on_ready(std::string_view queue, std::function<void()> callback) = 0;
 
   [[nodiscard]] virtual Result<QueueStats> stats(std::string_view queue) = 0;
+
+  // Key-value buckets (names and keys: [A-Za-z0-9_-]+, keys may also hold '.' and '='). A bucket
+  // is declared once per process with the time an entry lives after its last write (0 = for
+  // ever); declaring it again with the same ttl is a no-op. An expired or deleted entry is absent.
+  [[nodiscard]] virtual Status kv_bucket(std::string_view bucket, Millis ttl) = 0;
+  // kNotFound when absent.
+  [[nodiscard]] virtual Result<KvEntry> kv_get(std::string_view bucket, std::string_view key) = 0;
+  // Writes only if the key is absent; returns the new revision. kAlreadyExists otherwise.
+  [[nodiscard]] virtual Result<uint64_t> kv_create(std::string_view bucket, std::string_view key,
+                                                   std::string value) = 0;
+  // Writes only if the key's current revision is `revision` (compare-and-set; renews the ttl);
+  // returns the new revision. kFailedPrecondition when the revision differs or the key is absent.
+  [[nodiscard]] virtual Result<uint64_t> kv_update(std::string_view bucket, std::string_view key,
+                                                   std::string value, uint64_t revision) = 0;
+  // Unconditional write; returns the new revision.
+  [[nodiscard]] virtual Result<uint64_t> kv_put(std::string_view bucket, std::string_view key,
+                                                std::string value) = 0;
+  // Removes the key (absent: a successful no-op).
+  [[nodiscard]] virtual Status kv_delete(std::string_view bucket, std::string_view key) = 0;
+  // kOk when the bus can be used now; kUnavailable (with the reason) while it cannot, e.g. the
+  // NATS connection is down and reconnecting. /health reports it.
+  [[nodiscard]] virtual Status health() = 0;
   // The earliest time a delayed or leased message of `queue` becomes pullable again (for sleepers);
   // nullopt when there is none.
   virtual std::optional<Time> next_wake(std::string_view queue) = 0;
 };
 
 std::unique_ptr<Bus> new_memory_bus(base::Clock& clock);
+
+struct NatsOptions {
+  std::string url;          // "nats://127.0.0.1:4222" (several comma-separated for a cluster)
+  std::string name = "venture";  // the connection name shown by the server's monitoring
+  // Work-queue leases: the JetStream consumer's AckWait (a pull's `lease` is capped at it).
+  Millis lease = limits::kLeaseDefault;
+};
+// Connects to NATS (reconnecting for ever: while it is down operations fail with kUnavailable and
+// nothing acknowledged is lost) and declares the JetStream streams and KV buckets Venture uses
+// (docs/cluster.md). kUnavailable when the first connection cannot be made.
+[[nodiscard]] Result<std::unique_ptr<Bus>> new_nats_bus(const NatsOptions& options,
+                                                        base::Clock& clock);
 
 // True if subject matches pattern (NATS rules above).
 bool subject_matches(std::string_view pattern, std::string_view subject);

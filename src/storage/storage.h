@@ -3,8 +3,9 @@
 // per-run snapshots and versioned migrations.
 //
 // Key types: Event (one stored record), Batch (what one append writes atomically), Store (the
-// interface), and two implementations: OpenSqlite (WAL, embedded default) and MemoryStore (tests
-// and simulation; can inject faults). Storage does not interpret workflow semantics: the engine
+// interface), and three implementations: open_sqlite (WAL, embedded default), open_postgres
+// (cluster mode: the log split into partitions by run, one hash chain per partition) and
+// MemoryStore (tests and simulation; can inject faults). Storage does not interpret workflow semantics: the engine
 // computes projection rows and storage writes them.
 //
 // Threading: every Store method is thread-safe. Append blocks the caller until its batch is
@@ -169,7 +170,23 @@ struct Batch {
   std::vector<TokenRow> tokens;                               // upsert by id
   std::vector<PatchRow> patches;                              // upsert by id
   std::vector<ApprovalRow> approvals;                         // upsert by id
+  // Checked in the append's transaction: kFailedPrecondition (nothing written) when the
+  // partition's epoch is not fence->epoch. Every run event of the batch must be in that partition.
+  std::optional<Fence> fence;
 };
+
+// Run ownership fencing (cluster mode). The engine that owns a partition holds an epoch (its
+// ownership lease's revision); an append carrying a fence commits only if the partition's epoch in
+// the store is still that epoch, so an engine whose lease has moved on can write nothing more.
+struct Fence {
+  int partition = 0;
+  int64_t epoch = 0;
+  friend bool operator==(const Fence&, const Fence&) = default;
+};
+
+// The partition of a run (a stable hash of its id), in [0, partitions). Events without a run go
+// to partition 0 as well as the runs that hash there.
+int partition_of(std::string_view run, int partitions);
 
 struct AppendResult {
   int64_t first_seq = 0;
@@ -196,12 +213,22 @@ struct RunPage {
   std::string next_cursor;  // "" when done
 };
 
+// One partition's chain as verify found it (PostgreSQL; the single-chain stores report one).
+struct PartitionReport {
+  int partition = 0;
+  int64_t events = 0;
+  int64_t head_seq = 0;   // seq of the partition's last event (0: empty)
+  std::string head_hash;  // "b2:…" of that event (kZeroHash form when empty)
+  bool ok = true;
+};
+
 struct VerifyReport {
   bool ok = true;
   int64_t events = 0;
   int64_t checkpoints = 0;
   int64_t first_bad_seq = 0;  // 0 when ok
   std::string reason;         // what is wrong with first_bad_seq
+  std::vector<PartitionReport> partitions;
 };
 
 struct Options {
@@ -210,8 +237,13 @@ struct Options {
   // A checkpoint is appended after this many events or this much time, whichever comes first.
   std::size_t checkpoint_every_events = limits::kCheckpointEveryEvents;
   Millis checkpoint_every = limits::kCheckpointEveryDefault;
-  // fsync every commit (PRAGMA synchronous=FULL). Off only for tests that measure nothing durable.
+  // fsync every commit (PRAGMA synchronous=FULL; PostgreSQL synchronous_commit=on). Off only for
+  // tests that measure nothing durable.
   bool fsync = true;
+  // PostgreSQL: the number of log partitions when the database is created (later opens use the
+  // stored number) and the bound of the connection pool.
+  int partitions = 16;
+  std::size_t pool_size = 8;
 };
 
 class Store {
@@ -263,11 +295,26 @@ class Store {
 
   // Appends a checkpoint now if any event is not yet covered (also done automatically).
   [[nodiscard]] virtual Status checkpoint() = 0;
+
+  // Fencing (see Fence): raises the partition's epoch to `epoch`, so appends fenced with an older
+  // epoch fail from now on. kFailedPrecondition if the stored epoch is already higher.
+  [[nodiscard]] virtual Status fence_partition(int partition, int64_t epoch) = 0;
+  // The number of log partitions (1 for the single-chain stores).
+  virtual int partitions() const = 0;
+  // kOk when the store can be used now; kUnavailable (with the reason) while it cannot.
+  [[nodiscard]] virtual Status health() = 0;
 };
 
 // Opens (creating if needed) the SQLite store in dir/venture.db and runs pending migrations.
 [[nodiscard]] Result<std::unique_ptr<Store>> open_sqlite(const std::string& dir, Options options,
                                                          base::Clock& clock, base::Random& random);
+
+// Connects to PostgreSQL (libpq URL "postgres://user@host:port/db"), runs pending migrations (the
+// same versions as SQLite) and restores every partition's chain. kUnavailable when the server
+// cannot be reached.
+[[nodiscard]] Result<std::unique_ptr<Store>> open_postgres(const std::string& url, Options options,
+                                                           base::Clock& clock,
+                                                           base::Random& random);
 
 // Faults a MemoryStore can inject, for tests and the simulation.
 struct MemoryFaults {

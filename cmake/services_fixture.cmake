@@ -1,0 +1,20 @@
+# ctest fixture script: starts (MODE=start) or stops (MODE=stop) the throw-away PostgreSQL, NATS
+# and Redis of scripts/test-services in DIR; on start the printed environment goes to DIR/env.
+if(MODE STREQUAL "start")
+  if(EXISTS ${DIR}/services.json)
+    execute_process(COMMAND ${PYTHON} ${SOURCE}/scripts/test-services stop ${DIR})
+  endif()
+  file(REMOVE_RECURSE ${DIR})
+  file(MAKE_DIRECTORY ${DIR})
+  execute_process(COMMAND ${PYTHON} ${SOURCE}/scripts/test-services start ${DIR}
+    OUTPUT_VARIABLE out RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "test services did not start (rc ${rc})")
+  endif()
+  file(WRITE ${DIR}/env "${out}")
+else()
+  execute_process(COMMAND ${PYTHON} ${SOURCE}/scripts/test-services stop ${DIR} RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "test services did not stop cleanly (rc ${rc})")
+  endif()
+endif()
