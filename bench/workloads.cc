@@ -288,14 +288,8 @@ Status open_stack(const BenchOptions& o, const std::string& dir, Stack& s) {
   storage::Options so;
   so.signing_key = base::new_signing_key();
   so.fsync = o.fsync;
-  if (o.store == "memory") {
-    s.store = storage::new_memory_store(so, s.clock, s.random);
-  } else if (o.store == "sqlite") {
-    VENTURE_ASSIGN_OR_RETURN(s.store, storage::open_sqlite(dir, so, s.clock, s.random));
-  } else {
-    return invalid_argument_error("unknown store '" + o.store + "' (use sqlite or memory)");
-  }
-  s.bus = bus::new_memory_bus(s.clock);
+  VENTURE_ASSIGN_OR_RETURN(s.store, api::open_store(o.store, dir, so, s.clock, s.random));
+  VENTURE_ASSIGN_OR_RETURN(s.bus, api::open_bus(o.bus, s.clock));
   nodes::register_builtins(s.registry);
   s.engine =
       std::make_unique<engine::Engine>(*s.store, *s.bus, s.clock, s.random, engine::Options{});
@@ -381,7 +375,8 @@ Result<BenchResult> run_workload(const BenchOptions& o) {
   r.submit_p99_ms = percentile(s.submit_ms, 0.99);
   r.workload = o.workload;
   r.runs = runs;
-  r.store = o.store;
+  r.store = api::is_cluster_store(o.store) ? "postgres" : o.store;
+  r.bus = o.bus == "memory" ? "memory" : "nats";
   int64_t last_ns = 0;
   std::vector<double> lat = tracker.latencies(r.succeeded, r.failed, last_ns);
   const int k = o.workload == "B" ? o.width + 2 : o.workload == "C" ? 1 : o.steps;
@@ -423,6 +418,7 @@ json::object to_json(const BenchResult& r) {
                       {"group_commits", r.appends},
                       {"events", r.events},
                       {"store", r.store},
+                      {"bus", r.bus},
                       {"via", r.via},
                       {"submit_p50_ms", r.submit_p50_ms},
                       {"submit_p99_ms", r.submit_p99_ms}};
@@ -448,7 +444,7 @@ std::string to_json_line(const BenchResult& r) {
 }
 
 void print_table(const BenchResult& r, std::ostream& out) {
-  out << "workload " << r.workload << " (" << r.store << ", " << r.via << ")\n"
+  out << "workload " << r.workload << " (" << r.store << ", " << r.bus << ", " << r.via << ")\n"
       << "  runs         " << r.runs << " (" << r.succeeded << " succeeded, " << r.failed
       << " failed)\n"
       << "  steps        " << r.steps << "\n"

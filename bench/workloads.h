@@ -1,5 +1,5 @@
 // Benchmark workloads A, B, C and L of ARCHITECTURE.md §8, on the embedded store (SQLite with
-// fsync on every commit, or memory) and the in-process bus; runs are submitted in-process or
+// fsync on every commit, or memory) and the in-process bus, or clustered (PostgreSQL + NATS); runs are submitted in-process or
 // through the HTTP API (`--via http`: the real server on a loopback port, keep-alive clients).
 // Used by `venture bench WORKLOAD`. Benchmarks measure speed; they assert nothing.
 #pragma once
@@ -16,7 +16,8 @@ struct BenchOptions {
   int runs = 0;                  // 0 = the workload's default (A/B 1000, C 20000, L 100)
   int steps = 10;                // K for A and L
   int width = 8;                 // W for B
-  std::string store = "sqlite";  // sqlite | memory
+  std::string store = "sqlite";  // sqlite | memory | postgres://… (cluster)
+  std::string bus = "memory";    // memory | nats://… (cluster)
   std::string data_dir;          // "" = a fresh temporary directory, removed afterwards
   int warmup = -1;               // -1 = 20 (5 for L)
   int workers = 1;               // worker threads
@@ -40,7 +41,8 @@ struct BenchResult {
   double per_step_p50_ms = 0;
   int64_t appends = 0;  // group commits during the measured phase
   int64_t events = 0;
-  std::string store;
+  std::string store;  // sqlite | memory | postgres (never the URL: it may hold a password)
+  std::string bus;    // memory | nats
   std::string via;
   double submit_p50_ms = 0;  // --via http: POST /v1/runs round trip
   double submit_p99_ms = 0;

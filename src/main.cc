@@ -1,8 +1,15 @@
 // The composition root: parses argv, builds and wires the modules, nothing else.
 #include <CLI/CLI.hpp>
+#include <fcntl.h>
 #include <pthread.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <csignal>
+#include <cstddef>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -59,6 +66,103 @@ Status prepare_data_dir(const std::string& dir) {
   return {};
 }
 
+// Holds an exclusive lock on dir/lock for the life of the process: two servers on one data
+// directory would both recover and drive the same runs.
+Status lock_data_dir(const std::string& dir) {
+  const std::string path = (std::filesystem::path(dir) / "lock").string();
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return unavailable_error("cannot open " + path);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    return failed_precondition_error("the data directory " + dir +
+                                     " is in use by another venture process");
+  }
+  return {};  // the descriptor stays open (and locked) until the process exits
+}
+
+// The engine's id in cluster mode: dir/engine.id, created on first start, so a restarted process
+// takes its partitions back at once instead of waiting for its old leases to expire.
+Result<std::string> load_engine_id(const std::string& dir) {
+  const std::filesystem::path path = std::filesystem::path(dir) / "engine.id";
+  std::ifstream in(path);
+  std::string id;
+  if (in >> id) return id;
+  id = "eng-" + base::random_secret_hex().substr(0, 16);
+  std::ofstream out(path, std::ios::trunc);
+  if (!out) return unavailable_error("cannot write " + path.string());
+  out << id << "\n";
+  return id;
+}
+
+// What `--services` selects: "all", or a comma list of api, engine, workers and
+// workers:TYPE[,TYPE...] (a worker type list runs to the next service name).
+struct Services {
+  bool api = false;
+  bool engine = false;
+  bool workers = false;
+  std::vector<std::string> worker_types;  // empty = every registered type
+};
+
+Result<Services> parse_services(std::string_view spec, const nodes::Registry& registry) {
+  Services s;
+  if (spec == "all" || spec.empty()) return Services{true, true, true, {}};
+  bool in_workers = false;
+  std::size_t start = 0;
+  while (start <= spec.size()) {
+    const std::size_t comma = std::min(spec.find(',', start), spec.size());
+    std::string_view item = spec.substr(start, comma - start);
+    start = comma + 1;
+    if (item == "api" || item == "engine" || item == "workers" || item.starts_with("workers:")) {
+      in_workers = false;
+      if (item == "api") s.api = true;
+      if (item == "engine") s.engine = true;
+      if (item == "workers") s.workers = true;
+      if (item.starts_with("workers:")) {
+        s.workers = true;
+        in_workers = true;
+        item.remove_prefix(8);
+      } else {
+        continue;
+      }
+    } else if (!in_workers) {
+      return invalid_argument_error("services: unknown service '" + std::string(item) +
+                                    "' (use all, or a list of api, engine, workers[:TYPE,...])");
+    }
+    // A worker type. `approval` is accepted for the seed's hitl-worker: approval nodes are
+    // decided by the engine and need no worker.
+    if (item == "approval") continue;
+    if (registry.find(std::string(item)) == nullptr) {
+      std::string known;
+      for (const std::string& t : registry.types()) known += (known.empty() ? "" : ", ") + t;
+      return invalid_argument_error("services: unknown worker type '" + std::string(item) +
+                                    "' (known: " + known + ", approval)");
+    }
+    s.worker_types.emplace_back(item);
+  }
+  if (s.workers && s.worker_types.empty() && in_workers) {
+    return invalid_argument_error("services: workers: needs at least one node type");
+  }
+  return s;
+}
+
+// Tells systemd (Type=notify) that the server is ready, when it started us with NOTIFY_SOCKET.
+void notify_systemd(std::string_view state) {
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): read once; nothing sets the environment.
+  const char* socket_path = std::getenv("NOTIFY_SOCKET");
+  if (socket_path == nullptr || socket_path[0] == '\0') return;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::string path = socket_path;
+  if (path.size() >= sizeof addr.sun_path) return;
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  if (path[0] == '@') addr.sun_path[0] = '\0';  // an abstract socket
+  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
+  (void)::sendto(fd, state.data(), state.size(), 0, reinterpret_cast<const sockaddr*>(&addr), len);
+  ::close(fd);
+}
+
 std::optional<base::LogLevel> parse_log_level(std::string_view text) {
   if (text == "debug") return base::LogLevel::kDebug;
   if (text == "info") return base::LogLevel::kInfo;
@@ -79,8 +183,23 @@ int serve(const std::string& config_file,
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  // NOLINTNEXTLINE(concurrency-mt-unsafe): read at startup, before any thread exists.
-  auto env = [](const char* name) -> const char* { return std::getenv(name); };
+  // A peer that closed its socket (Redis, PostgreSQL, a client) is an error, not a signal.
+  std::signal(SIGPIPE, SIG_IGN);
+  // The seed's environment names are aliases: VENTURE_STORE, VENTURE_BUS and VENTURE_REDIS win
+  // over LEDGER_DB_URL, NATS_URL and REDIS_URL (docs/configuration.md).
+  auto env = [](const char* name) -> const char* {
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): read at startup, before any thread exists.
+    if (const char* v = std::getenv(name)) return v;
+    static constexpr std::pair<std::string_view, const char*> kAliases[] = {
+        {"VENTURE_STORE", "LEDGER_DB_URL"},
+        {"VENTURE_BUS", "NATS_URL"},
+        {"VENTURE_REDIS", "REDIS_URL"}};
+    for (const auto& [key, alias] : kAliases) {
+      // NOLINTNEXTLINE(concurrency-mt-unsafe): as above.
+      if (key == name) return std::getenv(alias);
+    }
+    return nullptr;
+  };
   auto config = api::load_serve_config(config_file, env, flags);
   if (!config) {
     std::cerr << "venture serve: " << config.error().message << "\n";
@@ -105,6 +224,10 @@ int serve(const std::string& config_file,
     std::cerr << "venture serve: " << st.error().message << "\n";
     return cli::kExitError;
   }
+  if (Status st = lock_data_dir(config->data_dir); !st) {
+    std::cerr << "venture serve: " << st.error().message << "\n";
+    return cli::kExitError;
+  }
   auto key = load_signing_key(config->data_dir);
   if (!key) {
     std::cerr << "venture serve: " << key.error().message << "\n";
@@ -114,7 +237,7 @@ int serve(const std::string& config_file,
   base::RealRandom random;
   storage::Options so;
   so.signing_key = *key;
-  auto store = storage::open_sqlite(config->data_dir, so, clock, random);
+  auto store = api::open_store(config->store, config->data_dir, so, clock, random);
   if (!store) {
     std::cerr << "venture serve: " << store.error().message << "\n";
     return cli::kExitError;
@@ -126,20 +249,48 @@ int serve(const std::string& config_file,
     std::cerr << "venture serve: " << st.error().message << "\n";
     return cli::kExitError;
   }
-  auto bus = bus::new_memory_bus(clock);
+  auto bus = api::open_bus(config->bus, clock);
+  if (!bus) {
+    std::cerr << "venture serve: " << bus.error().message << "\n";
+    return cli::kExitError;
+  }
   nodes::Registry registry;
   nodes::register_builtins(registry);
   nodes::register_http(registry, egress_client, clock);
   // Approval links are signed with a key derived from the signing key and point at public_url.
   api::ApprovalLinks links(api::ApprovalLinks::derive_key(*key), config->public_url, clock, random);
+  auto services = parse_services(config->services, registry);
+  if (!services) {
+    std::cerr << "venture serve: " << services.error().message << "\n";
+    return cli::kExitUsage;
+  }
+  const bool cluster = config->bus != "memory";
+  if (!cluster && !(services->api && services->engine && services->workers &&
+                    services->worker_types.empty())) {
+    std::cerr << "venture serve: --services " << config->services
+              << " needs cluster mode (--store postgres://… --bus nats://…): the embedded store "
+                 "and bus are not shared with other processes\n";
+    return cli::kExitUsage;
+  }
   engine::Options eo;
   eo.approval_links = [&links](const std::string& run, const json::object& requested) {
     return links.make(run, requested);
   };
-  engine::Engine engine(**store, *bus, clock, random, eo);
+  if (cluster) {
+    auto id = load_engine_id(config->data_dir);
+    if (!id) {
+      std::cerr << "venture serve: " << id.error().message << "\n";
+      return cli::kExitError;
+    }
+    eo.cluster.enabled = true;
+    eo.cluster.id = *id;
+    eo.cluster.drive = services->engine;
+  }
+  engine::Engine engine(**store, **bus, clock, random, eo);
   nodes::WorkerOptions wo;
   wo.threads = static_cast<std::size_t>(config->workers);
-  nodes::WorkerPool workers(*bus, registry, clock, wo);
+  wo.types = services->worker_types;
+  nodes::WorkerPool workers(**bus, registry, clock, wo);
 
   api::ApiOptions ao;
   ao.server.host = listen->first;
@@ -152,7 +303,11 @@ int serve(const std::string& config_file,
   ao.links = &links;
   ao.rate_limits = config->rate_limits;
   ao.patch_review = *api::parse_patch_review(config->patch_review);
-  api::Api service(**store, *bus, engine, clock, random, ao);
+  ao.serve_api = services->api;
+  ao.redis_url = config->redis;  // "" = per-process buckets
+  ao.redis_failure = *api::parse_redis_failure(config->redis_failure);
+  ao.services = config->services;
+  api::Api service(**store, **bus, engine, clock, random, ao);
   // Listen first so a port in use is reported before a long recovery; /readyz says 503 until
   // the engine has recovered every unfinished run.
   if (Status st = service.start(); !st) {
@@ -164,23 +319,28 @@ int serve(const std::string& config_file,
     service.stop();
     return cli::kExitError;
   }
-  workers.start();
+  if (services->workers) workers.start();
   service.set_ready(true);
+  notify_systemd("READY=1");
   const std::string scheme = config->tls_cert.empty() ? "http" : "https";
   base::log_info("venture serving",
                  {{"address", scheme + "://" + listen->first + ":" +
                                   std::to_string(service.port())},
                   {"data_dir", config->data_dir},
+                  {"services", config->services},
+                  {"mode", cluster ? "cluster" : "embedded"},
+                  {"engine_id", eo.cluster.id},
                   {"version", kVersion},
                   {"admin_token_file", (std::filesystem::path(config->data_dir) /
                                         "admin.token").string()}});
   int sig = 0;
   sigwait(&signals, &sig);
   base::log_info("shutting down", {{"signal", sig}});
+  notify_systemd("STOPPING=1");
   service.set_ready(false);
   service.stop_accepting();
   service.stop();
-  workers.stop();        // waits a while for http requests in hand, then abandons them
+  if (services->workers) workers.stop();  // waits for http requests in hand, then abandons them
   egress_client.stop();  // fails what is left; those results are dropped (redelivered later)
   engine.stop();
   base::log_info("stopped");
@@ -228,9 +388,9 @@ int main(int argc, char** argv) {
   };
   flag("--data-dir", "data_dir", "Data directory (default ./venture-data)");
   flag("--listen", "listen", "HOST:PORT of the API (default 127.0.0.1:8000)");
-  flag("--store", "store", "sqlite (embedded)");
-  flag("--bus", "bus", "memory (embedded)");
-  flag("--redis", "redis", "redis://… (cluster mode)");
+  flag("--store", "store", "sqlite (embedded) or postgres://… (cluster)");
+  flag("--bus", "bus", "memory (embedded) or nats://… (cluster)");
+  flag("--redis", "redis", "redis://… shared rate limits (cluster)");
   flag("--services", "services", "Modules to run (default all)");
   flag("--egress-allow", "egress.allow", "CIDRs/hosts the http node may reach");
   flag("--public-url", "public_url", "URL people use to reach this server");
@@ -246,8 +406,8 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--runs", bo.runs, "Number of measured runs");
   bench_cmd->add_option("--steps", bo.steps, "Steps per run (A, L)")->check(CLI::Range(1, 1000));
   bench_cmd->add_option("--width", bo.width, "Parallel steps (B)")->check(CLI::Range(1, 998));
-  bench_cmd->add_option("--store", bo.store, "sqlite|memory")
-      ->check(CLI::IsMember({"sqlite", "memory"}));
+  bench_cmd->add_option("--store", bo.store, "sqlite|memory|postgres://… (a fresh database)");
+  bench_cmd->add_option("--bus", bo.bus, "memory|nats://… (with a postgres:// store)");
   bench_cmd->add_option("--workers", bo.workers, "Worker threads")->check(CLI::Range(1, 64));
   bench_cmd->add_option("--warmup", bo.warmup, "Warm-up runs");
   bench_cmd->add_option("--data-dir", bo.data_dir, "Store directory (default: a temp dir)");

@@ -24,6 +24,9 @@ Api::~Api() { stop(); }
 Status Api::start() {
   VENTURE_RETURN_IF_ERROR(app_->start());
   VENTURE_RETURN_IF_ERROR(server_->start());
+  // The first API process of a deployment creates the admin token (engine and worker processes
+  // serve no API and hold none).
+  if (!options_.serve_api) return {};
   return app_->ensure_admin();
 }
 

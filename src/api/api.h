@@ -34,6 +34,25 @@ struct RateLimits {
   int heavy_per_minute = 5;
 };
 
+// A Redis server, for the rate limits shared by every API process of a cluster.
+struct RedisUrl {
+  std::string host;
+  uint16_t port = 6379;
+  int db = 0;
+  std::string user;      // "" = the default user
+  std::string password;  // "" = no AUTH
+};
+// "redis://[[user]:password@]host[:port][/db]" (user and password percent-encoded, an IPv6 host
+// in brackets; port 6379 and db 0 by default) -> parts. kInvalidArgument with a plain message;
+// rediss:// (TLS) and unix sockets are not supported.
+[[nodiscard]] Result<RedisUrl> parse_redis_url(std::string_view text);
+
+// What a run submission gets while the shared limiter cannot ask Redis (docs/api.md): kClosed
+// refuses it with 503 + Retry-After: 1; kOpen admits it unlimited and logs a warning (at most
+// one per 10 s).
+enum class RedisFailure { kClosed, kOpen };
+[[nodiscard]] Result<RedisFailure> parse_redis_failure(std::string_view text);  // closed|open
+
 // Which patch proposals wait for review (SPEC §3 patches): by default those from `agent` tokens.
 enum class PatchReview { kAgents, kAll, kNone };
 [[nodiscard]] Result<PatchReview> parse_patch_review(std::string_view text);  // agents|all|none
@@ -81,7 +100,15 @@ struct ApiOptions {
   ApprovalLinks* links = nullptr;  // approval links (null: the link pages answer 404)
   std::string data_dir;  // where admin.token is written on first start
   RateLimits rate_limits;
+  // "" = token buckets in this process; else the redis:// URL (parse_redis_url) of the buckets
+  // every API process shares, and what to do while Redis cannot be reached.
+  std::string redis_url;
+  RedisFailure redis_failure = RedisFailure::kClosed;
   PatchReview patch_review = PatchReview::kAgents;
+  // false (`--services` without api): only /livez, /readyz, /health and /metrics answer; every
+  // other route is a 404 naming the services this process runs.
+  bool serve_api = true;
+  std::string services = "all";
   // Extra entries for /health's dependencies (e.g. the store's state), called per request.
   std::function<json::object()> health_dependencies;
 };
@@ -92,9 +119,9 @@ struct ApiOptions {
 struct ServeConfig {
   std::string data_dir = "./venture-data";
   std::string listen = "127.0.0.1:8000";
-  std::string store = "sqlite";  // the embedded store in data_dir (postgres://… arrives in #5)
-  std::string bus = "memory";    // in-process (nats://… arrives in #5)
-  std::string redis;             // unused until #5
+  std::string store = "sqlite";  // the embedded store in data_dir, or postgres://…
+  std::string bus = "memory";    // in-process, or nats://…
+  std::string redis;             // redis://… for the shared rate limiter (cluster mode)
   std::string services = "all";
   std::vector<std::string> egress_allow;  // used by the http node (#4)
   std::string public_url;                 // default: http://<listen>
@@ -104,6 +131,7 @@ struct ServeConfig {
   int blocking_threads = 64;
   int workers = 4;
   RateLimits rate_limits;
+  std::string redis_failure = "closed";  // rate_limits.on_redis_error: closed | open
   std::string patch_review = "agents";
   std::string log_level = "info";
 };
@@ -122,6 +150,18 @@ const std::vector<ConfigKey>& config_keys();
 [[nodiscard]] Result<ServeConfig> load_serve_config(
     const std::string& file, const std::function<const char*(const char*)>& env,
     const std::vector<std::pair<std::string, std::string>>& flags);
+
+// The store a configuration names: "sqlite" (data_dir/venture.db), "memory" (tests), or a
+// "postgres://…" / "postgresql://…" URL (cluster mode). kInvalidArgument for anything else.
+[[nodiscard]] Result<std::unique_ptr<storage::Store>> open_store(const std::string& spec,
+                                                                 const std::string& data_dir,
+                                                                 storage::Options options,
+                                                                 base::Clock& clock,
+                                                                 base::Random& random);
+bool is_cluster_store(std::string_view spec);
+// The bus: "memory" (in-process) or a "nats://…" URL (JetStream). kInvalidArgument otherwise.
+[[nodiscard]] Result<std::unique_ptr<bus::Bus>> open_bus(const std::string& spec,
+                                                         base::Clock& clock);
 
 // "host:port" -> parts; kInvalidArgument with a plain message.
 [[nodiscard]] Result<std::pair<std::string, uint16_t>> parse_listen(std::string_view text);

@@ -122,7 +122,8 @@ HttpResponse json_response(int status, const json::value& body) {
 
 HttpResponse problem_response(const Problem& p) {
   json::object o;
-  o["type"] = std::string(kProblemBase) + std::string(status_slug(p.status));
+  o["type"] =
+      std::string(kProblemBase) + (p.type.empty() ? std::string(status_slug(p.status)) : p.type);
   o["title"] = status_title(p.status);
   o["status"] = p.status;
   o["detail"] = p.detail;
@@ -219,8 +220,7 @@ json::value time_or_null(const std::optional<Time>& t) {
 App::App(AppDeps deps, const ApiOptions& options)
     : deps_(deps),
       options_(options),
-      tokens_(deps.store, deps.bus, deps.clock, deps.random),
-      limiter_(options.rate_limits, deps.clock) {
+      tokens_(deps.store, deps.bus, deps.clock, deps.random) {
   constexpr unsigned kOps = kAdmin | kOperator;
   constexpr unsigned kReview = kAdmin | kApprover;
   constexpr unsigned kStart = kOps | kAgent;
@@ -308,6 +308,7 @@ App::App(AppDeps deps, const ApiOptions& options)
 
 Status App::start() {
   started_ = deps_.clock.now();
+  VENTURE_ASSIGN_OR_RETURN(limiter_, new_limiter(options_, deps_.clock));
   deps_.metrics.add_collector([&engine = deps_.engine] {
     const engine::EngineStats s = engine.stats();
     std::string out;
@@ -340,6 +341,18 @@ Outcome App::handle(const HttpRequest& request) {
       found = &route;
       break;
     }
+  }
+  if (found != nullptr && !options_.serve_api && found->pattern != "/livez" &&
+      found->pattern != "/readyz" && found->pattern != "/health" &&
+      found->pattern != "/metrics") {
+    // `--services` without api: this process answers only its probes and metrics.
+    Problem p;
+    p.status = 404;
+    p.detail = "this process does not serve the API (--services " + options_.services +
+               "); use a process started with --services api";
+    Outcome o = respond(p);
+    o.route = "unmatched";
+    return o;
   }
   if (found == nullptr) {
     Problem p;
@@ -404,24 +417,31 @@ Outcome App::readyz(const HttpRequest&, const Principal&, const std::vector<std:
 }
 
 Outcome App::health(const HttpRequest&, const Principal&, const std::vector<std::string>&) {
+  // A dependency that is down degrades the service (200: the process is alive and recovers when
+  // the dependency does; readiness is /readyz); only an engine that is not running (starting or
+  // shutting down) makes it down (503), so a load balancer can act on it.
   json::object deps;
-  std::string status = "ok";
-  auto store = deps_.store.last_seq();
-  deps["store"] = store ? json::object{{"status", "ok"}, {"last_seq", *store}}
-                        : json::object{{"status", "down"}, {"error", store.error().message}};
-  if (!store) status = "down";
-  auto bus = deps_.bus.stats(engine::kResultsQueue);
-  deps["bus"] = bus ? json::object{{"status", "ok"}}
-                    : json::object{{"status", "down"}, {"error", bus.error().message}};
-  if (!bus && status == "ok") status = "degraded";
+  bool degraded = false;
+  const auto entry = [&](std::string_view name, const Status& state) {
+    deps[name] = state ? json::object{{"status", "ok"}}
+                       : json::object{{"status", "down"}, {"error", state.error().message}};
+    if (!state) degraded = true;
+  };
+  entry("store", deps_.store.health());
+  entry("bus", deps_.bus.health());
+  if (limiter_) {
+    if (auto redis = limiter_->health()) entry("redis", *redis);
+  }
   const auto stats = deps_.engine.stats();
-  deps["engine"] = json::object{{"status", ready_ ? "ok" : "starting"},
+  deps["engine"] = json::object{{"status", ready_ ? "ok" : "down"},
                                 {"frozen", deps_.engine.frozen()},
-                                {"active_runs", stats.active_runs}};
-  if (!ready_ && status == "ok") status = "degraded";
+                                {"active_runs", stats.active_runs},
+                                {"owned_partitions", deps_.engine.owned_partitions().size()},
+                                {"forwarded", stats.forwarded}};
   if (options_.health_dependencies) {
     for (auto& [k, v] : options_.health_dependencies()) deps[k] = v;
   }
+  const std::string_view status = !ready_ ? "down" : degraded ? "degraded" : "ok";
   const auto now = deps_.clock.now();
   json::object body{
       {"status", status},
@@ -429,7 +449,6 @@ Outcome App::health(const HttpRequest&, const Principal&, const std::vector<std:
       {"version", kVersion},
       {"uptime_s", std::chrono::duration_cast<std::chrono::seconds>(now - started_).count()},
       {"dependencies", std::move(deps)}};
-  // A health check answers 503 when the service is down, so a load balancer can act on it.
   return respond(status == "down" ? 503 : 200, body);
 }
 

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -46,6 +47,7 @@ struct Problem {
   std::string detail;
   workflow::Problems errors;
   std::vector<std::pair<std::string, std::string>> headers;
+  std::string type;  // the problem type's slug; "" = the status's ("rate-limited")
 };
 HttpResponse problem_response(const Problem& p);
 // Maps an engine/store error to the status only api may choose: kInvalidArgument 422,
@@ -80,12 +82,42 @@ class Tokens {
   std::unordered_map<std::string, Principal> by_hash_;
 };
 
-// Token buckets per (token, tier): capacity = the tier's runs per minute, refilled continuously.
-class RateLimiter {
+// Rate limits on run submission: token buckets per (token, tier), capacity = the tier's runs per
+// minute, refilled continuously (RateLimits; 0 per minute = unlimited, disabled = always allowed).
+// Two implementations with the same semantics: RateLimiter (this process's buckets, the default)
+// and RedisRateLimiter (buckets in Redis shared by every API process). Thread-safe.
+class Limiter {
+ public:
+  virtual ~Limiter() = default;
+  // nullopt when allowed (and one taken); else the seconds until one is available (>= 1, for
+  // Retry-After). kUnavailable when the buckets cannot be reached and the policy is closed.
+  [[nodiscard]] virtual Result<std::optional<int64_t>> acquire(const std::string& token_id,
+                                                               int agent_nodes) = 0;
+  // The state of the limiter's outside dependency for /health; nullopt when it has none.
+  virtual std::optional<Status> health() = 0;
+};
+
+// The limiter /v1/runs uses: RedisRateLimiter when options.redis_url is set, else RateLimiter.
+// kInvalidArgument for a malformed redis_url. Does not wait for Redis: an unreachable one is
+// logged and reported by /health.
+[[nodiscard]] Result<std::unique_ptr<Limiter>> new_limiter(const ApiOptions& options,
+                                                           base::Clock& clock);
+
+// The answer to a run submission the limiter refuses: 429 with Retry-After, or 503 with
+// Retry-After: 1 (type rate-limiter-unavailable) when it could not decide; nullopt when allowed.
+std::optional<Problem> check_rate_limit(Limiter& limiter, const std::string& token_id,
+                                        int agent_nodes);
+
+// This process's buckets. Memory is bounded by limits::kRateLimitBucketsMax.
+class RateLimiter final : public Limiter {
  public:
   RateLimiter(RateLimits limits, base::Clock& clock) : limits_(limits), clock_(clock) {}
-  // nullopt when allowed (and taken); else seconds until one is available (Retry-After).
+  // As acquire, which never fails here.
   std::optional<int64_t> take(const std::string& token_id, int agent_nodes);
+  Result<std::optional<int64_t>> acquire(const std::string& token_id, int agent_nodes) override {
+    return take(token_id, agent_nodes);
+  }
+  std::optional<Status> health() override { return std::nullopt; }
   static std::string_view tier_name(int agent_nodes);
 
  private:
@@ -97,6 +129,34 @@ class RateLimiter {
   base::Clock& clock_;
   std::mutex mu_;
   std::unordered_map<std::string, Bucket> buckets_;
+};
+
+namespace redis {
+class Client;
+}  // namespace redis
+
+// Buckets shared by every API process through Redis: one hash `venture:rl:<token_id>:<tier>`
+// {tokens, at_ms} with a PEXPIRE, updated by one atomic Lua script per take on Redis's own clock
+// (TIME), so processes with skewed clocks agree. Each call waits at most limits::kRedisTimeout;
+// after a failure the next call reconnects. While Redis cannot be reached, `on_error` decides:
+// kClosed -> kUnavailable, kOpen -> allowed; either way the cause is logged (a warning at most
+// once per 10 s), not told to the client.
+class RedisRateLimiter final : public Limiter {
+ public:
+  RedisRateLimiter(RateLimits limits, RedisUrl url, RedisFailure on_error, base::Clock& clock);
+  ~RedisRateLimiter() override;
+  Result<std::optional<int64_t>> acquire(const std::string& token_id, int agent_nodes) override;
+  // PING: kOk, or kUnavailable naming Redis and why.
+  std::optional<Status> health() override;
+
+ private:
+  [[nodiscard]] Result<int64_t> run_script(const std::string& key, int capacity);
+
+  RateLimits limits_;
+  RedisFailure on_error_;
+  base::Clock& clock_;
+  std::unique_ptr<redis::Client> client_;
+  std::atomic<int64_t> warned_at_ms_;  // the last "Redis is down" warning (unix ms)
 };
 
 class App;
@@ -196,7 +256,7 @@ class App final : public Application {
   AppDeps deps_;
   ApiOptions options_;
   Tokens tokens_;
-  RateLimiter limiter_;
+  std::unique_ptr<Limiter> limiter_;  // made by start()
   std::vector<Route> routes_;
   std::atomic<bool> ready_{false};
   std::mutex agents_mu_;

@@ -27,11 +27,11 @@ const std::vector<KeySpec>& specs() {
      [](ServeConfig& c) { return &c.data_dir; }},
     {{"listen", "HOST:PORT of the HTTP API"}, Kind::kString,
      [](ServeConfig& c) { return &c.listen; }},
-    {{"store", "sqlite (embedded) | postgres://… (#5)"}, Kind::kString,
+    {{"store", "sqlite (embedded) | postgres://… (cluster; alias LEDGER_DB_URL)"}, Kind::kString,
      [](ServeConfig& c) { return &c.store; }},
-    {{"bus", "memory (embedded) | nats://… (#5)"}, Kind::kString,
+    {{"bus", "memory (embedded) | nats://… (cluster; alias NATS_URL)"}, Kind::kString,
      [](ServeConfig& c) { return &c.bus; }},
-    {{"redis", "redis://… for rate limits in a cluster (#5)"}, Kind::kString,
+    {{"redis", "redis://… shared rate limits (cluster; alias REDIS_URL)"}, Kind::kString,
      [](ServeConfig& c) { return &c.redis; }},
     {{"services", "modules this process runs: all | api,engine,workers"}, Kind::kString,
      [](ServeConfig& c) { return &c.services; }},
@@ -58,6 +58,8 @@ const std::vector<KeySpec>& specs() {
      [](ServeConfig& c) { return &c.rate_limits.standard_per_minute; }},
     {{"rate_limits.heavy", "runs/min per token, 3+ agent nodes"}, Kind::kInt, nullptr,
      [](ServeConfig& c) { return &c.rate_limits.heavy_per_minute; }},
+    {{"rate_limits.on_redis_error", "while Redis is down: closed (503) | open (unlimited)"},
+     Kind::kString, [](ServeConfig& c) { return &c.redis_failure; }},
     {{"patch_review", "which patches wait for review: agents | all | none"}, Kind::kString,
      [](ServeConfig& c) { return &c.patch_review; }},
     {{"log_level", "debug | info | warn | error"}, Kind::kString,
@@ -227,13 +229,25 @@ Status check(const ServeConfig& c) {
     return invalid_argument_error("tls.cert and tls.key go together: set both or neither");
   }
   VENTURE_RETURN_IF_ERROR(parse_patch_review(c.patch_review));
-  if (c.store != "sqlite" && !c.store.starts_with("sqlite:")) {
-    return invalid_argument_error("store '" + c.store +
-                                  "' is not available in this build (embedded: sqlite)");
+  if (c.store != "sqlite" && !is_cluster_store(c.store)) {
+    return invalid_argument_error("store must be sqlite or a postgres:// URL, not '" + c.store +
+                                  "'");
   }
-  if (c.bus != "memory") {
-    return invalid_argument_error("bus '" + c.bus +
-                                  "' is not available in this build (embedded: memory)");
+  if (c.bus != "memory" && !c.bus.starts_with("nats://") && !c.bus.starts_with("tls://")) {
+    return invalid_argument_error("bus must be memory or a nats:// URL, not '" + c.bus + "'");
+  }
+  if (!c.redis.empty()) {
+    if (auto url = parse_redis_url(c.redis); !url) {
+      return invalid_argument_error("redis: " + url.error().message);
+    }
+  }
+  if (auto failure = parse_redis_failure(c.redis_failure); !failure) {
+    return invalid_argument_error("rate_limits.on_redis_error: " + failure.error().message);
+  }
+  if (is_cluster_store(c.store) != (c.bus != "memory")) {
+    return invalid_argument_error(
+        "cluster mode needs both a postgres:// store and a nats:// bus (store '" + c.store +
+        "', bus '" + c.bus + "')");
   }
   return {};
 }

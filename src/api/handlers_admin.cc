@@ -1,5 +1,4 @@
-// Control (freeze), tokens, audit; the token store and the rate limiter.
-#include <cmath>
+// Control (freeze), tokens, audit; the token store. (The rate limiter is in ratelimit.cc.)
 #include <filesystem>
 #include <fstream>
 
@@ -120,46 +119,6 @@ Status Tokens::revoke(const std::string& id, const std::string& by) {
 
 Result<std::vector<storage::TokenRow>> Tokens::list() { return store_.list_tokens(); }
 
-// ---- rate limits -----------------------------------------------------------------------------
-
-std::string_view RateLimiter::tier_name(int agent_nodes) {
-  if (agent_nodes == 0) return "simple";
-  if (agent_nodes <= 2) return "standard";
-  return "heavy";
-}
-
-std::optional<int64_t> RateLimiter::take(const std::string& token_id, int agent_nodes) {
-  if (!limits_.enabled) return std::nullopt;
-  const int per_minute = agent_nodes == 0   ? limits_.simple_per_minute
-                         : agent_nodes <= 2 ? limits_.standard_per_minute
-                                            : limits_.heavy_per_minute;
-  if (per_minute <= 0) return std::nullopt;
-  const double capacity = per_minute;
-  const double per_second = per_minute / 60.0;
-  const Time now = clock_.now();
-  std::lock_guard lock(mu_);
-  if (buckets_.size() >= limits::kRateLimitBucketsMax) {
-    // Full buckets carry no information; dropping them all is safe and bounds memory.
-    std::erase_if(buckets_, [&](const auto& kv) {
-      const double seconds = std::chrono::duration<double>(now - kv.second.at).count();
-      return kv.second.tokens + seconds * per_second >= capacity;
-    });
-  }
-  const std::string key = token_id + "/" + std::string(tier_name(agent_nodes));
-  auto [it, fresh] = buckets_.try_emplace(key, Bucket{capacity, now});
-  Bucket& b = it->second;
-  if (!fresh) {
-    const double seconds = std::chrono::duration<double>(now - b.at).count();
-    b.tokens = std::min(capacity, b.tokens + std::max(0.0, seconds) * per_second);
-    b.at = now;
-  }
-  if (b.tokens >= 1.0) {
-    b.tokens -= 1.0;
-    return std::nullopt;
-  }
-  return static_cast<int64_t>(std::ceil((1.0 - b.tokens) / per_second));
-}
-
 // ---- handlers --------------------------------------------------------------------------------
 
 json::object App::control_state() {
@@ -263,7 +222,16 @@ Outcome App::revoke_token(const HttpRequest&, const Principal& who,
 Outcome App::audit_verify(const HttpRequest&, const Principal&, const std::vector<std::string>&) {
   auto report = deps_.store.verify();
   if (!report) return respond(problem_from(report.error()));
+  json::array partitions;
+  for (const storage::PartitionReport& p : report->partitions) {
+    partitions.push_back(json::object{{"partition", p.partition},
+                                      {"events", p.events},
+                                      {"head_seq", p.head_seq},
+                                      {"head_hash", p.head_hash},
+                                      {"ok", p.ok}});
+  }
   return respond(200, json::object{{"ok", report->ok},
+                                   {"partitions", std::move(partitions)},
                                    {"events", report->events},
                                    {"checkpoints", report->checkpoints},
                                    {"first_bad_seq", report->first_bad_seq == 0

@@ -110,13 +110,7 @@ Outcome App::start_run(const HttpRequest& r, const Principal& who,
   } else {
     agents = agent_nodes_of(req.workflow);
   }
-  if (auto wait = limiter_.take(who.token_id, agents)) {
-    p.status = 429;
-    p.detail = "rate limit of the " + std::string(RateLimiter::tier_name(agents)) +
-               " tier exceeded for this token; retry in " + std::to_string(*wait) + " s";
-    p.headers.emplace_back("Retry-After", std::to_string(*wait));
-    return respond(p);
-  }
+  if (auto refused = check_rate_limit(*limiter_, who.token_id, agents)) return respond(*refused);
   if (auto key = r.header("idempotency-key"); key && !key->empty()) {
     if (key->size() > 255) {
       p.status = 400;

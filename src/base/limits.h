@@ -75,6 +75,12 @@ inline constexpr milliseconds kLeaseMax{std::chrono::hours(1)};
 
 // Engine.
 inline constexpr std::size_t kInboxMax = 1 << 20;
+// Cluster mode: a partition's ownership lease (renewed every quarter of it; a dead engine's runs
+// move after at most this long), how long a request forwarded to the owning engine may wait for
+// its answer, and the requests forwarded and not yet answered at once.
+inline constexpr milliseconds kOwnershipLease{10000};
+inline constexpr milliseconds kForwardTimeout{30000};
+inline constexpr std::size_t kForwardedMax = 65536;
 inline constexpr std::size_t kStepTriggersMax = 16384;  // triggers decided per engine step
 inline constexpr std::size_t kActiveRunsMax = 1 << 20;
 
@@ -94,6 +100,11 @@ inline constexpr std::size_t kTokensMax = 10000;
 inline constexpr std::size_t kRateLimitBucketsMax = 100000;   // tokens tracked by the limiter
 inline constexpr milliseconds kExpressionTimeDefault{1000};   // one jq evaluation (watchdog)
 inline constexpr milliseconds kShutdownDrainMax{10000};       // graceful stop of in-flight work
+
+// Redis, for the rate limits shared by a cluster's API processes (#5): one call in all (waiting
+// for a pooled connection, connecting, the command) and the connections one process keeps.
+inline constexpr milliseconds kRedisTimeout{500};
+inline constexpr std::size_t kRedisConnectionsMax = 16;
 
 // Egress: outbound HTTP (egress::Client, the http node; #4).
 inline constexpr milliseconds kEgressTimeoutDefault{30000};  // one request, all redirects

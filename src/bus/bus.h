@@ -115,10 +115,16 @@ class Bus {
 std::unique_ptr<Bus> new_memory_bus(base::Clock& clock);
 
 struct NatsOptions {
-  std::string url;          // "nats://127.0.0.1:4222" (several comma-separated for a cluster)
+  std::string url;               // "nats://127.0.0.1:4222" (several comma-separated for a cluster)
   std::string name = "venture";  // the connection name shown by the server's monitoring
   // Work-queue leases: the JetStream consumer's AckWait (a pull's `lease` is capped at it).
   Millis lease = limits::kLeaseDefault;
+  // Namespace ("" or [A-Za-z0-9]{1,24}): when set, every subject on the wire becomes "<ns>.<s>"
+  // and the streams and KV buckets get the namespace in their names, so several deployments (or
+  // tests) can share one NATS server without seeing each other.
+  std::string ns;
+  // Messages one queue may hold (ready + unacked); more: enqueue fails with kResourceExhausted.
+  std::size_t queue_depth_max = limits::kQueueDepthMax;
 };
 // Connects to NATS (reconnecting for ever: while it is down operations fail with kUnavailable and
 // nothing acknowledged is lost) and declares the JetStream streams and KV buckets Venture uses

@@ -1,8 +1,9 @@
 // Goal: the in-process bus keeps the contract of bus.h: NATS subject matching, topic delivery and
 // unsubscription, and work queues with de-duplication, a depth bound, leases that expire into
 // redelivery (the old lease going stale), heartbeats, delayed nacks, dead-lettering after
-// limits::kDeliveriesMax deliveries, on_ready notifications, and exactly-once acknowledgement of
-// every message under concurrent producers and consumers.
+// limits::kDeliveriesMax deliveries, on_ready notifications, exactly-once acknowledgement of
+// every message under concurrent producers and consumers, and the key-value store
+// (create-if-absent, compare-and-set by revision, expiry ttl after the last write, delete).
 // Method: table tests for matching; a ManualClock drives every time-dependent case, so nothing
 // sleeps and every outcome is deterministic; the concurrency test counts acks per message id and
 // is also run under TSan.
@@ -484,6 +485,97 @@ TEST_F(BusTest, ConcurrentPublishSubscribeAndUnsubscribe) {
     t.join();
   }
   EXPECT_EQ(delivered.load(), 4000);
+}
+
+// ---- Key-value ----
+
+TEST_F(BusTest, KvCreateIsCreateIfAbsent) {
+  ASSERT_TRUE(bus_->kv_bucket("owners", Millis(0)));
+  ASSERT_TRUE(bus_->kv_bucket("owners", Millis(0)));  // the same declaration again: a no-op
+  EXPECT_EQ(bus_->kv_get("owners", "run_1").error().code, Code::kNotFound);
+  auto r1 = bus_->kv_create("owners", "run_1", "node-a");
+  ASSERT_TRUE(r1);
+  EXPECT_GT(*r1, 0U);
+  auto again = bus_->kv_create("owners", "run_1", "node-b");
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, Code::kAlreadyExists);
+  auto got = bus_->kv_get("owners", "run_1");
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->value, "node-a");
+  EXPECT_EQ(got->revision, *r1);
+  // Revisions grow across the keys of a bucket.
+  auto r2 = bus_->kv_create("owners", "run_2", "node-b");
+  ASSERT_TRUE(r2);
+  EXPECT_GT(*r2, *r1);
+}
+
+TEST_F(BusTest, KvUpdateIsCompareAndSet) {
+  ASSERT_TRUE(bus_->kv_bucket("owners", Millis(0)));
+  const uint64_t r1 = *bus_->kv_create("owners", "k", "v1");
+  auto r2 = bus_->kv_update("owners", "k", "v2", r1);
+  ASSERT_TRUE(r2);
+  EXPECT_GT(*r2, r1);
+  auto stale = bus_->kv_update("owners", "k", "v3", r1);
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.error().code, Code::kFailedPrecondition);
+  EXPECT_EQ(bus_->kv_get("owners", "k")->value, "v2");
+  EXPECT_EQ(bus_->kv_update("owners", "absent", "v", 0).error().code, Code::kFailedPrecondition);
+  EXPECT_EQ(bus_->kv_update("owners", "absent", "v", *r2).error().code, Code::kFailedPrecondition);
+  auto r3 = bus_->kv_put("owners", "k", "v4");  // unconditional
+  ASSERT_TRUE(r3);
+  EXPECT_GT(*r3, *r2);
+  EXPECT_EQ(bus_->kv_get("owners", "k")->revision, *r3);
+  EXPECT_TRUE(bus_->kv_put("owners", "new", "x"));
+}
+
+TEST_F(BusTest, KvEntriesExpireTtlAfterTheirLastWrite) {
+  ASSERT_TRUE(bus_->kv_bucket("leases", Millis(1000)));
+  const uint64_t r1 = *bus_->kv_create("leases", "run_1", "a");
+  clock_.advance(Millis(600));
+  auto r2 = bus_->kv_update("leases", "run_1", "a", r1);  // renews the ttl
+  ASSERT_TRUE(r2);
+  clock_.advance(Millis(600));  // 1200 ms after the create, 600 after the update
+  ASSERT_TRUE(bus_->kv_get("leases", "run_1"));
+  clock_.advance(Millis(400));  // exactly ttl after the last write
+  EXPECT_EQ(bus_->kv_get("leases", "run_1").error().code, Code::kNotFound);
+  EXPECT_EQ(bus_->kv_update("leases", "run_1", "a", *r2).error().code, Code::kFailedPrecondition);
+  auto r3 = bus_->kv_create("leases", "run_1", "b");  // absent again: creatable
+  ASSERT_TRUE(r3);
+  EXPECT_GT(*r3, *r2);
+  EXPECT_EQ(bus_->kv_get("leases", "run_1")->value, "b");
+  // A bucket without a ttl keeps its entries.
+  ASSERT_TRUE(bus_->kv_bucket("flags", Millis(0)));
+  ASSERT_TRUE(bus_->kv_put("flags", "frozen", "1"));
+  clock_.advance(limits::kDurationMax);
+  EXPECT_TRUE(bus_->kv_get("flags", "frozen"));
+}
+
+TEST_F(BusTest, KvDeleteMakesTheKeyAbsent) {
+  ASSERT_TRUE(bus_->kv_bucket("owners", Millis(0)));
+  const uint64_t r1 = *bus_->kv_create("owners", "k", "v");
+  ASSERT_TRUE(bus_->kv_delete("owners", "k"));
+  EXPECT_EQ(bus_->kv_get("owners", "k").error().code, Code::kNotFound);
+  EXPECT_EQ(bus_->kv_update("owners", "k", "v", r1).error().code, Code::kFailedPrecondition);
+  ASSERT_TRUE(bus_->kv_delete("owners", "k"));  // absent: a no-op
+  auto r2 = bus_->kv_create("owners", "k", "w");
+  ASSERT_TRUE(r2);
+  EXPECT_GT(*r2, r1);
+}
+
+TEST_F(BusTest, KvRejectsBadNamesAndUndeclaredBuckets) {
+  EXPECT_EQ(bus_->kv_bucket("", Millis(0)).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(bus_->kv_bucket("a.b", Millis(0)).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(bus_->kv_bucket("b", Millis(-1)).error().code, Code::kInvalidArgument);
+  EXPECT_EQ(bus_->kv_get("nope", "k").error().code, Code::kFailedPrecondition);
+  ASSERT_TRUE(bus_->kv_bucket("b", Millis(1000)));
+  EXPECT_EQ(bus_->kv_bucket("b", Millis(2000)).error().code, Code::kFailedPrecondition);
+  for (const char* key : {"", ".a", "a.", "a..b", "a b", "a*", "a>", "a/b"}) {
+    EXPECT_EQ(bus_->kv_put("b", key, "v").error().code, Code::kInvalidArgument) << key;
+  }
+  EXPECT_TRUE(bus_->kv_put("b", "run.r-1_x=2", "v"));
+  EXPECT_EQ(bus_->kv_put("b", std::string(2000, 'k'), "v").error().code, Code::kInvalidArgument);
+  EXPECT_EQ(bus_->kv_put("b", "k", std::string(1 << 20, 'v')).error().code, Code::kInvalidArgument);
+  EXPECT_TRUE(bus_->health());
 }
 
 }  // namespace

@@ -11,6 +11,12 @@
 // Topics. Subscriptions live in an id-ordered map under `topics_mu_`; Publish collects the
 // matching handlers under the lock and calls them after releasing it.
 //
+// Key-value buckets. Each bucket has its own mutex, a revision counter and its live entries by key;
+// a bucket with a ttl also keeps a min-heap of (expiry, key, revision). An entry is absent once
+// `now >= expires_at` (checked on every read), and is erased by the next write to the bucket that
+// finds it due on the heap (a heap item whose revision is no longer the key's is stale and
+// dropped), so the memory held is bounded by the keys written within one ttl.
+//
 // Callbacks (handlers, on_ready) are shared_ptr copies taken under a lock and run outside it, so a
 // callback may call back into the bus without deadlocking, and one replaced or unsubscribed while
 // a publish/enqueue is in flight may still run once more.
@@ -20,9 +26,11 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <queue>
 #include <set>
 #include <shared_mutex>
+#include <string>
 #include <unordered_map>
 #include <utility>
 
@@ -68,6 +76,28 @@ struct Queue {
   std::set<Timed> leases;
   std::size_t dead = 0;
   std::shared_ptr<const Callback> on_ready;
+};
+
+struct KvValue {
+  std::string value;
+  uint64_t revision = 0;
+  std::optional<Time> expires_at;  // nullopt: the bucket has no ttl
+};
+
+struct KvExpiry {
+  Time at;
+  uint64_t revision = 0;
+  std::string key;
+  friend auto operator<=>(const KvExpiry&, const KvExpiry&) = default;
+};
+
+struct KvBucket {
+  explicit KvBucket(Millis t) : ttl(t) {}
+  const Millis ttl;  // 0: entries live for ever
+  std::mutex mu;
+  uint64_t revision = 0;  // of the last write
+  StringMap<KvValue> entries;
+  std::priority_queue<KvExpiry, std::vector<KvExpiry>, std::greater<>> expiries;
 };
 
 struct DeadLetter {
@@ -169,7 +199,19 @@ class MemoryBus final : public Bus {
   Result<QueueStats> stats(std::string_view queue) override;
   std::optional<Time> next_wake(std::string_view queue) override;
 
+  Status kv_bucket(std::string_view bucket, Millis ttl) override;
+  Result<KvEntry> kv_get(std::string_view bucket, std::string_view key) override;
+  Result<uint64_t> kv_create(std::string_view bucket, std::string_view key,
+                             std::string value) override;
+  Result<uint64_t> kv_update(std::string_view bucket, std::string_view key, std::string value,
+                             uint64_t revision) override;
+  Result<uint64_t> kv_put(std::string_view bucket, std::string_view key,
+                          std::string value) override;
+  Status kv_delete(std::string_view bucket, std::string_view key) override;
+  Status health() override { return ok(); }
+
  private:
+  enum class KvWrite { kCreate, kUpdate, kPut };
   struct Subscription {
     std::string pattern;
     std::shared_ptr<const Handler> handler;
@@ -180,6 +222,11 @@ class MemoryBus final : public Bus {
   Queue& find_or_create(std::string_view name);
   // The leased entry `d` refers to, or kNotFound if its lease is stale. Caller holds the lock.
   static Result<std::unordered_map<uint64_t, Entry>::iterator> leased(Queue& q, const Delivery& d);
+  // The declared bucket, after validating the names (kInvalidArgument) and that the bucket was
+  // declared (kFailedPrecondition). Buckets are never destroyed, so the pointer stays valid.
+  Result<KvBucket*> kv_find(std::string_view bucket, std::string_view key);
+  Result<uint64_t> kv_write(std::string_view bucket, std::string_view key, std::string value,
+                            KvWrite mode, uint64_t revision);
 
   base::Clock& clock_;
   std::atomic<uint64_t> next_message_id_{1};
@@ -191,6 +238,9 @@ class MemoryBus final : public Bus {
   std::mutex topics_mu_;
   std::map<uint64_t, Subscription> subscriptions_;  // by id: subscription order
   uint64_t next_subscription_ = 1;
+
+  std::mutex kv_mu_;  // guards the registry only; each bucket has its own mutex
+  StringMap<std::unique_ptr<KvBucket>> buckets_;
 };
 
 Queue* MemoryBus::find(std::string_view name) {
@@ -423,6 +473,127 @@ std::optional<Time> MemoryBus::next_wake(std::string_view queue) {
     wake = q->leases.begin()->at;
   }
   return wake;
+}
+
+// ---- Key-value ----
+
+// True if `v` is live at `now`.
+bool live(const KvValue& v, Time now) { return !v.expires_at || now < *v.expires_at; }
+
+// Erases the entries whose expiry is due. Caller holds b.mu.
+void expire(KvBucket& b, Time now) {
+  while (!b.expiries.empty() && b.expiries.top().at <= now) {
+    const KvExpiry& due = b.expiries.top();
+    auto it = b.entries.find(due.key);
+    if (it != b.entries.end() && it->second.revision == due.revision) {
+      b.entries.erase(it);
+    }
+    b.expiries.pop();
+  }
+}
+
+Status MemoryBus::kv_bucket(std::string_view bucket, Millis ttl) {
+  if (!is_valid_kv_bucket(bucket)) {
+    return invalid_argument_error("bus: invalid kv bucket name '" + std::string(bucket) + "'");
+  }
+  if (ttl < Millis(0) || ttl > limits::kDurationMax) {
+    return invalid_argument_error("bus: kv ttl out of range");
+  }
+  std::lock_guard lock(kv_mu_);
+  auto it = buckets_.find(bucket);
+  if (it == buckets_.end()) {
+    buckets_.emplace(std::string(bucket), std::make_unique<KvBucket>(ttl));
+    return ok();
+  }
+  if (it->second->ttl != ttl) {
+    return failed_precondition_error("bus: kv bucket '" + std::string(bucket) +
+                                     "' already declared with another ttl");
+  }
+  return ok();
+}
+
+Result<KvBucket*> MemoryBus::kv_find(std::string_view bucket, std::string_view key) {
+  if (!is_valid_kv_key(key)) {
+    return invalid_argument_error("bus: invalid kv key '" + std::string(key) + "'");
+  }
+  if (!is_valid_kv_bucket(bucket)) {
+    return invalid_argument_error("bus: invalid kv bucket name '" + std::string(bucket) + "'");
+  }
+  std::lock_guard lock(kv_mu_);
+  auto it = buckets_.find(bucket);
+  if (it == buckets_.end()) {
+    return failed_precondition_error("bus: kv bucket '" + std::string(bucket) +
+                                     "' was not declared");
+  }
+  return it->second.get();
+}
+
+Result<KvEntry> MemoryBus::kv_get(std::string_view bucket, std::string_view key) {
+  VENTURE_ASSIGN_OR_RETURN(KvBucket * b, kv_find(bucket, key));
+  const Time now = clock_.now();
+  std::lock_guard lock(b->mu);
+  auto it = b->entries.find(key);
+  if (it == b->entries.end() || !live(it->second, now)) {
+    return not_found_error("bus: no kv key '" + std::string(key) + "'");
+  }
+  return KvEntry{it->second.value, it->second.revision};
+}
+
+Result<uint64_t> MemoryBus::kv_write(std::string_view bucket, std::string_view key,
+                                     std::string value, KvWrite mode, uint64_t revision) {
+  VENTURE_ASSIGN_OR_RETURN(KvBucket * b, kv_find(bucket, key));
+  if (value.size() > kKvValueBytesMax) {
+    return invalid_argument_error("bus: kv value too large");
+  }
+  const Time now = clock_.now();
+  std::lock_guard lock(b->mu);
+  expire(*b, now);
+  auto it = b->entries.find(key);
+  const bool present = it != b->entries.end() && live(it->second, now);
+  if (mode == KvWrite::kCreate && present) {
+    return already_exists_error("bus: kv key '" + std::string(key) + "' exists");
+  }
+  if (mode == KvWrite::kUpdate && (!present || it->second.revision != revision)) {
+    return failed_precondition_error("bus: kv key '" + std::string(key) + "' is not at revision " +
+                                     std::to_string(revision));
+  }
+  if (it == b->entries.end()) {
+    it = b->entries.emplace(std::string(key), KvValue{}).first;
+  }
+  KvValue& v = it->second;
+  v.value = std::move(value);
+  v.revision = ++b->revision;
+  v.expires_at.reset();
+  if (b->ttl > Millis(0)) {
+    v.expires_at = now + b->ttl;
+    b->expiries.push({*v.expires_at, v.revision, it->first});
+  }
+  return v.revision;
+}
+
+Result<uint64_t> MemoryBus::kv_create(std::string_view bucket, std::string_view key,
+                                      std::string value) {
+  return kv_write(bucket, key, std::move(value), KvWrite::kCreate, 0);
+}
+
+Result<uint64_t> MemoryBus::kv_update(std::string_view bucket, std::string_view key,
+                                      std::string value, uint64_t revision) {
+  return kv_write(bucket, key, std::move(value), KvWrite::kUpdate, revision);
+}
+
+Result<uint64_t> MemoryBus::kv_put(std::string_view bucket, std::string_view key,
+                                   std::string value) {
+  return kv_write(bucket, key, std::move(value), KvWrite::kPut, 0);
+}
+
+Status MemoryBus::kv_delete(std::string_view bucket, std::string_view key) {
+  VENTURE_ASSIGN_OR_RETURN(KvBucket * b, kv_find(bucket, key));
+  std::lock_guard lock(b->mu);
+  expire(*b, clock_.now());
+  b->entries.erase(std::string(key));
+  // Like a NATS delete marker, a delete is a write: it consumes a revision.
+  ++b->revision;
+  return ok();
 }
 
 }  // namespace

@@ -69,6 +69,39 @@ bool is_valid_pattern(std::string_view pattern) {
   return true;
 }
 
+namespace {
+
+bool is_kv_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+         c == '-';
+}
+
+}  // namespace
+
+bool is_valid_kv_bucket(std::string_view bucket) {
+  if (bucket.empty() || bucket.size() > kKvBucketBytesMax) {
+    return false;
+  }
+  for (const char c : bucket) {
+    if (!is_kv_char(c)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool is_valid_kv_key(std::string_view key) {
+  if (key.empty() || key.size() > kKvKeyBytesMax) {
+    return false;
+  }
+  for (const char c : key) {
+    if (!is_kv_char(c) && c != '=' && c != '.') {
+      return false;
+    }
+  }
+  return is_valid_subject(key);  // no empty token: no leading, trailing or double dot
+}
+
 bool subject_matches(std::string_view pattern, std::string_view subject) {
   if (!is_valid_pattern(pattern) || !is_valid_subject(subject)) {
     return false;

@@ -537,8 +537,13 @@ Result<int> cmd_audit_verify(Context& ctx, const Args&) {
   if (ctx.json) {
     print_raw(ctx, r);
   } else if (ok) {
+    const json::array* parts = o == nullptr ? nullptr : base::find_array(*o, "partitions");
     *ctx.out << "ok: " << str(o, "events") << " events and " << str(o, "checkpoints")
-             << " checkpoints verified\n";
+             << " checkpoints verified";
+    if (parts != nullptr && parts->size() > 1) {
+      *ctx.out << " (" << parts->size() << " partitions, each chain intact)";
+    }
+    *ctx.out << "\n";
   } else {
     const std::string seq = str(o, "first_bad_seq");
     const std::string reason = str(o, "reason");

@@ -106,6 +106,9 @@ struct Dispatch {
   json::value config;           // rendered
   json::value context;          // only for node types with needs_context
   std::string idempotency_key;  // "<run>/<node>/<index or iteration>"
+  // The queue the worker reports to; set by the engine shell (never by decide), "" = the
+  // default kResultsQueue. In cluster mode the results queue of the run's partition.
+  std::string reply;
 };
 
 // The identity of one attempt, "<run>/<node>/<index>/<iteration>/<attempt>": the bus dedup id of

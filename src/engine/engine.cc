@@ -1,6 +1,9 @@
 // The engine shell: inbox, step loop, group commit, carrying out commands, recovery.
 #include "engine/engine.h"
 
+#include <algorithm>
+#include <cctype>
+
 #include "engine/internal.h"
 
 namespace venture::engine {
@@ -49,22 +52,56 @@ Status Engine::start() {
   auto frozen = store_.get_setting("frozen");
   if (!frozen) return frozen.error();
   frozen_ = frozen->has_value() && **frozen == "1";
-  VENTURE_ASSIGN_OR_RETURN(std::vector<std::string> active, store_.list_active_runs());
   const Time now = clock_.now();
-  for (const std::string& id : active) {
-    RunState* run = load_run(id);
-    if (run == nullptr) continue;
-    for (const Dispatch& d : in_flight(*run)) {
-      VENTURE_RETURN_IF_ERROR(bus_.enqueue(task_queue(d.type), attempt_key(d), encode_task(d)));
-    }
-    arm(now, id);  // a tick dispatches whatever became ready meanwhile
-  }
-  base::log_info("engine recovered", {{"runs", active.size()}, {"frozen", frozen_}});
-  bus_.on_ready(kResultsQueue, [this] {
+  const auto wake_on_results = [this] {
     std::lock_guard lock(mu_);
     results_ready_ = true;
     wake_.notify_one();
-  });
+  };
+  if (!options_.cluster.enabled) {
+    VENTURE_RETURN_IF_ERROR(recover([](const std::string&) { return true; }, now));
+    bus_.on_ready(kResultsQueue, wake_on_results);
+  } else {
+    const ClusterOptions& c = options_.cluster;
+    const bool valid_id = !c.id.empty() && c.id.size() <= 64 &&
+                          std::all_of(c.id.begin(), c.id.end(), [](char ch) {
+                            return std::isalnum(static_cast<unsigned char>(ch)) != 0 ||
+                                   ch == '_' || ch == '-';
+                          });
+    if (!valid_id) {
+      return invalid_argument_error("cluster mode needs an engine id of [A-Za-z0-9_-]");
+    }
+    partitions_ = store_.partitions();
+    VENTURE_RETURN_IF_ERROR(bus_.kv_bucket("owners", c.lease));
+    VENTURE_RETURN_IF_ERROR(bus_.kv_bucket("flags", Millis(0)));
+    VENTURE_ASSIGN_OR_RETURN(heartbeat_subscription_,
+                             bus_.subscribe("engine.heartbeat", [this](const bus::Message& m) {
+                               const json::object* o = m.data.if_object();
+                               if (o == nullptr) return;
+                               const json::value* drive = o->if_contains("drive");
+                               if (drive == nullptr || !drive->is_bool() || !drive->get_bool()) {
+                                 return;
+                               }
+                               std::lock_guard lock(mu_);
+                               peers_[base::string_or(*o, "id", "")] = clock_.now();
+                             }));
+    VENTURE_ASSIGN_OR_RETURN(control_subscription_,
+                             bus_.subscribe("control.*", [this](const bus::Message& m) {
+                               if (m.subject != "control.frozen" &&
+                                   m.subject != "control.unfrozen") {
+                                 return;
+                               }
+                               const bool now_frozen = m.subject == "control.frozen";
+                               std::lock_guard lock(mu_);
+                               if (now_frozen == frozen_) return;
+                               frozen_ = now_frozen;
+                               remote_unfreeze_ = !now_frozen;
+                               wake_.notify_one();
+                             }));
+    watch_queues();
+    // Take a share of the partitions before saying ready (alone: every partition).
+    ownership_tick(now);
+  }
   if (options_.threaded) {
     loop_ = std::jthread([this] { loop(); });
   }
@@ -80,6 +117,22 @@ void Engine::stop() {
   }
   if (loop_.joinable()) loop_.join();
   bus_.on_ready(kResultsQueue, nullptr);
+  if (options_.cluster.enabled) {
+    bus_.unsubscribe(heartbeat_subscription_);
+    bus_.unsubscribe(control_subscription_);
+    bus_.on_ready("engine.replies." + options_.cluster.id, nullptr);
+    // Hand the partitions over at once rather than after the lease: a graceful stop.
+    std::vector<int> held;
+    for (const auto& [p, o] : owned_) held.push_back(p);
+    for (int p : held) {
+      lose(p, "stopping");
+      (void)bus_.kv_delete("owners", "p" + std::to_string(p));
+    }
+    for (auto& [corr, f] : forwarded_) {
+      f->request->reply->finish(unavailable_error("the engine is shutting down"));
+    }
+    forwarded_.clear();
+  }
   std::lock_guard lock(mu_);
   for (auto& r : inbox_) r->reply->finish(unavailable_error("the engine is shutting down"));
   inbox_.clear();
@@ -134,6 +187,9 @@ void Engine::loop() {
         }
         if (auto lease = bus_.next_wake(kResultsQueue)) {
           wait = std::min(wait, std::max(Millis(0), *lease - clock_.now()));
+        }
+        if (options_.cluster.enabled) {
+          wait = std::min(wait, std::max(Millis(0), next_ownership_tick_ - clock_.now()));
         }
         if (wait > Millis(0)) wake_.wait_for(lock, wait);
         if (stopping_) return;

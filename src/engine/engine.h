@@ -19,7 +19,9 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <map>
 #include <queue>
+#include <set>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -41,8 +43,24 @@ json::value encode_task(const Dispatch& d);
 json::value encode_result(const TaskResult& r);
 [[nodiscard]] Result<TaskResult> decode_result(const json::value& v);
 
+// Cluster mode (docs/cluster.md): several engine processes share one store and bus. The store's
+// log partitions are owned through leases in the bus's KV bucket "owners" (key "p<N>", value the
+// engine id; the bucket's ttl is the lease), renewed every lease/4; an owner drives exactly the
+// runs of its partitions and fences its appends with the lease revision (storage::Fence), so an
+// engine whose lease moved on can write nothing. Requests for runs of partitions this engine does
+// not own are forwarded over the bus to the owner ("engine.requests.<p>", answered on
+// "engine.replies.<id>"), and task results come back on the partition's "engine.results.<p>".
+struct ClusterOptions {
+  bool enabled = false;
+  std::string id;     // this engine's id, [A-Za-z0-9_-]+; stable across restarts of one process
+  bool drive = true;  // false: own no partition, forward every run request (an api-only process)
+  Millis lease = limits::kOwnershipLease;
+  Millis forward_timeout = limits::kForwardTimeout;
+};
+
 struct Options {
   bool threaded = true;
+  ClusterOptions cluster;
   std::size_t snapshot_every_events = limits::kSnapshotEveryEvents;
   Millis result_lease{30000};
   std::size_t step_triggers_max = limits::kStepTriggersMax;
@@ -97,7 +115,12 @@ struct EngineStats {
   int64_t appends = 0;
   int64_t events = 0;
   int64_t active_runs = 0;
+  int64_t owned_partitions = 0;  // cluster mode; every partition (1) otherwise
+  int64_t forwarded = 0;         // requests sent to the owning engine (cluster mode)
 };
+
+// "engine.results" (one queue) or, in cluster mode, "engine.results.<partition>".
+std::string results_queue(int partition, bool cluster);
 
 // Resolves and caches compiled definitions (by version), loading from the store on a miss.
 class IrCache final : public IrSource {
@@ -175,6 +198,9 @@ class Engine {
   [[nodiscard]] Status unfreeze();
   bool frozen() const;
 
+  // Partitions this engine owns now (cluster mode; {0} otherwise).
+  std::vector<int> owned_partitions() const;
+
   // One step (threaded = false): decide everything available now, commit once, carry out.
   // Returns the number of triggers handled.
   std::size_t step();
@@ -185,6 +211,12 @@ class Engine {
  private:
   struct Request;
   struct StepState;
+  struct Owned {
+    uint64_t revision = 0;  // the KV revision of our lease (renewals change it)
+    int64_t epoch = 0;      // the revision we fenced the partition with when we took it
+    Time renewed{};
+  };
+  struct Forwarded;
 
   Status post(Request request);
   Status enqueue(Request request);
@@ -206,6 +238,23 @@ class Engine {
   void record(RunState& run, Decision d, StepState& st);
   void commit(StepState& st);
   void add_rows(StepState& st);
+  // Cluster mode (cluster.cc).
+  Status dispatch(Dispatch d);
+  Status recover(const std::function<bool(const std::string&)>& mine, Time now);
+  bool owns_run(const std::string& run) const;  // loop thread
+  void ownership_tick(Time now);
+  void take(int partition, uint64_t revision, Time now);
+  void lose(int partition, std::string_view why);
+  void watch_queues();
+  void pull_cluster_queues(StepState& st, std::vector<std::unique_ptr<Request>>& requests);
+  std::optional<int> target_partition(const Request& r);
+  void forward(std::unique_ptr<Request> r, int partition, Time now);
+  void expire_forwarded(Time now);
+  void add_fences(StepState& st);
+  std::string new_run_id();
+  // The wire form of requests forwarded between engines (cluster.cc).
+  static json::object encode_request(const Request& r);
+  [[nodiscard]] static Result<std::unique_ptr<Request>> decode_request(const json::object& o);
 
   storage::Store& store_;
   bus::Bus& bus_;
@@ -230,6 +279,18 @@ class Engine {
   using TimerEntry = std::pair<Time, std::string>;
   std::priority_queue<TimerEntry, std::vector<TimerEntry>, std::greater<>> timers_;
   std::unordered_map<std::string, Time> armed_;  // run -> the earliest due time in timers_
+  // Cluster mode. owned_ and forwarded_ belong to the loop; the mirrors below are for callers.
+  int partitions_ = 1;
+  std::map<int, Owned> owned_;
+  std::map<std::string, std::unique_ptr<Forwarded>> forwarded_;  // by correlation id
+  Time next_ownership_tick_{};
+  Time next_queue_sweep_{};
+  uint64_t heartbeat_subscription_ = 0;
+  uint64_t control_subscription_ = 0;
+  std::map<std::string, Time> peers_;  // engine id -> last heartbeat (under mu_)
+  std::set<std::string> ready_queues_;   // queues an on_ready callback flagged (under mu_)
+  bool remote_unfreeze_ = false;         // another engine unfroze (under mu_)
+  std::vector<int> owned_list_;          // a copy of owned_'s keys (under mu_)
   std::jthread loop_;
 };
 

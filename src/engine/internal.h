@@ -22,17 +22,24 @@ struct Reply {
   workflow::Problems problems;  // filled before finish() with an error
   // Called once with the outcome instead of waking a waiter (asynchronous requests).
   std::function<void(Result<StartResponse>)> callback;
+  // Called once after the outcome is recorded (a request forwarded from another engine: sends
+  // the answer back). Runs on the thread that finishes the request.
+  std::function<void(Reply&)> on_finish;
 
   void finish(const Status& s) {
     std::function<void(Result<StartResponse>)> cb;
+    std::function<void(Reply&)> after;
     {
       std::lock_guard lock(mu);
+      if (done) return;
       status = s;
       done = true;
       cb = std::move(callback);
+      after = std::move(on_finish);
       cv.notify_all();
     }
     if (cb) cb(s ? Result<StartResponse>(start) : Result<StartResponse>(s.error()));
+    if (after) after(*this);
   }
 };
 
@@ -60,11 +67,26 @@ struct Engine::Request {
   std::string by;        // kPatchDecision, kReplay
   Vote vote;             // kApproval
   std::string from_node;
+  // kStart, kReplay: the new run's id, chosen before routing (cluster mode) so that a request
+  // redelivered to a new owner finds the run it already started; "" = chosen when handled.
+  std::string start_id;
+  int hops = 0;  // times this request was forwarded between engines
   // A request that failed but still writes (a failed approval records its error on the patch
   // row): answered with this error after the commit, so the caller reads what was written.
   std::optional<Error> error_after_commit;
   std::shared_ptr<Reply> reply = std::make_shared<Reply>();
 };
+
+// A request sent to the engine that owns its run's partition, waiting for the answer.
+struct Engine::Forwarded {
+  std::unique_ptr<Request> request;
+  int partition = 0;
+  Time deadline{};
+};
+
+// The wire form of the answers to requests forwarded between engines (cluster.cc).
+json::object encode_answer(const Reply& reply);
+void apply_answer(const json::object& answer, Reply& reply);
 
 struct Engine::StepState {
   DecideContext ctx;

@@ -1,6 +1,7 @@
 // One engine step: gather triggers (requests, task results, due timers), decide each against its
 // run, append everything in one batch (one group commit), then carry out the commands.
 #include <algorithm>
+#include <utility>
 
 #include "engine/engine.h"
 #include "engine/internal.h"
@@ -41,6 +42,7 @@ Result<RunState> Engine::fold_run(const std::string& id) {
 RunState* Engine::load_run(const std::string& id) {
   auto it = runs_.find(id);
   if (it != runs_.end()) return &it->second;
+  if (!owns_run(id)) return nullptr;  // cluster mode: another engine drives it
   auto state = fold_run(id);
   if (!state) {
     if (state.error().code != Code::kNotFound) {
@@ -74,6 +76,17 @@ void Engine::record(RunState& run, Decision d, StepState& st) {
 }
 
 void Engine::handle_start(Request& r, StepState& st) {
+  if (r.ir == nullptr) {
+    // Forwarded by another engine: resolve and validate here, against the same store.
+    auto prepared = prepare_start(r.start, r.reply->problems);
+    if (!prepared) {
+      r.reply->finish(prepared.error());
+      return;
+    }
+    r.ir = prepared->ir;
+    r.register_version = prepared->register_version;
+    r.start = std::move(prepared->start);
+  }
   const std::string& key = r.start.idempotency_key;
   if (!key.empty()) {
     std::string run_id, hash;
@@ -97,7 +110,15 @@ void Engine::handle_start(Request& r, StepState& st) {
       return;
     }
   }
-  const std::string id = base::new_id("run", clock_, random_);
+  const std::string id = r.start_id.empty() ? new_run_id() : r.start_id;
+  if (!r.start_id.empty() && (runs_.contains(id) || store_.get_run(id))) {
+    // A forwarded start delivered again (its first owner died after starting it): the same run.
+    auto row = store_.get_run(id);
+    r.reply->start =
+        StartResponse{id, row ? row->status : "queued", r.ir->name, r.ir->version, true, ""};
+    r.reply->finish(ok());
+    return;
+  }
   RunState& run = runs_[id];
   auto d = decide_submit(run, id, r.ir, r.start.inputs, "", {}, st.ctx, irs_, r.start.by);
   if (!d) {
@@ -160,7 +181,12 @@ void Engine::handle_replay(Request& r, StepState& st) {
       if (!source->nodes[i].outcome.empty()) outcomes[ir.nodes[i].id] = source->nodes[i].outcome;
     }
   }
-  const std::string id = base::new_id("run", clock_, random_);
+  const std::string id = r.start_id.empty() ? new_run_id() : r.start_id;
+  if (!r.start_id.empty() && (runs_.contains(id) || store_.get_run(id))) {
+    r.reply->start = StartResponse{id, "queued", ir.name, ir.version, true, r.run};
+    r.reply->finish(ok());
+    return;
+  }
   RunState& run = runs_[id];
   auto d = decide_submit(run, id, source->ir, source->inputs, r.run, seeded, st.ctx, irs_, r.by,
                          outcomes);
@@ -395,7 +421,27 @@ std::size_t Engine::step() {
     }
   }
   st.frozen_before = st.ctx.frozen;
+  bool unfrozen_elsewhere = false;
+  if (options_.cluster.enabled) {
+    {
+      std::lock_guard lock(mu_);
+      unfrozen_elsewhere = std::exchange(remote_unfreeze_, false);
+    }
+    expire_forwarded(st.ctx.now);
+    if (st.ctx.now >= next_ownership_tick_) ownership_tick(st.ctx.now);
+    pull_cluster_queues(st, requests);
+  }
   for (auto& r : requests) {
+    if (options_.cluster.enabled) {
+      using Kind = Request::Kind;
+      if ((r->kind == Kind::kStart || r->kind == Kind::kReplay) && r->start_id.empty()) {
+        r->start_id = new_run_id();
+      }
+      if (auto p = target_partition(*r); p && !owned_.contains(*p)) {
+        forward(std::move(r), *p, st.ctx.now);
+        continue;
+      }
+    }
     handle_request(*r, st);
     bool finished = false;
     {
@@ -405,7 +451,9 @@ std::size_t Engine::step() {
     if (!finished) st.done.push_back(std::move(r));
   }
   st.triggers += requests.size();
-  auto results = bus_.pull(kResultsQueue, options_.step_triggers_max, options_.result_lease);
+  auto results = options_.cluster.enabled
+                     ? Result<std::vector<bus::Delivery>>(std::vector<bus::Delivery>{})
+                     : bus_.pull(kResultsQueue, options_.step_triggers_max, options_.result_lease);
   if (results) {
     for (bus::Delivery& d : *results) {
       auto r = decode_result(d.payload);
@@ -427,7 +475,7 @@ std::size_t Engine::step() {
     due.insert(id);
     timers_.pop();
   }
-  if (st.freeze_changed && !st.ctx.frozen) {
+  if ((st.freeze_changed && !st.ctx.frozen) || unfrozen_elsewhere) {
     for (const auto& [id, run] : runs_) due.insert(id);  // unfreeze: dispatch what is ready
   }
   for (const std::string& id : due) {
@@ -455,9 +503,16 @@ void Engine::commit(StepState& st) {
   const bool write =
       !st.batch.events.empty() || !pending_snapshots_.empty() || !st.batch.patches.empty();
   Result<storage::AppendResult> appended = storage::AppendResult{};
+  std::vector<storage::Fence> fences;
   if (write) {
     add_rows(st);
+    add_fences(st);
+    fences = st.batch.fences;
     appended = store_.append(std::move(st.batch));
+  }
+  if (!appended && appended.error().code == Code::kFailedPrecondition && !fences.empty()) {
+    // Fenced: another engine took one of these partitions (our lease lapsed). Stop driving them.
+    for (const storage::Fence& f : fences) lose(f.partition, "fenced by the store");
   }
   if (!appended) {
     // Nothing was written: forget the decisions. The touched runs reload from the store when next
@@ -484,8 +539,12 @@ void Engine::commit(StepState& st) {
       if (auto it = runs_.find(e.run); it != runs_.end()) it->second.last_seq = e.seq;
     }
   }
-  for (const Dispatch& d : st.dispatches) {
-    Status s = bus_.enqueue(task_queue(d.type), attempt_key(d), encode_task(d));
+  if (st.freeze_changed && options_.cluster.enabled) {
+    // Every engine reads the flag at its next ownership tick, if it missed the control event.
+    (void)bus_.kv_put("flags", "frozen", st.ctx.frozen ? "1" : "0");
+  }
+  for (Dispatch& d : st.dispatches) {
+    Status s = dispatch(std::move(d));
     if (!s) {
       // The attempt's deadline fires and retries it; the history stays consistent.
       base::log_warn("cannot dispatch a task",
@@ -528,6 +587,7 @@ json::value encode_task(const Dispatch& d) {
                  {"index", d.index},   {"attempt", d.attempt},    {"iteration", d.iteration},
                  {"config", d.config}, {"key", d.idempotency_key}};
   if (!d.context.is_null()) o["context"] = d.context;
+  if (!d.reply.empty()) o["reply"] = d.reply;
   return o;
 }
 
@@ -542,6 +602,10 @@ Result<Dispatch> decode_task(const json::value& v) {
   d.attempt = static_cast<int>(base::int_or(*o, "attempt", 0));
   d.iteration = static_cast<int>(base::int_or(*o, "iteration", 0));
   d.idempotency_key = base::string_or(*o, "key", "");
+  d.reply = base::string_or(*o, "reply", "");
+  if (!d.reply.empty() && !d.reply.starts_with(kResultsQueue)) {
+    return invalid_argument_error("task reply queue must be an engine results queue");
+  }
   if (const json::value* c = o->if_contains("config")) d.config = *c;
   if (const json::value* c = o->if_contains("context")) d.context = *c;
   if (d.run.empty() || d.node.empty() || d.type.empty() || d.attempt < 1) {

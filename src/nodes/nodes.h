@@ -80,6 +80,9 @@ struct WorkerOptions {
   // stop() waits this long for tasks still in hand, then abandons them: their results are
   // dropped and their leases left to expire, so the bus redelivers them (at-least-once).
   Millis drain = limits::kShutdownDrainMax;
+  // The node types this pool takes tasks of (`--services workers:http,noop`); empty = every type
+  // of the registry. Each must be registered (the constructor CHECKs; validate first).
+  std::vector<std::string> types;
 };
 
 class WorkerPool {

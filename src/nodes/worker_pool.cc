@@ -33,7 +33,7 @@ using SharedPtr = std::shared_ptr<WorkerPool::Shared>;
 // What `done` does: reports the result, then acks the task; nothing once the pool has abandoned
 // the task (its lease expires and the bus redelivers it).
 void complete(const SharedPtr& s, bus::Bus* bus, uint64_t id, const std::string& dedup,
-              const engine::TaskResult& result) {
+              const std::string& reply, const engine::TaskResult& result) {
   bus::Delivery d;
   {
     std::lock_guard lock(s->mu);
@@ -44,7 +44,8 @@ void complete(const SharedPtr& s, bus::Bus* bus, uint64_t id, const std::string&
     s->in_hand.erase(it);
     ++s->completing;
   }
-  if (Status st = bus->enqueue(engine::kResultsQueue, dedup, engine::encode_result(result)); st) {
+  const std::string_view queue = reply.empty() ? engine::kResultsQueue : std::string_view(reply);
+  if (Status st = bus->enqueue(queue, dedup, engine::encode_result(result)); st) {
     (void)bus->ack(d);
     s->executed.fetch_add(1, std::memory_order_relaxed);
   } else {
@@ -67,9 +68,12 @@ WorkerPool::WorkerPool(bus::Bus& bus, const Registry& registry, base::Clock& clo
       registry_(registry),
       clock_(clock),
       options_(options),
-      types_(registry.types()),
+      types_(options.types.empty() ? registry.types() : options.types),
       shared_(std::make_shared<Shared>()) {
   VENTURE_CHECK(options_.lease > Millis(0));
+  for (const std::string& type : types_) {
+    VENTURE_CHECK_MSG(registry.find(type) != nullptr, "worker type is not registered");
+  }
   options_.max_in_flight = std::max<std::size_t>(1, options_.max_in_flight);
 }
 
@@ -169,14 +173,14 @@ std::size_t WorkerPool::drain(const std::string& queue, const std::string& type)
     result.iteration = task.index >= 0 ? 0 : task.iteration;
     result.attempt = task.attempt;
     executor->execute(task, [s = shared_, bus = &bus_, id = id, dedup = engine::attempt_key(task),
-                             result](Outcome o) mutable {
+                             reply = task.reply, result](Outcome o) mutable {
       result.ok = o.ok;
       result.output = std::move(o.output);
       result.error_code = std::move(o.error_code);
       result.error_message = std::move(o.error_message);
       result.retryable = o.retryable;
       result.retry_after_ms = std::max<int64_t>(0, o.retry_after.count());
-      complete(s, bus, id, dedup, result);
+      complete(s, bus, id, dedup, reply, result);
     });
   }
   return tasks->size();

@@ -28,43 +28,6 @@ std::size_t depth(const json::value& v) {
   return 0;
 }
 
-// Checks and normalises caller events; returns each one's compact data encoding.
-Result<std::vector<std::string>> validate_events(std::vector<Event>& events,
-                                                 const SealContext& ctx) {
-  std::vector<std::string> encoded(events.size());
-  for (std::size_t i = 0; i < events.size(); ++i) {
-    Event& e = events[i];
-    if (e.type.empty() || e.type == kCheckpointType) {
-      return invalid_argument_error("event type '" + e.type + "' may not be appended");
-    }
-    if (e.data.is_null()) {
-      e.data = json::object();
-    }
-    if (!e.data.is_object()) {
-      return invalid_argument_error("event " + e.type + ": data must be an object");
-    }
-    if (e.data.get_object().contains(kBlobKey)) {
-      return invalid_argument_error("event " + e.type +
-                                    ": data may not use the reserved member $blob");
-    }
-    if (depth(e.data) > limits::kJsonDepthMax) {
-      return invalid_argument_error("event " + e.type + ": data nests deeper than kJsonDepthMax");
-    }
-    if (e.id.empty()) {
-      e.id = base::new_id("evt", *ctx.clock, *ctx.random);
-    } else if (!base::is_id(e.id, "evt")) {
-      return invalid_argument_error("event id '" + e.id.substr(0, 80) + "' is not an evt_ id");
-    }
-    encoded[i] = base::compact_json(e.data);
-    if (encoded[i].size() > limits::kEventBytesMax) {
-      return invalid_argument_error("event " + e.type + ": data of " +
-                                    std::to_string(encoded[i].size()) +
-                                    " bytes exceeds kEventBytesMax");
-    }
-  }
-  return encoded;
-}
-
 // Assigns seq and prev to e, computes its hash and advances the chain.
 void link(ChainState& state, Event& e) {
   e.seq = state.seq + 1;
@@ -114,6 +77,67 @@ void maybe_checkpoint(ChainState& state, bool force, const SealContext& ctx, Sea
 
 }  // namespace
 
+Result<std::vector<std::string>> validate_events(std::vector<Event>& events,
+                                                 const SealContext& ctx) {
+  std::vector<std::string> encoded(events.size());
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    Event& e = events[i];
+    if (e.type.empty() || e.type == kCheckpointType) {
+      return invalid_argument_error("event type '" + e.type + "' may not be appended");
+    }
+    if (e.data.is_null()) {
+      e.data = json::object();
+    }
+    if (!e.data.is_object()) {
+      return invalid_argument_error("event " + e.type + ": data must be an object");
+    }
+    if (e.data.get_object().contains(kBlobKey)) {
+      return invalid_argument_error("event " + e.type +
+                                    ": data may not use the reserved member $blob");
+    }
+    if (depth(e.data) > limits::kJsonDepthMax) {
+      return invalid_argument_error("event " + e.type + ": data nests deeper than kJsonDepthMax");
+    }
+    if (e.id.empty()) {
+      e.id = base::new_id("evt", *ctx.clock, *ctx.random);
+    } else if (!base::is_id(e.id, "evt")) {
+      return invalid_argument_error("event id '" + e.id.substr(0, 80) + "' is not an evt_ id");
+    }
+    encoded[i] = base::compact_json(e.data);
+    if (encoded[i].size() > limits::kEventBytesMax) {
+      return invalid_argument_error("event " + e.type + ": data of " +
+                                    std::to_string(encoded[i].size()) +
+                                    " bytes exceeds kEventBytesMax");
+    }
+  }
+  return encoded;
+}
+
+namespace {
+
+// The stored form of e: its data moved to a blob (recorded in out) when its encoding is over
+// kBlobThresholdBytes. Appends the stored data's text to out.stored_text.
+Event stored_form(const Event& e, std::string encoded, Sealed& out) {
+  Event stored;
+  stored.id = e.id;
+  stored.type = e.type;
+  stored.time = e.time;
+  stored.run = e.run;
+  stored.node = e.node;
+  if (encoded.size() > limits::kBlobThresholdBytes) {
+    const std::string hash = base::b2(base::blake2b(encoded));
+    stored.data = json::object{{kBlobKey, hash}, {"bytes", encoded.size()}};
+    out.blobs.push_back(Blob{hash, std::move(encoded)});
+    out.stored_text.push_back(base::compact_json(stored.data));
+  } else {
+    stored.data = e.data;
+    out.stored_text.push_back(std::move(encoded));
+  }
+  return stored;
+}
+
+}  // namespace
+
 void undo(ChainState& state, ChainUndo undo) {
   state.seq = undo.seq;
   state.hash = std::move(undo.hash);
@@ -140,21 +164,7 @@ Result<Sealed> seal_batch(ChainState& state, std::vector<Event> events, bool for
   out.result.events.reserve(events.size());
   for (std::size_t i = 0; i < events.size(); ++i) {
     Event& e = events[i];
-    Event stored;
-    stored.id = e.id;
-    stored.type = e.type;
-    stored.time = e.time;
-    stored.run = e.run;
-    stored.node = e.node;
-    if (encoded[i].size() > limits::kBlobThresholdBytes) {
-      const std::string hash = base::b2(base::blake2b(encoded[i]));
-      stored.data = json::object{{kBlobKey, hash}, {"bytes", encoded[i].size()}};
-      out.blobs.push_back(Blob{hash, std::move(encoded[i])});
-      out.stored_text.push_back(base::compact_json(stored.data));
-    } else {
-      stored.data = e.data;
-      out.stored_text.push_back(std::move(encoded[i]));
-    }
+    Event stored = stored_form(e, std::move(encoded[i]), out);
     link(state, stored);
     e.seq = stored.seq;
     e.prev = stored.prev;
@@ -225,6 +235,12 @@ Result<json::value> decode_blob(const BlobRef& ref, std::string_view payload) {
     return data_loss_error("blob " + ref.hash + " is not a JSON object");
   }
   return std::move(*v);
+}
+
+VerifyReport Verifier::finish() const {
+  VerifyReport report = report_;
+  report.partitions = {PartitionReport{0, report_.events, expect_seq_ - 1, prev_, report_.ok}};
+  return report;
 }
 
 bool Verifier::fail(int64_t seq, std::string reason) {
@@ -309,12 +325,14 @@ std::string Verifier::check_checkpoint(const Event& e) const {
   return "";
 }
 
-std::string Verifier::check_blob(const Event& e) const {
+std::string Verifier::check_blob(const Event& e) const { return check_blob_ref(e, lookup_); }
+
+std::string check_blob_ref(const Event& e, const Verifier::BlobLookup& lookup) {
   const std::optional<BlobRef> ref = as_blob_ref(e.data);
   if (!ref) {
     return "";
   }
-  auto payload = lookup_(ref->hash);
+  auto payload = lookup(ref->hash);
   if (!payload) {
     return "blob " + ref->hash + " unreadable: " + payload.error().message;
   }
@@ -326,6 +344,215 @@ std::string Verifier::check_blob(const Event& e) const {
     return decoded.error().message;
   }
   return "";
+}
+
+Status check_partition(int partition, int partitions) {
+  if (partition < 0 || partition >= partitions) {
+    return invalid_argument_error("partition " + std::to_string(partition) + " is not in [0, " +
+                                  std::to_string(partitions) + ")");
+  }
+  return ok();
+}
+
+Status FenceTable::check(const std::vector<Fence>& fences) const {
+  for (const Fence& f : fences) {
+    VENTURE_RETURN_IF_ERROR(check_partition(f.partition, static_cast<int>(epochs_.size())));
+    const int64_t stored = epochs_[static_cast<std::size_t>(f.partition)];
+    if (stored != f.epoch) {
+      return failed_precondition_error("partition " + std::to_string(f.partition) +
+                                       " is at epoch " + std::to_string(stored) +
+                                       ", the append is fenced at " + std::to_string(f.epoch));
+    }
+  }
+  return ok();
+}
+
+Status FenceTable::raise(int partition, int64_t epoch) {
+  VENTURE_RETURN_IF_ERROR(check_partition(partition, static_cast<int>(epochs_.size())));
+  int64_t& stored = epochs_[static_cast<std::size_t>(partition)];
+  if (stored > epoch) {
+    return failed_precondition_error("partition " + std::to_string(partition) + " is at epoch " +
+                                     std::to_string(stored) + ", newer than " +
+                                     std::to_string(epoch));
+  }
+  stored = epoch;
+  return ok();
+}
+
+// ---- partitioned log ----
+
+Result<Sealed> seal_partitioned(std::vector<Event> events, std::vector<std::string> encoded,
+                                std::span<const int64_t> seqs, int partitions,
+                                std::map<int, PartitionHead>& heads) {
+  VENTURE_CHECK(events.size() == encoded.size() && events.size() == seqs.size());
+  const std::map<int, PartitionHead> before = heads;
+  Sealed out;
+  out.stored.reserve(events.size());
+  out.stored_text.reserve(events.size());
+  out.result.events.reserve(events.size());
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    Event& e = events[i];
+    Event stored = stored_form(e, std::move(encoded[i]), out);
+    auto head = heads.find(partition_of(e.run, partitions));
+    VENTURE_CHECK(head != heads.end());
+    if (seqs[i] <= head->second.seq) {
+      heads = before;
+      return data_loss_error("seq " + std::to_string(seqs[i]) + " is not above the head " +
+                             std::to_string(head->second.seq) + " of partition " +
+                             std::to_string(head->first));
+    }
+    stored.seq = seqs[i];
+    stored.prev = head->second.hash;
+    stored.hash = compute_event_hash(stored);
+    head->second = PartitionHead{stored.seq, stored.hash};
+    e.seq = stored.seq;
+    e.prev = stored.prev;
+    e.hash = stored.hash;
+    out.stored.push_back(std::move(stored));
+    out.result.events.push_back(std::move(e));
+  }
+  if (!out.result.events.empty()) {
+    out.result.first_seq = out.result.events.front().seq;
+    out.result.last_seq = out.result.events.back().seq;
+  }
+  return out;
+}
+
+namespace {
+
+base::Hash raw_or_zero(const std::string& b2) {
+  auto h = base::parse_b2(b2);
+  return h ? *h : base::Hash{};
+}
+
+}  // namespace
+
+std::string heads_checkpoint_message(const json::value& heads, const std::string& root) {
+  return base::canonical_json(json::object{{"heads", heads}, {"root", root}});
+}
+
+Event make_heads_checkpoint(const std::vector<PartitionHead>& heads, int64_t seq,
+                            const std::string& prev, const SealContext& ctx) {
+  json::array named;
+  std::vector<base::Hash> leaves;
+  named.reserve(heads.size());
+  leaves.reserve(heads.size());
+  for (std::size_t p = 0; p < heads.size(); ++p) {
+    named.push_back(json::object{
+        {"partition", static_cast<int64_t>(p)}, {"seq", heads[p].seq}, {"hash", heads[p].hash}});
+    leaves.push_back(raw_or_zero(heads[p].hash));
+  }
+  const std::string root = base::b2(base::merkle_root(leaves));
+  const json::value heads_json = std::move(named);
+  const auto signature =
+      base::sign(ctx.options->signing_key, heads_checkpoint_message(heads_json, root));
+  Event cp;
+  cp.id = base::new_id("evt", *ctx.clock, *ctx.random);
+  cp.type = std::string(kCheckpointType);
+  cp.time = ctx.clock->now();
+  cp.data = json::object{{"heads", heads_json},
+                         {"root", root},
+                         {"public_key", base::hex(ctx.options->signing_key.public_key)},
+                         {"signature", base::hex(signature)}};
+  cp.seq = seq;
+  cp.prev = prev;
+  cp.hash = compute_event_hash(cp);
+  return cp;
+}
+
+Result<std::vector<HeadClaim>> check_heads_checkpoint(const Event& e) {
+  const json::object* d = e.data.if_object();
+  const json::value* heads = d != nullptr ? d->if_contains("heads") : nullptr;
+  if (heads == nullptr || !heads->is_array() || heads->get_array().empty()) {
+    return data_loss_error("checkpoint has no heads");
+  }
+  std::vector<HeadClaim> claims;
+  std::vector<base::Hash> leaves;
+  for (const json::value& h : heads->get_array()) {
+    const json::object* o = h.if_object();
+    if (o == nullptr) {
+      return data_loss_error("checkpoint head is not an object");
+    }
+    HeadClaim c{static_cast<int>(base::int_or(*o, "partition", -1)), base::int_or(*o, "seq", -1),
+                base::string_or(*o, "hash", "")};
+    auto raw = base::parse_b2(c.hash);
+    if (c.partition != static_cast<int>(claims.size()) || c.seq < 0 || !raw) {
+      return data_loss_error("checkpoint head " + std::to_string(claims.size()) + " is malformed");
+    }
+    leaves.push_back(*raw);
+    claims.push_back(std::move(c));
+  }
+  const std::string root = base::string_or(*d, "root", "");
+  if (root != base::b2(base::merkle_root(leaves))) {
+    return data_loss_error("checkpoint root does not match the heads it names");
+  }
+  auto key = base::unhex(base::string_or(*d, "public_key", ""));
+  auto sig = base::unhex(base::string_or(*d, "signature", ""));
+  if (!key || !sig || key->size() != 32 || sig->size() != 64) {
+    return data_loss_error("checkpoint has a malformed public_key or signature");
+  }
+  const auto* k = reinterpret_cast<const uint8_t*>(key->data());
+  const auto* s = reinterpret_cast<const uint8_t*>(sig->data());
+  if (!base::verify_signature(std::span<const uint8_t>(k, key->size()),
+                              std::span<const uint8_t>(s, sig->size()),
+                              heads_checkpoint_message(*heads, root))) {
+    return data_loss_error("checkpoint signature does not verify");
+  }
+  return claims;
+}
+
+void PartitionVerifier::fail(int64_t seq, std::string reason) {
+  if (first_bad_seq_ == 0 || seq < first_bad_seq_) {
+    first_bad_seq_ = std::max<int64_t>(seq, 1);
+    reason_ = "partition " + std::to_string(partition_) + ": " + std::move(reason);
+  }
+}
+
+bool PartitionVerifier::add_undecodable(int64_t row_seq, const std::string& why) {
+  fail(row_seq, "undecodable event: " + why);
+  return false;
+}
+
+bool PartitionVerifier::add(const Event& e) {
+  if (first_bad_seq_ != 0) {
+    return false;
+  }
+  if (e.seq <= head_.seq) {
+    fail(e.seq, "seq out of order after " + std::to_string(head_.seq));
+    return false;
+  }
+  if (partition_of(e.run, partitions_) != partition_) {
+    fail(e.seq, "event of run '" + e.run.substr(0, 80) + "' is in the wrong partition");
+    return false;
+  }
+  if (e.prev != head_.hash) {
+    fail(e.seq, "prev does not match the hash of the previous event");
+    return false;
+  }
+  if (compute_event_hash(e) != e.hash) {
+    fail(e.seq, "hash does not recompute");
+    return false;
+  }
+  if (e.type == kCheckpointType) {
+    auto claims = check_heads_checkpoint(e);
+    if (!claims) {
+      fail(e.seq, claims.error().message);
+      return false;
+    }
+    if (partition_ != 0 || static_cast<int>(claims->size()) != partitions_) {
+      fail(e.seq, "checkpoint is not in partition 0 or does not name every partition");
+      return false;
+    }
+    ++checkpoints_;
+    claims_.emplace_back(e.seq, std::move(*claims));
+  }
+  if (std::string reason = check_blob_ref(e, lookup_); !reason.empty()) {
+    fail(e.seq, std::move(reason));
+    return false;
+  }
+  head_ = PartitionHead{e.seq, e.hash};
+  ++events_;
+  return true;
 }
 
 std::string encode_run_cursor(Time created, const std::string& id) {
@@ -352,3 +579,21 @@ std::string checkpoint_message(int64_t from_seq, int64_t to_seq, const std::stri
 }
 
 }  // namespace venture::storage::internal
+
+namespace venture::storage {
+
+int partition_of(std::string_view run, int partitions) {
+  if (run.empty() || partitions <= 1) {
+    return 0;
+  }
+  // The first 8 bytes of BLAKE2b-256, big-endian: stable across builds, platforms and versions
+  // (std::hash is not), so every process and every release maps a run to the same partition.
+  const base::Hash h = base::blake2b(run);
+  uint64_t x = 0;
+  for (std::size_t i = 0; i < 8; ++i) {
+    x = (x << 8) | h[i];
+  }
+  return static_cast<int>(x % static_cast<uint64_t>(partitions));
+}
+
+}  // namespace venture::storage

@@ -8,7 +8,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -71,6 +73,49 @@ struct Sealed {
 [[nodiscard]] Result<Sealed> seal_batch(ChainState& state, std::vector<Event> events, bool force,
                                         const SealContext& ctx);
 
+// Checks and normalises caller events (type, data kind, $blob, depth, size) and fills empty ids;
+// returns each event's compact data encoding. kInvalidArgument on a bad event.
+[[nodiscard]] Result<std::vector<std::string>> validate_events(std::vector<Event>& events,
+                                                               const SealContext& ctx);
+
+// ---- partitioned log (PostgreSQL; docs/storage-format.md "PostgreSQL") ----
+
+// The head of one partition's chain: its last event (seq 0 and kZeroHash when empty).
+struct PartitionHead {
+  int64_t seq = 0;
+  std::string hash = kZeroHash;
+};
+
+// Seals validated events (`encoded` is validate_events' output) into their partitions' chains:
+// events[i] gets seqs[i] (ascending), prev = the head of partition_of(run), and becomes that head.
+// `heads` must hold every partition the events touch. Moves large data to blobs; never adds a
+// checkpoint (the store decides that for the whole group). result.first_seq/last_seq are the
+// first and last assigned seqs.
+// kDataLoss (heads unchanged) if a seq is not above its partition's head (a sequence that was
+// set back behind the store's back).
+[[nodiscard]] Result<Sealed> seal_partitioned(std::vector<Event> events,
+                                              std::vector<std::string> encoded,
+                                              std::span<const int64_t> seqs, int partitions,
+                                              std::map<int, PartitionHead>& heads);
+
+// One head named by a partitioned checkpoint.
+struct HeadClaim {
+  int partition = 0;
+  int64_t seq = 0;
+  std::string hash;
+};
+
+// The audit.checkpoint event of a partitioned log: event `seq` of partition 0, linked after
+// `prev`, whose data names every partition's head (heads[p] for p in [0, P)), their Merkle root
+// and the signature over heads_checkpoint_message.
+Event make_heads_checkpoint(const std::vector<PartitionHead>& heads, int64_t seq,
+                            const std::string& prev, const SealContext& ctx);
+// canonical_json({"heads": heads, "root": root}): what a partitioned checkpoint signs.
+std::string heads_checkpoint_message(const json::value& heads, const std::string& root);
+// Decodes a partitioned checkpoint's data and checks its root and signature; its claims, or
+// kDataLoss naming what is wrong.
+[[nodiscard]] Result<std::vector<HeadClaim>> check_heads_checkpoint(const Event& e);
+
 // True if checkpoint data covers anything not yet covered (Store::checkpoint()).
 bool has_uncovered(const ChainState& state);
 
@@ -106,7 +151,8 @@ class Verifier {
   bool add(const Event& e);
   // A row whose seq is known but whose content does not decode.
   bool add_undecodable(int64_t row_seq, const std::string& why);
-  VerifyReport finish() const { return report_; }
+  // The report, with one PartitionReport (partition 0) for the single chain.
+  VerifyReport finish() const;
 
  private:
   bool fail(int64_t seq, std::string reason);
@@ -119,6 +165,62 @@ class Verifier {
   std::string prev_ = kZeroHash;
   int64_t cp_from_ = 1;
   std::vector<base::Hash> pending_;
+};
+
+// Fencing for the single-process stores (memory, SQLite): the epoch of each partition, kept in
+// memory under the caller's lock. check: kFailedPrecondition unless every fence names its
+// partition's stored epoch (kInvalidArgument for a partition out of range); raise: see
+// Store::fence_partition.
+class FenceTable {
+ public:
+  explicit FenceTable(int partitions) : epochs_(static_cast<std::size_t>(partitions), 0) {}
+  [[nodiscard]] Status check(const std::vector<Fence>& fences) const;
+  [[nodiscard]] Status raise(int partition, int64_t epoch);
+
+ private:
+  std::vector<int64_t> epochs_;
+};
+
+// kInvalidArgument unless 0 <= partition < partitions.
+[[nodiscard]] Status check_partition(int partition, int partitions);
+
+// "" when e's blob reference (if any) resolves to a payload with the named hash and length, else
+// why not.
+std::string check_blob_ref(const Event& e, const Verifier::BlobLookup& lookup);
+
+// Streaming verifier of one partition of a partitioned log: feed its events in seq order (seqs
+// ascend, with gaps), then report(). Checks the partition (partition_of(run)), prev links,
+// hashes, blobs and every checkpoint's root and signature; the checkpoints' claims are collected
+// for the store to check against the other partitions.
+class PartitionVerifier {
+ public:
+  PartitionVerifier(int partition, int partitions, Verifier::BlobLookup lookup)
+      : partition_(partition), partitions_(partitions), lookup_(std::move(lookup)) {}
+  // Returns false once a bad event has been found.
+  bool add(const Event& e);
+  bool add_undecodable(int64_t row_seq, const std::string& why);
+  // Marks the partition bad at seq (a check made outside, e.g. the partition row's head).
+  void fail(int64_t seq, std::string reason);
+
+  PartitionReport report() const {
+    return PartitionReport{partition_, events_, head_.seq, head_.hash, first_bad_seq_ == 0};
+  }
+  int64_t first_bad_seq() const { return first_bad_seq_; }
+  const std::string& reason() const { return reason_; }
+  int64_t checkpoints() const { return checkpoints_; }
+  // (checkpoint seq, the heads it names), in seq order.
+  const std::vector<std::pair<int64_t, std::vector<HeadClaim>>>& claims() const { return claims_; }
+
+ private:
+  int partition_;
+  int partitions_;
+  Verifier::BlobLookup lookup_;
+  PartitionHead head_;
+  int64_t events_ = 0;
+  int64_t checkpoints_ = 0;
+  int64_t first_bad_seq_ = 0;
+  std::string reason_;
+  std::vector<std::pair<int64_t, std::vector<HeadClaim>>> claims_;
 };
 
 // Opaque ListRuns cursor: the (created, id) of the last item of the previous page.

@@ -57,6 +57,12 @@ class MemoryStore final : public Store, public internal::Introspect {
   Result<ApprovalPage> list_approvals(const ApprovalFilter& filter) override;
   Result<VerifyReport> verify() override;
   Status checkpoint() override;
+  Status fence_partition(int partition, int64_t epoch) override {
+    std::lock_guard lock(mu_);
+    return fences_.raise(partition, epoch);
+  }
+  int partitions() const override { return 1; }
+  Status health() override { return ok(); }
 
   internal::StoreStats stats() override {
     std::lock_guard lock(mu_);
@@ -116,6 +122,7 @@ class MemoryStore final : public Store, public internal::Introspect {
   MemoryFaults faults_;
   std::unique_ptr<base::SeededRandom> fault_random_;
   internal::StoreStats stats_;
+  internal::FenceTable fences_{1};  // the single partition's epoch
 };
 
 Status MemoryStore::check_batch(const Batch& batch) const {
@@ -140,6 +147,7 @@ Result<AppendResult> MemoryStore::append(Batch batch) {
       fault_random_->uniform_double() < faults_.append_failure_rate) {
     return unavailable_error("injected append failure");
   }
+  VENTURE_RETURN_IF_ERROR(fences_.check(batch.fences));
   VENTURE_RETURN_IF_ERROR(check_batch(batch));
   const internal::SealContext ctx{&options_, &clock_, &random_};
   VENTURE_ASSIGN_OR_RETURN(Sealed sealed,

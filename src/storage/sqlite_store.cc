@@ -289,6 +289,14 @@ class SqliteStore final : public Store, public internal::Introspect {
   Result<ApprovalPage> list_approvals(const ApprovalFilter& filter) override;
   Result<VerifyReport> verify() override;
   Status checkpoint() override;
+  // The epochs live in memory (fences_): SQLite is single-process, so the only appender is this
+  // store's writer, which checks them inside the group's transaction.
+  Status fence_partition(int partition, int64_t epoch) override {
+    std::lock_guard lock(fence_mu_);
+    return fences_.raise(partition, epoch);
+  }
+  int partitions() const override { return 1; }
+  Status health() override;
 
   internal::StoreStats stats() override {
     std::lock_guard lock(queue_mu_);
@@ -346,6 +354,9 @@ class SqliteStore final : public Store, public internal::Introspect {
   std::condition_variable pool_cv_;
   std::vector<std::unique_ptr<Conn>> readers_;
   std::size_t readers_open_ = 0;
+
+  std::mutex fence_mu_;
+  internal::FenceTable fences_{1};  // guarded by fence_mu_
 
   std::jthread writer_;  // last: started in the constructor body, joined in the destructor
 };
@@ -443,6 +454,10 @@ void SqliteStore::commit_group(std::vector<std::unique_ptr<PendingAppend>>& grou
 Result<AppendResult> SqliteStore::write_one(PendingAppend& p) {
   if (p.force_checkpoint && !internal::has_uncovered(chain_)) {
     return AppendResult{};
+  }
+  {
+    std::lock_guard lock(fence_mu_);
+    VENTURE_RETURN_IF_ERROR(fences_.check(p.batch.fences));
   }
   VENTURE_RETURN_IF_ERROR(writer_conn_->exec("SAVEPOINT batch"));
   const internal::SealContext ctx{&options_, &clock_, &random_};
@@ -1132,9 +1147,18 @@ Result<VerifyReport> SqliteStore::verify() {
       report.ok = false;
       report.first_bad_seq = report.events + 1;
       report.reason = "event missing";
+      report.partitions.front().ok = false;
     }
     return report;
   });
+}
+
+Status SqliteStore::health() {
+  Status st = with_reader([](Conn& c) -> Status { return c.exec("SELECT 1"); });
+  if (!st) {
+    return unavailable_error("storage " + path_ + ": " + st.error().message);
+  }
+  return ok();
 }
 
 // ---- open ----

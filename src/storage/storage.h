@@ -5,12 +5,12 @@
 // Key types: Event (one stored record), Batch (what one append writes atomically), Store (the
 // interface), and three implementations: open_sqlite (WAL, embedded default), open_postgres
 // (cluster mode: the log split into partitions by run, one hash chain per partition) and
-// MemoryStore (tests and simulation; can inject faults). Storage does not interpret workflow semantics: the engine
-// computes projection rows and storage writes them.
+// MemoryStore (tests and simulation; can inject faults). Storage does not interpret workflow
+// semantics: the engine computes projection rows and storage writes them.
 //
 // Threading: every Store method is thread-safe. Append blocks the caller until its batch is
-// durable; concurrent Appends are combined into one transaction and one fsync (group commit) by the
-// store's single writer.
+// durable; concurrent Appends are combined into one transaction and one fsync (group commit): by
+// SQLite's single writer thread, by up to pool_size / 2 concurrent leader groups on PostgreSQL.
 #pragma once
 
 #include <cstdint>
@@ -157,6 +157,15 @@ struct Snapshot {
   json::value state;  // engine-defined
 };
 
+// Run ownership fencing (cluster mode). The engine that owns a partition holds an epoch (its
+// ownership lease's revision); an append carrying a fence commits only if the partition's epoch in
+// the store is still that epoch, so an engine whose lease has moved on can write nothing more.
+struct Fence {
+  int partition = 0;
+  int64_t epoch = 0;
+  friend bool operator==(const Fence&, const Fence&) = default;
+};
+
 // What one Append writes atomically: events (in order) plus projection upserts.
 struct Batch {
   std::vector<Event> events;  // seq/prev/hash are filled in by the store
@@ -170,18 +179,10 @@ struct Batch {
   std::vector<TokenRow> tokens;                               // upsert by id
   std::vector<PatchRow> patches;                              // upsert by id
   std::vector<ApprovalRow> approvals;                         // upsert by id
-  // Checked in the append's transaction: kFailedPrecondition (nothing written) when the
-  // partition's epoch is not fence->epoch. Every run event of the batch must be in that partition.
-  std::optional<Fence> fence;
-};
-
-// Run ownership fencing (cluster mode). The engine that owns a partition holds an epoch (its
-// ownership lease's revision); an append carrying a fence commits only if the partition's epoch in
-// the store is still that epoch, so an engine whose lease has moved on can write nothing more.
-struct Fence {
-  int partition = 0;
-  int64_t epoch = 0;
-  friend bool operator==(const Fence&, const Fence&) = default;
+  // Checked in the append's transaction: kFailedPrecondition (nothing written) when any listed
+  // partition's epoch is not that fence's epoch. (A vector: one engine step spans the runs of
+  // several partitions it owns.) Empty: no check.
+  std::vector<Fence> fences;
 };
 
 // The partition of a run (a stable hash of its id), in [0, partitions). Events without a run go

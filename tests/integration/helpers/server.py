@@ -1,6 +1,7 @@
 """The `venture serve` process of a test, and a small HTTP client for its API.
 
-Server: picks a free port, starts `venture serve --data-dir D --listen 127.0.0.1:P`, waits for
+Server: picks a free port, starts `venture serve --data-dir D --listen 127.0.0.1:P` (clustered on
+PostgreSQL + NATS + Redis when VENTURE_TEST_CLUSTER=1: helpers/cluster.py), waits for
 GET /readyz → 200, and stops it with SIGTERM (graceful, exit 0) or SIGKILL (the crash test). The
 same data dir and port are reused by `restart()`. The process's output goes to a log file whose
 tail is printed when something goes wrong.
@@ -18,7 +19,7 @@ import tempfile
 import time
 import urllib.parse
 
-from helpers import chain
+from helpers import chain, cluster
 
 READY_TIMEOUT_S = 90
 
@@ -200,6 +201,12 @@ class Server:
         self.env.setdefault("VENTURE_RATE_LIMITS_ENABLED", "false")
         self.env.pop("VENTURE_TOKEN", None)
         self.env.pop("VENTURE_ADDRESS", None)
+        for name in cluster.SELECTORS:
+            self.env.pop(name, None)
+        # VENTURE_TEST_CLUSTER=1: the same suite on PostgreSQL + NATS + Redis (helpers/cluster.py).
+        self.cluster = cluster.Slot() if cluster.ENABLED else None
+        if self.cluster is not None:
+            self.env.update(self.cluster.env())
         if env:
             self.env.update(env)
         self.extra_args = list(extra_args)
@@ -286,6 +293,8 @@ class Server:
 
     def cleanup(self):
         self.kill()
+        if self.cluster is not None:
+            self.cluster.stop()
         if self.own_tmp is not None:
             try:
                 self.own_tmp.cleanup()

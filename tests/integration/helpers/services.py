@@ -93,36 +93,41 @@ class Services:
     def _as_postgres(self):
         return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
-    def _start_postgres(self):
+    def _start_postgres(self, again=False):
         data = os.path.join(self.root, "postgres")
-        os.makedirs(data, mode=0o700)
-        if os.geteuid() == 0:
-            shutil.chown(data, "postgres", "postgres")
         log = os.path.join(self.root, "postgres.log")
-        subprocess.run(self._as_postgres() + [f"{PG_BIN}/initdb", "-D", data, "-U", "venture",
-                                              "--auth=trust", "--encoding=UTF8", "--no-sync"],
-                       check=True, capture_output=True, timeout=120)
-        port = free_port()
+        if not again:
+            os.makedirs(data, mode=0o700)
+            if os.geteuid() == 0:
+                shutil.chown(data, "postgres", "postgres")
+            subprocess.run(self._as_postgres() + [f"{PG_BIN}/initdb", "-D", data, "-U",
+                                                  "venture", "--auth=trust", "--encoding=UTF8",
+                                                  "--no-sync"],
+                           check=True, capture_output=True, timeout=120)
+        port = self.ports["postgres"] if again else free_port()
         with open(log, "ab") as out:
             if os.geteuid() == 0:
                 shutil.chown(log, "postgres", "postgres")
             proc = subprocess.Popen(
                 self._as_postgres() + [f"{PG_BIN}/postgres", "-D", data, "-p", str(port),
                                        "-h", "127.0.0.1", "-k", data, "-c", "fsync=on",
-                                       "-c", "max_connections=200"],
+                                       "-c", "max_connections=300"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
         self.procs["postgres"], self.ports["postgres"] = proc, port
         ready = ["pg_isready", "-q", "-h", "127.0.0.1", "-p", str(port)]
         _wait("postgres", lambda: subprocess.run(ready).returncode == 0, proc, log=log)
-        subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "venture", "-d",
-                        "postgres", "-q", "-c", "CREATE DATABASE venture"],
-                       check=True, capture_output=True, timeout=60)
+        if not again:
+            subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "venture", "-d",
+                            "postgres", "-q", "-c", "CREATE DATABASE venture"],
+                           check=True, capture_output=True, timeout=60)
 
-    def _start_nats(self):
+    def _start_nats(self, again=False):
         store = os.path.join(self.root, "nats")
-        os.makedirs(store)
-        port, monitor = free_port(), free_port()
+        if not again:
+            os.makedirs(store)
+        port = self.ports["nats"] if again else free_port()
+        monitor = self.ports["nats_monitor"] if again else free_port()
         log = os.path.join(self.root, "nats.log")
         with open(log, "ab") as out:
             proc = subprocess.Popen(
@@ -141,10 +146,11 @@ class Services:
                                     timeout=2) as r:
             return r.status == 200 and "config" in json.loads(r.read())
 
-    def _start_redis(self):
+    def _start_redis(self, again=False):
         data = os.path.join(self.root, "redis")
-        os.makedirs(data)
-        port = free_port()
+        if not again:
+            os.makedirs(data)
+        port = self.ports["redis"] if again else free_port()
         log = os.path.join(self.root, "redis.log")
         with open(log, "ab") as out:
             proc = subprocess.Popen(
@@ -154,6 +160,19 @@ class Services:
                 start_new_session=True)
         self.procs["redis"], self.ports["redis"] = proc, port
         _wait("redis-server", lambda: _answers(port, b"PING\r\n", b"+PONG"), proc, log=log)
+
+    # ---- outages ----
+
+    def stop_one(self, name):
+        """Stops one service (its data stays), e.g. to test an outage; `start_one` brings it
+        back on the same port."""
+        proc = self.procs.pop(name)
+        self._kill(proc.pid, proc, self.STOP_SIGNAL.get(name, signal.SIGTERM))
+
+    def start_one(self, name):
+        {"postgres": self._start_postgres, "nats": self._start_nats,
+         "redis": self._start_redis}[name](again=True)
+        self._save()
 
     # ---- use ----
 
