@@ -3,6 +3,12 @@
 // terminal event is published (after the commit that made it durable).
 #include "bench/workloads.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -10,17 +16,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <mutex>
-#include <unordered_map>
-
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <fstream>
+#include <mutex>
 #include <thread>
+#include <unordered_map>
 
 #include "api/api.h"
 #include "bus/bus.h"
@@ -138,9 +137,10 @@ class HttpConnection {
   // Sends one request and returns (status, body).
   Result<std::pair<int, std::string>> post(const std::string& path, const std::string& token,
                                            const std::string& body) {
-    std::string req = "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " +
-                      token + "\r\nContent-Type: application/json\r\nContent-Length: " +
-                      std::to_string(body.size()) + "\r\n\r\n" + body;
+    std::string req =
+        "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + token +
+        "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+        "\r\n\r\n" + body;
     for (std::size_t off = 0; off < req.size();) {
       const ssize_t n = ::send(fd_, req.data() + off, req.size() - off, MSG_NOSIGNAL);
       if (n <= 0) return unavailable_error("send failed");
@@ -190,8 +190,8 @@ struct Stack {
 
 // --via http: `count` POST /v1/runs over `connections` keep-alive connections (one thread each);
 // closed = one at a time, each waiting for the previous run to finish (workload L).
-Status submit_http(Stack& s, Tracker& tracker, const std::string& workflow, int count,
-                   bool closed, int connections) {
+Status submit_http(Stack& s, Tracker& tracker, const std::string& workflow, int count, bool closed,
+                   int connections) {
   const std::string body = "{\"workflow\":\"" + workflow + "\"}";
   const int threads = closed ? 1 : std::max(1, std::min(connections, count));
   std::vector<Status> results(static_cast<std::size_t>(threads));

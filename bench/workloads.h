@@ -1,7 +1,8 @@
 // Benchmark workloads A, B, C and L of ARCHITECTURE.md §8, on the embedded store (SQLite with
-// fsync on every commit, or memory) and the in-process bus, or clustered (PostgreSQL + NATS); runs are submitted in-process or
-// through the HTTP API (`--via http`: the real server on a loopback port, keep-alive clients).
-// Used by `venture bench WORKLOAD`. Benchmarks measure speed; they assert nothing.
+// fsync on every commit, or memory) and the in-process bus, or clustered (PostgreSQL + NATS); runs
+// are submitted in-process or through the HTTP API (`--via http`: the real server on a loopback
+// port, keep-alive clients). Used by `venture bench WORKLOAD`. Benchmarks measure speed; they
+// assert nothing.
 #pragma once
 
 #include <ostream>

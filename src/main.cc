@@ -1,5 +1,4 @@
 // The composition root: parses argv, builds and wires the modules, nothing else.
-#include <CLI/CLI.hpp>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/file.h>
@@ -7,6 +6,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
+#include <array>
 #include <csignal>
 #include <cstddef>
 #include <cstring>
@@ -15,9 +16,9 @@
 #include <iostream>
 #include <optional>
 
+#include "api/api.h"
 #include "base/base.h"
 #include "bench/workloads.h"
-#include "api/api.h"
 #include "bus/bus.h"
 #include "cli/cli.h"
 #include "egress/egress.h"
@@ -92,6 +93,20 @@ Result<std::string> load_engine_id(const std::string& dir) {
   if (!out) return unavailable_error("cannot write " + path.string());
   out << id << "\n";
   return id;
+}
+
+// The approval-link key of a cluster: a random secret in the bus's KV bucket "flags", created by
+// the first process that needs it (kv_create is atomic, so every process ends with the same).
+Result<std::array<uint8_t, 32>> shared_link_key(bus::Bus& bus) {
+  VENTURE_RETURN_IF_ERROR(bus.kv_bucket("flags", Millis(0)));
+  auto entry = bus.kv_get("flags", "approval_link_key");
+  if (!entry && entry.error().code == Code::kNotFound) {
+    auto created = bus.kv_create("flags", "approval_link_key", base::random_secret_hex());
+    if (!created && created.error().code != Code::kAlreadyExists) return created.error();
+    entry = bus.kv_get("flags", "approval_link_key");
+  }
+  if (!entry) return entry.error();
+  return base::blake2b(entry->value);
 }
 
 // What `--services` selects: "all", or a comma list of api, engine, workers and
@@ -258,15 +273,26 @@ int serve(const std::string& config_file,
   nodes::register_builtins(registry);
   nodes::register_http(registry, egress_client, clock);
   // Approval links are signed with a key derived from the signing key and point at public_url.
-  api::ApprovalLinks links(api::ApprovalLinks::derive_key(*key), config->public_url, clock, random);
+  // In cluster mode the engine that writes a link and the API process that opens it differ, so
+  // the key is one secret shared through the bus's KV store (created once, atomically).
+  std::array<uint8_t, 32> link_key = api::ApprovalLinks::derive_key(*key);
+  if (config->bus != "memory") {
+    auto shared = shared_link_key(**bus);
+    if (!shared) {
+      std::cerr << "venture serve: " << shared.error().message << "\n";
+      return cli::kExitError;
+    }
+    link_key = *shared;
+  }
+  api::ApprovalLinks links(link_key, config->public_url, clock, random);
   auto services = parse_services(config->services, registry);
   if (!services) {
     std::cerr << "venture serve: " << services.error().message << "\n";
     return cli::kExitUsage;
   }
   const bool cluster = config->bus != "memory";
-  if (!cluster && !(services->api && services->engine && services->workers &&
-                    services->worker_types.empty())) {
+  if (!cluster &&
+      !(services->api && services->engine && services->workers && services->worker_types.empty())) {
     std::cerr << "venture serve: --services " << config->services
               << " needs cluster mode (--store postgres://… --bus nats://…): the embedded store "
                  "and bus are not shared with other processes\n";
@@ -323,16 +349,15 @@ int serve(const std::string& config_file,
   service.set_ready(true);
   notify_systemd("READY=1");
   const std::string scheme = config->tls_cert.empty() ? "http" : "https";
-  base::log_info("venture serving",
-                 {{"address", scheme + "://" + listen->first + ":" +
-                                  std::to_string(service.port())},
-                  {"data_dir", config->data_dir},
-                  {"services", config->services},
-                  {"mode", cluster ? "cluster" : "embedded"},
-                  {"engine_id", eo.cluster.id},
-                  {"version", kVersion},
-                  {"admin_token_file", (std::filesystem::path(config->data_dir) /
-                                        "admin.token").string()}});
+  base::log_info(
+      "venture serving",
+      {{"address", scheme + "://" + listen->first + ":" + std::to_string(service.port())},
+       {"data_dir", config->data_dir},
+       {"services", config->services},
+       {"mode", cluster ? "cluster" : "embedded"},
+       {"engine_id", eo.cluster.id},
+       {"version", kVersion},
+       {"admin_token_file", (std::filesystem::path(config->data_dir) / "admin.token").string()}});
   int sig = 0;
   sigwait(&signals, &sig);
   base::log_info("shutting down", {{"signal", sig}});

@@ -98,7 +98,7 @@ class ApprovalLinks {
 struct ApiOptions {
   ServerOptions server;
   ApprovalLinks* links = nullptr;  // approval links (null: the link pages answer 404)
-  std::string data_dir;  // where admin.token is written on first start
+  std::string data_dir;            // where admin.token is written on first start
   RateLimits rate_limits;
   // "" = token buckets in this process; else the redis:// URL (parse_redis_url) of the buckets
   // every API process shares, and what to do while Redis cannot be reached.

@@ -14,36 +14,61 @@ constexpr std::string_view kProblemBase = "https://venture.dev/problems/";
 
 std::string_view status_title(int status) {
   switch (status) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 406: return "Not Acceptable";
-    case 409: return "Conflict";
-    case 413: return "Content Too Large";
-    case 431: return "Request Header Fields Too Large";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 503: return "Service Unavailable";
-    default: return status >= 500 ? "Internal Server Error" : "Error";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 406:
+      return "Not Acceptable";
+    case 409:
+      return "Conflict";
+    case 413:
+      return "Content Too Large";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 415:
+      return "Unsupported Media Type";
+    case 422:
+      return "Unprocessable Content";
+    case 429:
+      return "Too Many Requests";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return status >= 500 ? "Internal Server Error" : "Error";
   }
 }
 
 std::string_view status_slug(int status) {
   switch (status) {
-    case 400: return "bad-request";
-    case 401: return "unauthenticated";
-    case 403: return "forbidden";
-    case 404: return "not-found";
-    case 405: return "method-not-allowed";
-    case 409: return "conflict";
-    case 415: return "unsupported-media-type";
-    case 422: return "validation";
-    case 429: return "rate-limited";
-    case 503: return "unavailable";
-    default: return "error";
+    case 400:
+      return "bad-request";
+    case 401:
+      return "unauthenticated";
+    case 403:
+      return "forbidden";
+    case 404:
+      return "not-found";
+    case 405:
+      return "method-not-allowed";
+    case 409:
+      return "conflict";
+    case 415:
+      return "unsupported-media-type";
+    case 422:
+      return "validation";
+    case 429:
+      return "rate-limited";
+    case 503:
+      return "unavailable";
+    default:
+      return "error";
   }
 }
 
@@ -104,11 +129,16 @@ Result<Role> parse_role(std::string_view name) {
 
 std::string_view role_name(Role role) {
   switch (role) {
-    case kAdmin: return "admin";
-    case kOperator: return "operator";
-    case kApprover: return "approver";
-    case kViewer: return "viewer";
-    case kAgent: return "agent";
+    case kAdmin:
+      return "admin";
+    case kOperator:
+      return "operator";
+    case kApprover:
+      return "approver";
+    case kViewer:
+      return "viewer";
+    case kAgent:
+      return "agent";
   }
   return "viewer";
 }
@@ -143,18 +173,34 @@ Problem problem_from(const Error& e, workflow::Problems errors) {
   p.detail = e.message;
   p.errors = std::move(errors);
   switch (e.code) {
-    case Code::kInvalidArgument: p.status = 422; break;
-    case Code::kNotFound: p.status = 404; break;
+    case Code::kInvalidArgument:
+      p.status = 422;
+      break;
+    case Code::kNotFound:
+      p.status = 404;
+      break;
     case Code::kAlreadyExists:
     case Code::kFailedPrecondition:
-    case Code::kAborted: p.status = 409; break;
-    case Code::kPermissionDenied: p.status = 403; break;
-    case Code::kUnauthenticated: p.status = 401; break;
-    case Code::kResourceExhausted: p.status = 429; break;
+    case Code::kAborted:
+      p.status = 409;
+      break;
+    case Code::kPermissionDenied:
+      p.status = 403;
+      break;
+    case Code::kUnauthenticated:
+      p.status = 401;
+      break;
+    case Code::kResourceExhausted:
+      p.status = 429;
+      break;
     case Code::kUnavailable:
     case Code::kDeadlineExceeded:
-    case Code::kCancelled: p.status = 503; break;
-    default: p.status = 500; break;
+    case Code::kCancelled:
+      p.status = 503;
+      break;
+    default:
+      p.status = 500;
+      break;
   }
   if (p.status == 422 && p.errors.empty()) p.errors.push_back({"", e.message});
   return p;
@@ -174,9 +220,9 @@ Outcome respond(const Problem& p) {
 
 Result<json::object> parse_body(const HttpRequest& r, Problem& problem) {
   problem.status = 400;
-  if (auto ct = r.header("content-type");
-      ct && !ct->empty() && ct->find("json") == std::string::npos &&
-      ct->find("x-www-form-urlencoded") == std::string::npos) {
+  if (auto ct = r.header("content-type"); ct && !ct->empty() &&
+                                          ct->find("json") == std::string::npos &&
+                                          ct->find("x-www-form-urlencoded") == std::string::npos) {
     // (curl -d sends x-www-form-urlencoded; its body is still the JSON the user typed.)
     problem.status = 415;
     problem.detail = "the body must be JSON (Content-Type: application/json)";
@@ -218,9 +264,7 @@ json::value time_or_null(const std::optional<Time>& t) {
 }
 
 App::App(AppDeps deps, const ApiOptions& options)
-    : deps_(deps),
-      options_(options),
-      tokens_(deps.store, deps.bus, deps.clock, deps.random) {
+    : deps_(deps), options_(options), tokens_(deps.store, deps.bus, deps.clock, deps.random) {
   constexpr unsigned kOps = kAdmin | kOperator;
   constexpr unsigned kReview = kAdmin | kApprover;
   constexpr unsigned kStart = kOps | kAgent;
@@ -324,6 +368,7 @@ Status App::start() {
                   engine.frozen() ? 1 : 0);
     return out;
   });
+  VENTURE_RETURN_IF_ERROR(tokens_.watch());
   return tokens_.load();
 }
 
@@ -343,8 +388,7 @@ Outcome App::handle(const HttpRequest& request) {
     }
   }
   if (found != nullptr && !options_.serve_api && found->pattern != "/livez" &&
-      found->pattern != "/readyz" && found->pattern != "/health" &&
-      found->pattern != "/metrics") {
+      found->pattern != "/readyz" && found->pattern != "/health" && found->pattern != "/metrics") {
     // `--services` without api: this process answers only its probes and metrics.
     Problem p;
     p.status = 404;
@@ -389,8 +433,8 @@ Outcome App::handle(const HttpRequest& request) {
     if ((found->roles & who->role) == 0) {
       Problem p;
       p.status = 403;
-      p.detail = "the role " + std::string(role_name(who->role)) + " may not " +
-                 request.method + " " + found->pattern;
+      p.detail = "the role " + std::string(role_name(who->role)) + " may not " + request.method +
+                 " " + found->pattern;
       Outcome o = respond(p);
       o.route = found->pattern;
       return o;

@@ -57,11 +57,16 @@ Problem problem_from(const Error& e, workflow::Problems errors = {});
 HttpResponse json_response(int status, const json::value& body);
 
 // Tokens: secrets are shown once and stored as BLAKE2b hashes; lookups go through a cache that
-// this process keeps in step with its own creates and revokes.
+// this process keeps in step with its own creates and revokes and, in a cluster, with every other
+// API process's: a `token.*` event on the bus marks the cache stale (reloaded by the next lookup),
+// and a secret the cache does not know is looked up in the store once.
 class Tokens {
  public:
   Tokens(storage::Store& store, bus::Bus& bus, base::Clock& clock, base::Random& random);
+  ~Tokens();
   [[nodiscard]] Status load();
+  // Subscribes to token.* events (creates and revokes by other processes).
+  [[nodiscard]] Status watch();
   // Writes <data_dir>/admin.token (0600) with a new admin token when there is none.
   [[nodiscard]] Status ensure_admin(const std::string& data_dir);
   std::optional<Principal> authenticate(std::string_view secret);
@@ -80,6 +85,8 @@ class Tokens {
   base::Random& random_;
   std::mutex mu_;
   std::unordered_map<std::string, Principal> by_hash_;
+  std::atomic<bool> stale_{false};
+  uint64_t subscription_ = 0;
 };
 
 // Rate limits on run submission: token buckets per (token, tier), capacity = the tier's runs per
@@ -168,7 +175,7 @@ struct Route {
   std::string pattern;  // "/v1/runs/{id}/events"
   unsigned roles;       // kNoAuth: no token needed
   HandlerFn handler;
-  std::string summary;  // for OpenAPI
+  std::string summary;          // for OpenAPI
   std::string request_schema;   // "" = no body; else a component name
   std::string response_schema;  // component name of the success body
   int success_status = 200;
@@ -247,8 +254,7 @@ class App final : public Application {
   Outcome audit_run(const HttpRequest&, const Principal&, const std::vector<std::string>&);
 
   Outcome run_command(const HttpRequest&, const std::string& run, std::string_view verb);
-  Outcome decide_patch(const HttpRequest&, const Principal&, const std::string& id,
-                       bool approve);
+  Outcome decide_patch(const HttpRequest&, const Principal&, const std::string& id, bool approve);
   Result<Outcome> events_stream(const HttpRequest& r, const std::string& run, bool websocket);
   json::object control_state();
   int agent_nodes_of(const std::string& ref);
@@ -267,8 +273,7 @@ class App final : public Application {
 // Helpers shared by the handler files.
 // Appends events the API itself records (tags, tokens) and publishes them for live streams, as
 // the engine does with its own.
-[[nodiscard]] Status append_and_publish(storage::Store& store, bus::Bus& bus,
-                                        storage::Batch batch);
+[[nodiscard]] Status append_and_publish(storage::Store& store, bus::Bus& bus, storage::Batch batch);
 // Parses a JSON object body; a Problem (400) for bad JSON or a non-object.
 [[nodiscard]] Result<json::object> parse_body(const HttpRequest& r, Problem& problem);
 // ?limit= in [1, kListLimitMax] (default `fallback`); a Problem (400) otherwise.

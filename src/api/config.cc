@@ -1,7 +1,8 @@
 // venture.toml + VENTURE_* + flags, layered over the defaults of ServeConfig.
+#include <toml++/toml.h>
+
 #include <charconv>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "api/api.h"
 #include "workflow/workflow.h"
@@ -275,8 +276,7 @@ Result<std::pair<std::string, uint16_t>> parse_listen(std::string_view text) {
   }
   const auto port_text = text.substr(colon + 1);
   unsigned port = 0;
-  const auto [p, ec] =
-      std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  const auto [p, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
   if (ec != std::errc() || p != port_text.data() + port_text.size() || port > 65535) {
     return invalid_argument_error("listen address '" + std::string(text) +
                                   "' has no valid port (0 to 65535)");

@@ -17,6 +17,17 @@ Status append_and_publish(storage::Store& store, bus::Bus& bus, storage::Batch b
 Tokens::Tokens(storage::Store& store, bus::Bus& bus, base::Clock& clock, base::Random& random)
     : store_(store), bus_(bus), clock_(clock), random_(random) {}
 
+Tokens::~Tokens() {
+  if (subscription_ != 0) bus_.unsubscribe(subscription_);
+}
+
+Status Tokens::watch() {
+  VENTURE_ASSIGN_OR_RETURN(subscription_, bus_.subscribe("token.*", [this](const bus::Message&) {
+    stale_.store(true, std::memory_order_release);
+  }));
+  return {};
+}
+
 Status Tokens::load() {
   VENTURE_ASSIGN_OR_RETURN(auto rows, store_.list_tokens());
   std::lock_guard lock(mu_);
@@ -51,19 +62,28 @@ Status Tokens::ensure_admin(const std::string& data_dir) {
 std::optional<Principal> Tokens::authenticate(std::string_view secret) {
   if (secret.empty() || secret.size() > 256) return std::nullopt;
   const std::string hash = base::b2(base::blake2b(secret));
+  if (stale_.exchange(false, std::memory_order_acq_rel)) {
+    if (Status st = load(); !st) stale_.store(true, std::memory_order_release);  // next time
+  }
+  {
+    std::lock_guard lock(mu_);
+    auto it = by_hash_.find(hash);
+    if (it != by_hash_.end()) return it->second;
+  }
+  // Created by another API process since the last load: one look in the store.
+  auto row = store_.get_token_by_hash(hash);
+  if (!row || row->revoked) return std::nullopt;
+  auto role = parse_role(row->role);
+  if (!role) return std::nullopt;
   std::lock_guard lock(mu_);
-  auto it = by_hash_.find(hash);
-  if (it == by_hash_.end()) return std::nullopt;
-  return it->second;
+  return by_hash_[row->hash] = Principal{row->id, row->name, *role};
 }
 
-Result<Tokens::Created> Tokens::create(const std::string& name, Role role,
-                                       const std::string& by) {
+Result<Tokens::Created> Tokens::create(const std::string& name, Role role, const std::string& by) {
   {
     std::lock_guard lock(mu_);
     if (by_hash_.size() >= limits::kTokensMax) {
-      return resource_exhausted_error("at most " + std::to_string(limits::kTokensMax) +
-                                      " tokens");
+      return resource_exhausted_error("at most " + std::to_string(limits::kTokensMax) + " tokens");
     }
   }
   Created c;
@@ -92,12 +112,12 @@ Status Tokens::revoke(const std::string& id, const std::string& by) {
   if (row.revoked) return {};
   if (row.role == "admin") {
     VENTURE_ASSIGN_OR_RETURN(auto rows, store_.list_tokens());
-    const auto admins = std::count_if(rows.begin(), rows.end(), [](const auto& t) {
-      return !t.revoked && t.role == "admin";
-    });
+    const auto admins = std::count_if(
+        rows.begin(), rows.end(), [](const auto& t) { return !t.revoked && t.role == "admin"; });
     if (admins <= 1) {
-      return failed_precondition_error("cannot revoke the last admin token (create another "
-                                       "admin token first)");
+      return failed_precondition_error(
+          "cannot revoke the last admin token (create another "
+          "admin token first)");
     }
   }
   row.revoked = true;
@@ -134,8 +154,8 @@ json::object App::control_state() {
     f.after_seq = page->back().seq;
   }
   if (last && last->type == "control.frozen" && deps_.engine.frozen()) {
-    o["reason"] = last->data.as_object().contains("reason") ? last->data.at("reason")
-                                                            : json::value(nullptr);
+    o["reason"] =
+        last->data.as_object().contains("reason") ? last->data.at("reason") : json::value(nullptr);
     o["since"] = format_time(last->time);
   }
   return o;
@@ -230,16 +250,16 @@ Outcome App::audit_verify(const HttpRequest&, const Principal&, const std::vecto
                                       {"head_hash", p.head_hash},
                                       {"ok", p.ok}});
   }
-  return respond(200, json::object{{"ok", report->ok},
-                                   {"partitions", std::move(partitions)},
-                                   {"events", report->events},
-                                   {"checkpoints", report->checkpoints},
-                                   {"first_bad_seq", report->first_bad_seq == 0
-                                                         ? json::value(nullptr)
-                                                         : json::value(report->first_bad_seq)},
-                                   {"reason", report->reason.empty()
-                                                  ? json::value(nullptr)
-                                                  : json::value(report->reason)}});
+  return respond(
+      200,
+      json::object{
+          {"ok", report->ok},
+          {"partitions", std::move(partitions)},
+          {"events", report->events},
+          {"checkpoints", report->checkpoints},
+          {"first_bad_seq",
+           report->first_bad_seq == 0 ? json::value(nullptr) : json::value(report->first_bad_seq)},
+          {"reason", report->reason.empty() ? json::value(nullptr) : json::value(report->reason)}});
 }
 
 Outcome App::audit_run(const HttpRequest&, const Principal&,

@@ -26,7 +26,8 @@ Result<std::unique_ptr<storage::Store>> open_store(const std::string& spec,
                                                    base::Random& random) {
   if (spec == "sqlite") return storage::open_sqlite(data_dir, std::move(options), clock, random);
   if (spec == "memory") return storage::new_memory_store(std::move(options), clock, random);
-  if (is_cluster_store(spec)) return storage::open_postgres(spec, std::move(options), clock, random);
+  if (is_cluster_store(spec))
+    return storage::open_postgres(spec, std::move(options), clock, random);
   return invalid_argument_error("store must be sqlite, memory or a postgres:// URL, not '" + spec +
                                 "'");
 }

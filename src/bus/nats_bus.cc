@@ -925,7 +925,8 @@ Result<std::vector<Delivery>> NatsBus::pull(std::string_view queue, std::size_t 
     VENTURE_RETURN_IF_ERROR(ensure_consumer(*q));
     jsFetchRequest request;
     jsFetchRequest_Init(&request);
-    request.Batch = static_cast<int>(std::min({max, kFetchBatchMax, pending > 0 ? pending : probe}));
+    request.Batch =
+        static_cast<int>(std::min({max, kFetchBatchMax, pending > 0 ? pending : probe}));
     request.NoWait = true;
     request.Expires = (pending > 0 ? kFetchExpires : kRedeliveryProbe).count() * kNanosPerMilli;
     const natsStatus s = natsSubscription_FetchRequest(&list, q->pull_sub.get(), &request);

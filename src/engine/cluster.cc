@@ -22,7 +22,8 @@ std::string replies_queue(const std::string& id) { return "engine.replies." + id
 
 json::object problems_to_json(const workflow::Problems& problems) {
   json::array out;
-  for (const auto& p : problems) out.push_back(json::object{{"path", p.path}, {"message", p.message}});
+  for (const auto& p : problems)
+    out.push_back(json::object{{"path", p.path}, {"message", p.message}});
   return json::object{{"items", std::move(out)}};
 }
 
@@ -91,12 +92,10 @@ json::object Engine::encode_request(const Request& r) {
                  {"start_id", r.start_id},
                  {"hops", r.hops}};
   if (r.kind == Request::Kind::kStart) {
-    o["start"] = json::object{{"workflow", r.start.workflow},
-                              {"definition", r.start.definition},
-                              {"inputs", r.start.inputs},
-                              {"idempotency_key", r.start.idempotency_key},
-                              {"body_hash", r.start.body_hash},
-                              {"by", r.start.by}};
+    o["start"] =
+        json::object{{"workflow", r.start.workflow},   {"definition", r.start.definition},
+                     {"inputs", r.start.inputs},       {"idempotency_key", r.start.idempotency_key},
+                     {"body_hash", r.start.body_hash}, {"by", r.start.by}};
   }
   if (r.kind == Request::Kind::kPatch) {
     o["patch"] = json::object{{"run", r.patch.run},
@@ -222,7 +221,7 @@ void apply_answer(const json::object& a, Reply& reply) {
 
 // ---- dispatch and recovery -----------------------------------------------------------------
 
-Status Engine::dispatch(Dispatch d) {
+Status Engine::dispatch(Dispatch& d) {
   if (options_.cluster.enabled) {
     d.reply = results_queue(storage::partition_of(d.run, partitions_), true);
   }
@@ -234,14 +233,19 @@ Status Engine::recover(const std::function<bool(const std::string&)>& mine, Time
   std::size_t recovered = 0;
   for (const std::string& id : active) {
     if (!mine(id)) continue;
-    RunState* run = load_run(id);
-    if (run == nullptr) continue;
+    bool unavailable = false;
+    RunState* run = load_run(id, &unavailable);
+    if (run == nullptr) {
+      if (unavailable) arm(now + Millis(1000), id);  // the store is away: try again soon
+      continue;
+    }
     ++recovered;
-    for (const Dispatch& d : in_flight(*run)) {
+    for (Dispatch& d : in_flight(*run)) {
       if (Status st = dispatch(d); !st) {
-        // The attempt's deadline retries it; recovery goes on with the other runs.
+        // Enqueued again shortly (redispatch); recovery goes on with the other runs.
         base::log_warn("cannot re-dispatch a task",
                        {{"run", d.run}, {"node", d.node}, {"error", st.error().to_string()}});
+        undispatched_.push_back(std::move(d));
       }
     }
     arm(now, id);  // a tick dispatches whatever became ready meanwhile
@@ -460,9 +464,9 @@ void Engine::forward(std::unique_ptr<Request> r, int partition, Time now) {
 void Engine::expire_forwarded(Time now) {
   for (auto it = forwarded_.begin(); it != forwarded_.end();) {
     if (it->second->deadline <= now) {
-      it->second->request->reply->finish(unavailable_error(
-          "the engine owning partition " + std::to_string(it->second->partition) +
-          " did not answer in time"));
+      it->second->request->reply->finish(unavailable_error("the engine owning partition " +
+                                                           std::to_string(it->second->partition) +
+                                                           " did not answer in time"));
       it = forwarded_.erase(it);
     } else {
       ++it;
@@ -530,7 +534,10 @@ void Engine::pull_cluster_queues(StepState& st, std::vector<std::unique_ptr<Requ
       }
       auto result = decode_result(d.payload);
       if (result) {
-        handle_result(*result, st);
+        if (!handle_result(*result, st)) {
+          st.retry.push_back(std::move(d));
+          continue;
+        }
       } else {
         base::log_warn("dropping an undecodable task result",
                        {{"error", result.error().to_string()}});

@@ -63,11 +63,10 @@ Status Engine::start() {
     bus_.on_ready(kResultsQueue, wake_on_results);
   } else {
     const ClusterOptions& c = options_.cluster;
-    const bool valid_id = !c.id.empty() && c.id.size() <= 64 &&
-                          std::all_of(c.id.begin(), c.id.end(), [](char ch) {
-                            return std::isalnum(static_cast<unsigned char>(ch)) != 0 ||
-                                   ch == '_' || ch == '-';
-                          });
+    const bool valid_id =
+        !c.id.empty() && c.id.size() <= 64 && std::all_of(c.id.begin(), c.id.end(), [](char ch) {
+          return std::isalnum(static_cast<unsigned char>(ch)) != 0 || ch == '_' || ch == '-';
+        });
     if (!valid_id) {
       return invalid_argument_error("cluster mode needs an engine id of [A-Za-z0-9_-]");
     }
@@ -85,19 +84,18 @@ Status Engine::start() {
                                std::lock_guard lock(mu_);
                                peers_[base::string_or(*o, "id", "")] = clock_.now();
                              }));
-    VENTURE_ASSIGN_OR_RETURN(control_subscription_,
-                             bus_.subscribe("control.*", [this](const bus::Message& m) {
-                               if (m.subject != "control.frozen" &&
-                                   m.subject != "control.unfrozen") {
-                                 return;
-                               }
-                               const bool now_frozen = m.subject == "control.frozen";
-                               std::lock_guard lock(mu_);
-                               if (now_frozen == frozen_) return;
-                               frozen_ = now_frozen;
-                               remote_unfreeze_ = !now_frozen;
-                               wake_.notify_one();
-                             }));
+    VENTURE_ASSIGN_OR_RETURN(
+        control_subscription_, bus_.subscribe("control.*", [this](const bus::Message& m) {
+          if (m.subject != "control.frozen" && m.subject != "control.unfrozen") {
+            return;
+          }
+          const bool now_frozen = m.subject == "control.frozen";
+          std::lock_guard lock(mu_);
+          if (now_frozen == frozen_) return;
+          frozen_ = now_frozen;
+          remote_unfreeze_ = !now_frozen;
+          wake_.notify_one();
+        }));
     watch_queues();
     // Take a share of the partitions before saying ready (alone: every partition).
     ownership_tick(now);
@@ -190,6 +188,9 @@ void Engine::loop() {
         }
         if (options_.cluster.enabled) {
           wait = std::min(wait, std::max(Millis(0), next_ownership_tick_ - clock_.now()));
+        }
+        if (!undispatched_.empty()) {
+          wait = std::min(wait, std::max(Millis(0), next_redispatch_ - clock_.now()));
         }
         if (wait > Millis(0)) wake_.wait_for(lock, wait);
         if (stopping_) return;

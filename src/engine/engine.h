@@ -17,9 +17,9 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
-#include <map>
 #include <queue>
 #include <set>
 #include <string>
@@ -66,8 +66,7 @@ struct Options {
   std::size_t step_triggers_max = limits::kStepTriggersMax;
   // Adds `links` to each approval.requested event before it is written: given the run id and the
   // event's data, returns [{user, url, expires}] (the api's signed approval links). Optional.
-  std::function<json::array(const std::string& run, const json::object& requested)>
-      approval_links;
+  std::function<json::array(const std::string& run, const json::object& requested)> approval_links;
 };
 
 struct StartRequest {
@@ -226,7 +225,9 @@ class Engine {
   Status command(Command command, const std::string& run, const std::string& reason);
   [[nodiscard]] Result<std::shared_ptr<const workflow::Ir>> resolve(const std::string& ref);
   [[nodiscard]] Result<RunState> fold_run(const std::string& id);
-  RunState* load_run(const std::string& id);
+  // The active run, loaded from the store on a miss; nullptr when it does not exist, is
+  // finished, belongs to another engine, or cannot be read now (then *unavailable = true).
+  RunState* load_run(const std::string& id, bool* unavailable = nullptr);
   [[nodiscard]] Result<PatchResponse> post_patch(Request request, workflow::Problems& problems);
   void handle_replay(Request& r, StepState& st);
   void handle_patch(Request& r, RunState& run, StepState& st);
@@ -234,12 +235,13 @@ class Engine {
   void handle_approval(Request& r, StepState& st);
   void handle_request(Request& r, StepState& st);
   void handle_start(Request& r, StepState& st);
-  void handle_result(const TaskResult& result, StepState& st);
+  // false: the run cannot be read now (store unavailable); the result must come back later.
+  bool handle_result(const TaskResult& result, StepState& st);
   void record(RunState& run, Decision d, StepState& st);
   void commit(StepState& st);
   void add_rows(StepState& st);
   // Cluster mode (cluster.cc).
-  Status dispatch(Dispatch d);
+  Status dispatch(Dispatch& d);  // sets d.reply
   Status recover(const std::function<bool(const std::string&)>& mine, Time now);
   bool owns_run(const std::string& run) const;  // loop thread
   void ownership_tick(Time now);
@@ -279,6 +281,11 @@ class Engine {
   using TimerEntry = std::pair<Time, std::string>;
   std::priority_queue<TimerEntry, std::vector<TimerEntry>, std::greater<>> timers_;
   std::unordered_map<std::string, Time> armed_;  // run -> the earliest due time in timers_
+  // Dispatches the bus refused (it was down): enqueued again every kRedispatchEvery until it
+  // takes them, so an outage delays tasks instead of leaving them to their attempt deadline.
+  std::vector<Dispatch> undispatched_;
+  Time next_redispatch_{};
+  void redispatch(Time now);
   // Cluster mode. owned_ and forwarded_ belong to the loop; the mirrors below are for callers.
   int partitions_ = 1;
   std::map<int, Owned> owned_;
@@ -287,10 +294,10 @@ class Engine {
   Time next_queue_sweep_{};
   uint64_t heartbeat_subscription_ = 0;
   uint64_t control_subscription_ = 0;
-  std::map<std::string, Time> peers_;  // engine id -> last heartbeat (under mu_)
-  std::set<std::string> ready_queues_;   // queues an on_ready callback flagged (under mu_)
-  bool remote_unfreeze_ = false;         // another engine unfroze (under mu_)
-  std::vector<int> owned_list_;          // a copy of owned_'s keys (under mu_)
+  std::map<std::string, Time> peers_;   // engine id -> last heartbeat (under mu_)
+  std::set<std::string> ready_queues_;  // queues an on_ready callback flagged (under mu_)
+  bool remote_unfreeze_ = false;        // another engine unfroze (under mu_)
+  std::vector<int> owned_list_;         // a copy of owned_'s keys (under mu_)
   std::jthread loop_;
 };
 

@@ -95,6 +95,7 @@ struct Engine::StepState {
   std::set<std::pair<std::string, std::string>> touched_nodes;
   std::vector<Dispatch> dispatches;
   std::vector<bus::Delivery> deliveries;
+  std::vector<bus::Delivery> retry;  // results whose run could not be read: redelivered later
   std::vector<std::unique_ptr<Request>> done;  // succeeded; replied to after the commit
   std::unordered_map<std::string, std::pair<std::string, std::string>> keys;  // key -> run, hash
   std::unordered_map<std::string, storage::PatchRow> patches;  // rows decided in this step

@@ -8,6 +8,26 @@
 
 namespace venture::engine {
 
+namespace {
+// How soon a run whose state could not be read (store unavailable) is tried again.
+constexpr Millis kReloadRetry{1000};
+// How often dispatches the bus refused are enqueued again.
+constexpr Millis kRedispatchEvery{500};
+}  // namespace
+
+void Engine::redispatch(Time now) {
+  if (undispatched_.empty() || now < next_redispatch_) return;
+  next_redispatch_ = now + kRedispatchEvery;
+  std::vector<Dispatch> pending;
+  pending.swap(undispatched_);
+  for (Dispatch& d : pending) {
+    // A run that finished or moved to another engine meanwhile needs nothing from us (a new
+    // owner re-dispatches its in-flight attempts on recovery).
+    if (!runs_.contains(d.run)) continue;
+    if (!dispatch(d)) undispatched_.push_back(std::move(d));
+  }
+}
+
 Result<RunState> Engine::fold_run(const std::string& id) {
   RunState state;
   VENTURE_ASSIGN_OR_RETURN(std::optional<storage::Snapshot> snap, store_.load_snapshot(id));
@@ -39,7 +59,7 @@ Result<RunState> Engine::fold_run(const std::string& id) {
   return state;
 }
 
-RunState* Engine::load_run(const std::string& id) {
+RunState* Engine::load_run(const std::string& id, bool* unavailable) {
   auto it = runs_.find(id);
   if (it != runs_.end()) return &it->second;
   if (!owns_run(id)) return nullptr;  // cluster mode: another engine drives it
@@ -47,6 +67,7 @@ RunState* Engine::load_run(const std::string& id) {
   if (!state) {
     if (state.error().code != Code::kNotFound) {
       base::log_error("cannot load run", {{"run", id}, {"error", state.error().to_string()}});
+      if (unavailable != nullptr) *unavailable = true;
     }
     return nullptr;
   }
@@ -235,6 +256,10 @@ void Engine::handle_request(Request& r, StepState& st) {
   RunState* run = load_run(r.run);
   if (run == nullptr) {
     auto row = store_.get_run(r.run);
+    if (!row && row.error().code != Code::kNotFound) {
+      r.reply->finish(row.error());  // the store cannot be read now
+      return;
+    }
     r.reply->finish(row ? failed_precondition_error("run " + r.run + " is already " + row->status)
                         : Status(not_found_error("run " + r.run + " does not exist")));
     return;
@@ -355,10 +380,12 @@ void Engine::handle_approval(Request& r, StepState& st) {
   record(*run, std::move(*d), st);
 }
 
-void Engine::handle_result(const TaskResult& result, StepState& st) {
-  RunState* run = load_run(result.run);
-  if (run == nullptr) return;  // unknown or finished: a late result
+bool Engine::handle_result(const TaskResult& result, StepState& st) {
+  bool unavailable = false;
+  RunState* run = load_run(result.run, &unavailable);
+  if (run == nullptr) return !unavailable;  // unknown or finished: a late result
   record(*run, decide_result(*run, result, st.ctx, irs_), st);
+  return true;
 }
 
 void Engine::add_rows(StepState& st) {
@@ -428,6 +455,7 @@ std::size_t Engine::step() {
       unfrozen_elsewhere = std::exchange(remote_unfreeze_, false);
     }
     expire_forwarded(st.ctx.now);
+    redispatch(st.ctx.now);
     if (st.ctx.now >= next_ownership_tick_) ownership_tick(st.ctx.now);
     pull_cluster_queues(st, requests);
   }
@@ -450,6 +478,7 @@ std::size_t Engine::step() {
     }
     if (!finished) st.done.push_back(std::move(r));
   }
+  if (!options_.cluster.enabled) redispatch(st.ctx.now);
   st.triggers += requests.size();
   auto results = options_.cluster.enabled
                      ? Result<std::vector<bus::Delivery>>(std::vector<bus::Delivery>{})
@@ -458,7 +487,10 @@ std::size_t Engine::step() {
     for (bus::Delivery& d : *results) {
       auto r = decode_result(d.payload);
       if (r) {
-        handle_result(*r, st);
+        if (!handle_result(*r, st)) {
+          st.retry.push_back(std::move(d));
+          continue;
+        }
       } else {
         base::log_warn("dropping an undecodable task result", {{"error", r.error().to_string()}});
       }
@@ -479,8 +511,11 @@ std::size_t Engine::step() {
     for (const auto& [id, run] : runs_) due.insert(id);  // unfreeze: dispatch what is ready
   }
   for (const std::string& id : due) {
-    RunState* run = load_run(id);
+    bool unavailable = false;
+    RunState* run = load_run(id, &unavailable);
     if (run == nullptr) {
+      // The store cannot be read now: look again soon, or its timers are lost until a restart.
+      if (unavailable) arm(st.ctx.now + kReloadRetry, id);
       continue;
     }
     Decision d = decide_tick(*run, st.ctx, irs_);
@@ -514,6 +549,7 @@ void Engine::commit(StepState& st) {
     // Fenced: another engine took one of these partitions (our lease lapsed). Stop driving them.
     for (const storage::Fence& f : fences) lose(f.partition, "fenced by the store");
   }
+  for (const bus::Delivery& d : st.retry) (void)bus_.nack(d, kReloadRetry);
   if (!appended) {
     // Nothing was written: forget the decisions. The touched runs reload from the store when next
     // needed; results are redelivered; requests fail back to their callers.
@@ -544,11 +580,11 @@ void Engine::commit(StepState& st) {
     (void)bus_.kv_put("flags", "frozen", st.ctx.frozen ? "1" : "0");
   }
   for (Dispatch& d : st.dispatches) {
-    Status s = dispatch(std::move(d));
-    if (!s) {
-      // The attempt's deadline fires and retries it; the history stays consistent.
-      base::log_warn("cannot dispatch a task",
+    if (Status s = dispatch(d); !s) {
+      // Enqueued again shortly (redispatch); the history stays consistent either way.
+      base::log_warn("cannot dispatch a task; retrying",
                      {{"run", d.run}, {"node", d.node}, {"error", s.error().to_string()}});
+      undispatched_.push_back(std::move(d));
     }
   }
   for (const bus::Delivery& d : st.deliveries) (void)bus_.ack(d);

@@ -115,8 +115,7 @@ void WorkerPool::stop() {
   threads_.clear();
   for (const std::string& type : types_) bus_.on_ready(engine::task_queue(type), nullptr);
   std::unique_lock lock(s.mu);
-  s.settled.wait_for(lock, options_.drain,
-                     [&s] { return s.in_hand.empty() && s.completing == 0; });
+  s.settled.wait_for(lock, options_.drain, [&s] { return s.in_hand.empty() && s.completing == 0; });
   if (!s.in_hand.empty()) {
     base::log_info("abandoning tasks in hand; the bus redelivers them",
                    {{"tasks", static_cast<int64_t>(s.in_hand.size())}});
@@ -131,9 +130,8 @@ std::size_t WorkerPool::drain(const std::string& queue, const std::string& type)
   {
     std::lock_guard lock(s.mu);
     const std::size_t held = s.in_hand.size() + s.reserved;
-    room = held >= options_.max_in_flight
-               ? 0
-               : std::min(options_.batch, options_.max_in_flight - held);
+    room = held >= options_.max_in_flight ? 0
+                                          : std::min(options_.batch, options_.max_in_flight - held);
     s.reserved += room;
   }
   if (room == 0) return 0;

@@ -66,7 +66,7 @@ CREATE TABLE partitions (part INT PRIMARY KEY, head_seq BIGINT NOT NULL, head_ha
   epoch BIGINT NOT NULL, last_cp_seq BIGINT NOT NULL);
 CREATE TABLE events (seq BIGINT PRIMARY KEY, part INT NOT NULL, id TEXT NOT NULL UNIQUE,
   type TEXT NOT NULL, time_ms BIGINT NOT NULL, run TEXT NOT NULL, node TEXT NOT NULL,
-  data TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);
+  data TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL, epoch BIGINT NOT NULL DEFAULT 0);
 CREATE INDEX events_part_seq ON events (part, seq);
 CREATE INDEX events_run_seq ON events (run, seq);
 CREATE TABLE blobs (hash TEXT PRIMARY KEY, data TEXT NOT NULL);
@@ -277,7 +277,10 @@ std::string int_array(const std::set<int>& values) {
 
 // ---- projection rows as statements ----
 
-void add_event_rows(const internal::Sealed& sealed, int partitions, std::vector<PgQuery>& q) {
+// `fences`: the epoch each event's partition was fenced at by its append (0: not fenced), kept
+// with the event (outside the hash) so the log shows which owner wrote what.
+void add_event_rows(const internal::Sealed& sealed, int partitions,
+                    const std::vector<Fence>& fences, std::vector<PgQuery>& q) {
   for (const internal::Blob& blob : sealed.blobs) {
     q.push_back(
         PgQuery{"INSERT INTO blobs (hash, data) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING",
@@ -286,10 +289,15 @@ void add_event_rows(const internal::Sealed& sealed, int partitions, std::vector<
   }
   for (std::size_t i = 0; i < sealed.stored.size(); ++i) {
     const Event& e = sealed.stored[i];
-    q.push_back(PgQuery{std::string("INSERT INTO events (part, ") + kEventColumns +
-                            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                        {num(partition_of(e.run, partitions)), num(e.seq), e.id, e.type, ms(e.time),
-                         e.run, e.node, sealed.stored_text[i], e.prev, e.hash},
+    const int part = partition_of(e.run, partitions);
+    int64_t epoch = 0;
+    for (const Fence& f : fences) {
+      if (f.partition == part && !e.run.empty()) epoch = f.epoch;
+    }
+    q.push_back(PgQuery{std::string("INSERT INTO events (part, epoch, ") + kEventColumns +
+                            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                        {num(part), num(epoch), num(e.seq), e.id, e.type, ms(e.time), e.run, e.node,
+                         sealed.stored_text[i], e.prev, e.hash},
                         "event " + e.id});
   }
 }
@@ -815,6 +823,11 @@ Result<AppendResult> PgStore::write_one(PgConn& conn, PendingAppend& p, GroupSta
                                        ", the append is fenced at " + std::to_string(f.epoch));
     }
   }
+  for (const Event& e : b.events) {  // refused before a seq is drawn (PgConn would refuse later)
+    if ((e.id + e.type + e.run + e.node).find('\0') != std::string::npos) {
+      return invalid_argument_error("event " + e.type.substr(0, 80) + ": text holds a NUL byte");
+    }
+  }
   std::vector<Event> events = std::move(b.events);
   std::vector<std::string> encoded;
   {
@@ -867,7 +880,7 @@ Result<AppendResult> PgStore::write_one(PgConn& conn, PendingAppend& p, GroupSta
   }
   // Second round trip: blobs, events, projections, release.
   std::vector<PgQuery> second;
-  add_event_rows(*sealed, partitions_, second);
+  add_event_rows(*sealed, partitions_, b.fences, second);
   add_run_rows(b, sealed->result, second);
   add_other_rows(b, second);
   add_access_rows(b, second);
@@ -962,7 +975,7 @@ Status PgStore::write_checkpoint(PgConn& conn, GroupState& state) {
   }
   sealed.stored_text.push_back(base::compact_json(sealed.stored.front().data));
   std::vector<PgQuery> q;
-  add_event_rows(sealed, partitions_, q);
+  add_event_rows(sealed, partitions_, {}, q);
   q.push_back(PgQuery{"RELEASE SAVEPOINT cp", {}, "release"});
   if (auto r = conn.pipeline(q); !r) {
     return undo(r.error());

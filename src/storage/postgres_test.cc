@@ -93,7 +93,9 @@ class TestDatabase {
   TestDatabase(const TestDatabase&) = delete;
   TestDatabase& operator=(const TestDatabase&) = delete;
 
-  // The URL of this database ("" when it could not be created: opens then fail).
+  // False when the database could not be created (the failure is already recorded).
+  bool ok() const { return !name_.empty(); }
+  // The URL of this database (an unreachable one when it could not be created: opens then fail).
   std::string url() const {
     return name_.empty() ? "postgres://127.0.0.1:1/none" : with_database(server_url(), name_);
   }
@@ -162,6 +164,7 @@ class PostgresTest : public ::testing::Test {
     options_.fsync = false;
     options_.partitions = 4;
   }
+  void SetUp() override { ASSERT_TRUE(db_.ok()) << "no test database"; }
   std::unique_ptr<Store> must_open(base::Random& random, const Options& options) {
     auto s = open_postgres(db_.url(), options, clock_, random);
     VENTURE_CHECK_MSG(s.has_value(), s ? "" : s.error().to_string().c_str());
@@ -245,7 +248,7 @@ TEST_F(PostgresTest, TwoProcessesAppendConcurrentlyAndAReaderMissesNothing) {
   std::set<int64_t> seqs;
   std::atomic<int> writers_left{2 * kThreadsPerStore};
   std::vector<std::thread> threads;
-  threads.reserve(2 * kThreadsPerStore);
+  threads.reserve(std::size_t{2} * kThreadsPerStore);
   for (int t = 0; t < 2 * kThreadsPerStore; ++t) {
     Store* store = t < kThreadsPerStore ? a.get() : b.get();
     threads.emplace_back([&, store, t] {
@@ -362,6 +365,45 @@ TEST_F(PostgresTest, TamperingIsNamedAtItsSeq) {
   report = *store->verify();
   EXPECT_FALSE(report.ok);
   EXPECT_EQ(report.first_bad_seq, written[5].seq);
+}
+
+// A forger who rewrites a partition's last event, its hash and the partition row consistently is
+// still caught: a signed checkpoint names the old head.
+TEST_F(PostgresTest, CheckpointsPinEveryPartitionHead) {
+  std::string run = "run_0";
+  for (int i = 1; partition_of(run, 4) == 0; ++i) {
+    run = "run_" + std::to_string(i);
+  }
+  auto store = must_open(random_);
+  Batch b;
+  b.events = {make_event("node.ready", run, json::object{{"v", 1}})};
+  const Event head = store->append(b)->events.front();
+  ASSERT_TRUE(store->checkpoint());
+  const int64_t cp_seq = *store->last_seq();
+  ASSERT_TRUE(store->verify()->ok);
+  Event forged = head;
+  forged.data = json::object{{"v", 2}};
+  forged.hash = compute_event_hash(forged);
+  db_.sql("UPDATE events SET data = $1, hash = $2 WHERE seq = $3",
+          {base::compact_json(forged.data), forged.hash, std::to_string(forged.seq)});
+  db_.sql("UPDATE partitions SET head_hash = $1 WHERE part = $2",
+          {forged.hash, std::to_string(partition_of(run, 4))});
+  const VerifyReport report = *store->verify();
+  EXPECT_FALSE(report.ok);
+  EXPECT_EQ(report.first_bad_seq, cp_seq) << report.reason;
+  EXPECT_NE(report.reason.find("checkpoint names head"), std::string::npos) << report.reason;
+}
+
+// Text with a NUL byte cannot be stored faithfully by libpq: refused, nothing written.
+TEST_F(PostgresTest, NulBytesAreRefused) {
+  auto store = must_open(random_);
+  Batch b;
+  b.events = {make_event("node.ready", std::string("run_a\0b", 7))};
+  auto r = store->append(b);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Code::kInvalidArgument) << r.error().to_string();
+  EXPECT_EQ(*store->last_seq(), 0);
+  EXPECT_TRUE(store->verify()->ok);
 }
 
 // Reopening (with a different Options::partitions, which is ignored) restores every chain and
