@@ -394,13 +394,28 @@ void Engine::ownership_tick(Time now) {
       take(p, *revision, now);
     }
   }
-  // The freeze flag, in case a control event was missed.
+  // The freeze flag, in case a control event was missed: the KV mirror is the cheap check, the
+  // store's setting (written in the same commit as the control event) decides, so a mirror write
+  // that failed can never unfreeze anyone.
   if (auto flag = bus_.kv_get(kFlagsBucket, kFrozenKey)) {
-    const bool frozen = flag->value == "1";
-    std::lock_guard lock(mu_);
-    if (frozen != frozen_) {
-      frozen_ = frozen;
-      remote_unfreeze_ = !frozen;
+    bool frozen = flag->value == "1";
+    bool differs = false;
+    {
+      std::lock_guard lock(mu_);
+      differs = frozen != frozen_;
+    }
+    if (differs) {
+      if (auto setting = store_.get_setting("frozen")) {
+        frozen = setting->has_value() && **setting == "1";
+        if (frozen != (flag->value == "1")) {
+          (void)bus_.kv_put(kFlagsBucket, kFrozenKey, frozen ? "1" : "0");  // repair the mirror
+        }
+        std::lock_guard lock(mu_);
+        if (frozen != frozen_) {
+          frozen_ = frozen;
+          remote_unfreeze_ = !frozen;
+        }
+      }
     }
   }
   std::lock_guard lock(mu_);
