@@ -294,6 +294,7 @@ void Engine::watch_queues() {
 
 void Engine::take(int partition, uint64_t revision, Time now) {
   owned_[partition] = Owned{revision, static_cast<int64_t>(revision), now};
+  mirror_owned();
   base::log_info("partition taken", {{"partition", partition}, {"epoch", revision}});
   watch_queues();
   {
@@ -313,8 +314,16 @@ void Engine::take(int partition, uint64_t revision, Time now) {
   }
 }
 
+void Engine::mirror_owned() {
+  std::lock_guard lock(mu_);
+  owned_list_.clear();
+  for (const auto& [p, o] : owned_) owned_list_.push_back(p);
+  stats_.owned_partitions = static_cast<int64_t>(owned_.size());
+}
+
 void Engine::lose(int partition, std::string_view why) {
   if (owned_.erase(partition) == 0) return;
+  mirror_owned();
   base::log_warn("partition released", {{"partition", partition}, {"why", std::string(why)}});
   bus_.on_ready(results_queue(partition, true), nullptr);
   bus_.on_ready(requests_queue(partition), nullptr);
@@ -418,10 +427,6 @@ void Engine::ownership_tick(Time now) {
       }
     }
   }
-  std::lock_guard lock(mu_);
-  owned_list_.clear();
-  for (const auto& [p, o] : owned_) owned_list_.push_back(p);
-  stats_.owned_partitions = static_cast<int64_t>(owned_.size());
 }
 
 // ---- forwarding ----------------------------------------------------------------------------
@@ -547,17 +552,7 @@ void Engine::pull_cluster_queues(StepState& st, std::vector<std::unique_ptr<Requ
         requests.push_back(std::move(*r));
         continue;
       }
-      auto result = decode_result(d.payload);
-      if (result) {
-        if (!handle_result(*result, st)) {
-          st.retry.push_back(std::move(d));
-          continue;
-        }
-      } else {
-        base::log_warn("dropping an undecodable task result",
-                       {{"error", result.error().to_string()}});
-      }
-      st.deliveries.push_back(std::move(d));
+      take_result(std::move(d), st);
       st.triggers += 1;
     }
   }

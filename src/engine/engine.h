@@ -235,6 +235,9 @@ class Engine {
   void handle_approval(Request& r, StepState& st);
   void handle_request(Request& r, StepState& st);
   void handle_start(Request& r, StepState& st);
+  // Decodes and applies one pulled result; the delivery is acked after the commit, or nacked
+  // when its run cannot be read now.
+  void take_result(bus::Delivery d, StepState& st);
   // false: the run cannot be read now (store unavailable); the result must come back later.
   bool handle_result(const TaskResult& result, StepState& st);
   void record(RunState& run, Decision d, StepState& st);
@@ -247,6 +250,7 @@ class Engine {
   void ownership_tick(Time now);
   void take(int partition, uint64_t revision, Time now);
   void lose(int partition, std::string_view why);
+  void mirror_owned();  // owned_ -> owned_list_ and stats (for callers on other threads)
   void watch_queues();
   void pull_cluster_queues(StepState& st, std::vector<std::unique_ptr<Request>>& requests);
   std::optional<int> target_partition(const Request& r);

@@ -380,6 +380,17 @@ void Engine::handle_approval(Request& r, StepState& st) {
   record(*run, std::move(*d), st);
 }
 
+void Engine::take_result(bus::Delivery d, StepState& st) {
+  auto r = decode_result(d.payload);
+  if (!r) {
+    base::log_warn("dropping an undecodable task result", {{"error", r.error().to_string()}});
+  } else if (!handle_result(*r, st)) {
+    st.retry.push_back(std::move(d));  // its run cannot be read now: redelivered after a while
+    return;
+  }
+  st.deliveries.push_back(std::move(d));  // acked after the commit
+}
+
 bool Engine::handle_result(const TaskResult& result, StepState& st) {
   bool unavailable = false;
   RunState* run = load_run(result.run, &unavailable);
@@ -484,18 +495,7 @@ std::size_t Engine::step() {
                      ? Result<std::vector<bus::Delivery>>(std::vector<bus::Delivery>{})
                      : bus_.pull(kResultsQueue, options_.step_triggers_max, options_.result_lease);
   if (results) {
-    for (bus::Delivery& d : *results) {
-      auto r = decode_result(d.payload);
-      if (r) {
-        if (!handle_result(*r, st)) {
-          st.retry.push_back(std::move(d));
-          continue;
-        }
-      } else {
-        base::log_warn("dropping an undecodable task result", {{"error", r.error().to_string()}});
-      }
-      st.deliveries.push_back(std::move(d));
-    }
+    for (bus::Delivery& d : *results) take_result(std::move(d), st);
     st.triggers += results->size();
   }
   std::set<std::string> due;
