@@ -498,6 +498,15 @@ class PgStore final : public Store, public internal::Introspect {
   void release(std::unique_ptr<PgConn> conn);
   template <class F>
   auto with_conn(F f) -> decltype(f(std::declval<PgConn&>()));
+  // SELECT columns FROM table WHERE id = $1, decoded by `from`; kNotFound names `what`.
+  template <class Row, class F>
+  Result<Row> get_by_id(const char* table, const char* columns, std::string_view what,
+                        const std::string& id, F from);
+  // Rows newest first (created_ms, id) with exact-match filters and the run-cursor paging.
+  template <class Page, class Row, class F>
+  Result<Page> page_newest_first(const char* table, const char* columns,
+                                 const std::vector<std::pair<const char*, std::string>>& filters,
+                                 const std::string& cursor, std::size_t limit, F from);
   Result<Event> resolve(PgConn& conn, Event e);
   Result<int64_t> watermark(PgConn& conn);
   Result<std::vector<Event>> query_events(PgConn& conn, const std::string& sql,
@@ -583,6 +592,52 @@ auto PgStore::with_conn(F f) -> decltype(f(std::declval<PgConn&>())) {
     release(std::move(conn));
   }
   return result;
+}
+
+template <class Row, class F>
+Result<Row> PgStore::get_by_id(const char* table, const char* columns, std::string_view what,
+                               const std::string& id, F from) {
+  return with_conn([&](PgConn& c) -> Result<Row> {
+    VENTURE_ASSIGN_OR_RETURN(
+        PgResult r,
+        c.query(std::string("SELECT ") + columns + " FROM " + table + " WHERE id = $1", {id}));
+    if (r.rows() == 0) {
+      return not_found_error(std::string(what) + " " + id.substr(0, 80) + " not found");
+    }
+    return from(r, 0);
+  });
+}
+
+template <class Page, class Row, class F>
+Result<Page> PgStore::page_newest_first(
+    const char* table, const char* columns,
+    const std::vector<std::pair<const char*, std::string>>& filters, const std::string& cursor,
+    std::size_t limit, F from) {
+  limit = std::clamp<std::size_t>(limit, 1, internal::kRunPageMax);
+  Sql q;
+  q.text = std::string("SELECT ") + columns + " FROM " + table + " WHERE TRUE";
+  for (const auto& [column, value] : filters) {
+    if (!value.empty()) q.text += std::string(" AND ") + column + " = " + q.add(value);
+  }
+  if (!cursor.empty()) {
+    VENTURE_ASSIGN_OR_RETURN(const auto after, internal::decode_run_cursor(cursor));
+    const std::string t = q.add(num(after.first));
+    q.text += " AND (created_ms < " + t + " OR (created_ms = " + t + " AND id < " +
+              q.add(after.second) + "))";
+  }
+  q.text +=
+      " ORDER BY created_ms DESC, id DESC LIMIT " + q.add(num(static_cast<int64_t>(limit) + 1));
+  return with_conn([&](PgConn& c) -> Result<Page> {
+    VENTURE_ASSIGN_OR_RETURN(PgResult r, c.query(q.text, q.params));
+    Page page;
+    VENTURE_ASSIGN_OR_RETURN(page.items, rows_of<Row>(r, from));
+    if (page.items.size() > limit) {
+      page.items.pop_back();
+      const Row& last = page.items.back();
+      page.next_cursor = internal::encode_run_cursor(last.created, last.id);
+    }
+    return page;
+  });
 }
 
 Status PgStore::health() {
@@ -1095,46 +1150,13 @@ Result<std::vector<Event>> PgStore::read_events(const EventFilter& filter) {
 }
 
 Result<RunRow> PgStore::get_run(const std::string& id) {
-  return with_conn([&](PgConn& c) -> Result<RunRow> {
-    VENTURE_ASSIGN_OR_RETURN(
-        PgResult r,
-        c.query(std::string("SELECT ") + kRunColumns + " FROM runs WHERE id = $1", {id}));
-    if (r.rows() == 0) {
-      return not_found_error("run " + id.substr(0, 80) + " not found");
-    }
-    return run_from_row(r, 0);
-  });
+  return get_by_id<RunRow>("runs", kRunColumns, "run", id, run_from_row);
 }
 
 Result<RunPage> PgStore::list_runs(const RunFilter& filter) {
-  const std::size_t limit = std::clamp<std::size_t>(filter.limit, 1, internal::kRunPageMax);
-  Sql q;
-  q.text = std::string("SELECT ") + kRunColumns + " FROM runs WHERE TRUE";
-  if (!filter.status.empty()) {
-    q.text += " AND status = " + q.add(filter.status);
-  }
-  if (!filter.workflow.empty()) {
-    q.text += " AND workflow = " + q.add(filter.workflow);
-  }
-  if (!filter.cursor.empty()) {
-    VENTURE_ASSIGN_OR_RETURN(const auto after, internal::decode_run_cursor(filter.cursor));
-    const std::string t = q.add(num(after.first));
-    q.text += " AND (created_ms < " + t + " OR (created_ms = " + t + " AND id < " +
-              q.add(after.second) + "))";
-  }
-  q.text +=
-      " ORDER BY created_ms DESC, id DESC LIMIT " + q.add(num(static_cast<int64_t>(limit) + 1));
-  return with_conn([&](PgConn& c) -> Result<RunPage> {
-    VENTURE_ASSIGN_OR_RETURN(PgResult r, c.query(q.text, q.params));
-    RunPage page;
-    VENTURE_ASSIGN_OR_RETURN(page.items, rows_of<RunRow>(r, run_from_row));
-    if (page.items.size() > limit) {
-      page.items.pop_back();
-      const RunRow& last = page.items.back();
-      page.next_cursor = internal::encode_run_cursor(last.created, last.id);
-    }
-    return page;
-  });
+  return page_newest_first<RunPage, RunRow>(
+      "runs", kRunColumns, {{"status", filter.status}, {"workflow", filter.workflow}},
+      filter.cursor, filter.limit, run_from_row);
 }
 
 Result<std::vector<std::string>> PgStore::list_active_runs() {
@@ -1288,27 +1310,11 @@ Result<TokenRow> PgStore::get_token_by_hash(const std::string& hash) {
 }
 
 Result<TokenRow> PgStore::get_token(const std::string& id) {
-  return with_conn([&](PgConn& c) -> Result<TokenRow> {
-    VENTURE_ASSIGN_OR_RETURN(
-        PgResult r,
-        c.query(std::string("SELECT ") + kTokenColumns + " FROM tokens WHERE id = $1", {id}));
-    if (r.rows() == 0) {
-      return not_found_error("token " + id.substr(0, 80) + " not found");
-    }
-    return token_from_row(r, 0);
-  });
+  return get_by_id<TokenRow>("tokens", kTokenColumns, "token", id, token_from_row);
 }
 
 Result<PatchRow> PgStore::get_patch(const std::string& id) {
-  return with_conn([&](PgConn& c) -> Result<PatchRow> {
-    VENTURE_ASSIGN_OR_RETURN(
-        PgResult r,
-        c.query(std::string("SELECT ") + kPatchColumns + " FROM patches WHERE id = $1", {id}));
-    if (r.rows() == 0) {
-      return not_found_error("patch " + id.substr(0, 80) + " not found");
-    }
-    return patch_from_row(r, 0);
-  });
+  return get_by_id<PatchRow>("patches", kPatchColumns, "patch", id, patch_from_row);
 }
 
 Result<std::vector<PatchRow>> PgStore::list_patches(const std::string& run) {
@@ -1322,46 +1328,13 @@ Result<std::vector<PatchRow>> PgStore::list_patches(const std::string& run) {
 }
 
 Result<ApprovalRow> PgStore::get_approval(const std::string& id) {
-  return with_conn([&](PgConn& c) -> Result<ApprovalRow> {
-    VENTURE_ASSIGN_OR_RETURN(
-        PgResult r,
-        c.query(std::string("SELECT ") + kApprovalColumns + " FROM approvals WHERE id = $1", {id}));
-    if (r.rows() == 0) {
-      return not_found_error("approval " + id.substr(0, 80) + " not found");
-    }
-    return approval_from_row(r, 0);
-  });
+  return get_by_id<ApprovalRow>("approvals", kApprovalColumns, "approval", id, approval_from_row);
 }
 
 Result<ApprovalPage> PgStore::list_approvals(const ApprovalFilter& filter) {
-  const std::size_t limit = std::clamp<std::size_t>(filter.limit, 1, internal::kRunPageMax);
-  Sql q;
-  q.text = std::string("SELECT ") + kApprovalColumns + " FROM approvals WHERE TRUE";
-  if (!filter.status.empty()) {
-    q.text += " AND status = " + q.add(filter.status);
-  }
-  if (!filter.run.empty()) {
-    q.text += " AND run = " + q.add(filter.run);
-  }
-  if (!filter.cursor.empty()) {
-    VENTURE_ASSIGN_OR_RETURN(const auto after, internal::decode_run_cursor(filter.cursor));
-    const std::string t = q.add(num(after.first));
-    q.text += " AND (created_ms < " + t + " OR (created_ms = " + t + " AND id < " +
-              q.add(after.second) + "))";
-  }
-  q.text +=
-      " ORDER BY created_ms DESC, id DESC LIMIT " + q.add(num(static_cast<int64_t>(limit) + 1));
-  return with_conn([&](PgConn& c) -> Result<ApprovalPage> {
-    VENTURE_ASSIGN_OR_RETURN(PgResult r, c.query(q.text, q.params));
-    ApprovalPage page;
-    VENTURE_ASSIGN_OR_RETURN(page.items, rows_of<ApprovalRow>(r, approval_from_row));
-    if (page.items.size() > limit) {
-      page.items.pop_back();
-      const ApprovalRow& last = page.items.back();
-      page.next_cursor = internal::encode_run_cursor(last.created, last.id);
-    }
-    return page;
-  });
+  return page_newest_first<ApprovalPage, ApprovalRow>(
+      "approvals", kApprovalColumns, {{"status", filter.status}, {"run", filter.run}},
+      filter.cursor, filter.limit, approval_from_row);
 }
 
 // ---- verify ----
