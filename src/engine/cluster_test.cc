@@ -13,8 +13,6 @@
 namespace venture::engine {
 namespace {
 
-using namespace std::chrono_literals;
-
 const char* kGate = R"({
   "name": "gate",
   "nodes": [
@@ -43,8 +41,8 @@ class ClusterTest : public ::testing::Test {
     o.cluster.enabled = true;
     o.cluster.id = id;
     o.cluster.drive = drive;
-    o.cluster.lease = 2s;
-    o.cluster.forward_timeout = 20s;
+    o.cluster.lease = Millis(2000);
+    o.cluster.forward_timeout = Millis(20000);
     engines_.push_back(std::make_unique<Engine>(*store_, *bus_, clock_, random_, o));
     EXPECT_TRUE(engines_.back()->start());
     return *engines_.back();
@@ -55,7 +53,7 @@ class ClusterTest : public ::testing::Test {
   bool eventually(Pred pred) {
     for (int i = 0; i < 2000; ++i) {
       if (pred()) return true;
-      std::this_thread::sleep_for(5ms);
+      std::this_thread::sleep_for(Millis(5));
     }
     return pred();
   }
