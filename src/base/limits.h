@@ -82,6 +82,10 @@ inline constexpr milliseconds kOwnershipLease{10000};
 inline constexpr milliseconds kForwardTimeout{30000};
 inline constexpr std::size_t kForwardedMax = 65536;
 inline constexpr std::size_t kStepTriggersMax = 16384;  // triggers decided per engine step
+// Runs whose timers are due, ticked per engine step; the rest go in the next steps at once. After a
+// restart with thousands of overdue timers, runs complete from the first steps on instead of after
+// one step that decides (and one commit that writes) them all.
+inline constexpr std::size_t kStepTimersMax = 1024;
 inline constexpr std::size_t kActiveRunsMax = 1 << 20;
 
 // HTTP API (#3).

@@ -499,7 +499,8 @@ std::size_t Engine::step() {
     st.triggers += results->size();
   }
   std::set<std::string> due;
-  while (!timers_.empty() && timers_.top().first <= st.ctx.now) {
+  while (!timers_.empty() && timers_.top().first <= st.ctx.now &&
+         due.size() < limits::kStepTimersMax) {
     const auto& [t, id] = timers_.top();
     if (auto it = armed_.find(id); it != armed_.end() && it->second == t) {
       armed_.erase(it);
