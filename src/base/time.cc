@@ -55,11 +55,36 @@ std::string format_time(Time t) {
   unsigned m = 0;
   unsigned d = 0;
   civil_from_days(days, y, m, d);
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%04" PRId64 "-%02u-%02uT%02d:%02d:%02d.%03dZ", y, m, d,
-                static_cast<int>(rem / 3600000), static_cast<int>(rem / 60000 % 60),
-                static_cast<int>(rem / 1000 % 60), static_cast<int>(rem % 1000));
-  return buf;
+  // Written by hand, not with snprintf: this runs for every event appended (hash and envelope).
+  if (y < 0 || y > 9999) {
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%04" PRId64 "-%02u-%02uT%02d:%02d:%02d.%03dZ", y, m, d,
+                  static_cast<int>(rem / 3600000), static_cast<int>(rem / 60000 % 60),
+                  static_cast<int>(rem / 1000 % 60), static_cast<int>(rem % 1000));
+    return buf;
+  }
+  std::string out(24, '\0');
+  const auto put = [&out](std::size_t pos, int64_t value, std::size_t digits) {
+    for (std::size_t i = digits; i > 0; --i) {
+      out[pos + i - 1] = static_cast<char>('0' + value % 10);
+      value /= 10;
+    }
+  };
+  put(0, y, 4);
+  out[4] = '-';
+  put(5, m, 2);
+  out[7] = '-';
+  put(8, d, 2);
+  out[10] = 'T';
+  put(11, rem / 3600000, 2);
+  out[13] = ':';
+  put(14, rem / 60000 % 60, 2);
+  out[16] = ':';
+  put(17, rem / 1000 % 60, 2);
+  out[19] = '.';
+  put(20, rem % 1000, 3);
+  out[23] = 'Z';
+  return out;
 }
 
 Result<Time> parse_time(std::string_view s) {

@@ -175,10 +175,12 @@ Status Engine::post(Request request) {
 
 void Engine::loop() {
   while (true) {
+    bool idle = false;
     {
       std::unique_lock lock(mu_);
-      if (stopping_) return;
-      if (inbox_.empty() && !results_ready_) {
+      if (stopping_) break;
+      idle = inbox_.empty() && !results_ready_;
+      if (idle && inflight_.empty()) {
         Millis wait(1000);
         if (!timers_.empty()) {
           wait = std::min(wait, std::max(Millis(0), timers_.top().first - clock_.now()));
@@ -193,11 +195,19 @@ void Engine::loop() {
           wait = std::min(wait, std::max(Millis(0), next_redispatch_ - clock_.now()));
         }
         if (wait > Millis(0)) wake_.wait_for(lock, wait);
-        if (stopping_) return;
+        if (stopping_) break;
+        idle = false;
       }
+    }
+    if (idle) {
+      // Nothing new to decide: carry out the steps still committing (their commands are what
+      // brings the next triggers).
+      finish_commits(0);
+      continue;
     }
     step();
   }
+  finish_commits(0);  // stopping: every decided step is carried out (or failed) before the join
 }
 
 void Engine::arm(Time due, const std::string& run) {

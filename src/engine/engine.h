@@ -216,6 +216,7 @@ class Engine {
     Time renewed{};
   };
   struct Forwarded;
+  struct Inflight;
 
   Status post(Request request);
   Status enqueue(Request request);
@@ -241,7 +242,16 @@ class Engine {
   // false: the run cannot be read now (store unavailable); the result must come back later.
   bool handle_result(const TaskResult& result, StepState& st);
   void record(RunState& run, Decision d, StepState& st);
-  void commit(StepState& st);
+  // Submits the step's batch (pipelined: the next step is decided while it commits) and carries
+  // out the commands of every earlier step whose commit finished.
+  void commit(std::unique_ptr<StepState> st);
+  // Carries out committed steps in order until at most `keep` are in flight (waiting for their
+  // commits); with keep > 0 it also finishes the oldest ones already durable.
+  void finish_commits(std::size_t keep);
+  // Carries out one step after its commit: the commands on success, the rollback on failure.
+  void finish_commit(Inflight& f, const Status& earlier_failure);
+  void fail_step(StepState& st, const Error& error);
+  void after_commit(StepState& st);  // evicts finished runs, arms timers, schedules snapshots
   void add_rows(StepState& st);
   // Cluster mode (cluster.cc).
   Status dispatch(Dispatch& d);  // sets d.reply
@@ -282,6 +292,12 @@ class Engine {
   std::unordered_map<std::string, RunState> runs_;
   std::unordered_map<std::string, int64_t> snapshot_events_;  // events at the last snapshot
   std::vector<storage::Snapshot> pending_snapshots_;
+  // Pipelined commits, oldest first (at most two: the one committing and the one just decided).
+  // Nothing of a step is carried out (dispatch, ack, publish, reply) before its batch is durable,
+  // and steps are carried out in order. Every batch is linked by chain_, so when one fails no later
+  // one lands; its failure rolls back every later step too (see finish_commits).
+  std::deque<std::unique_ptr<Inflight>> inflight_;
+  std::shared_ptr<storage::AppendChain> chain_ = std::make_shared<storage::AppendChain>();
   using TimerEntry = std::pair<Time, std::string>;
   std::priority_queue<TimerEntry, std::vector<TimerEntry>, std::greater<>> timers_;
   std::unordered_map<std::string, Time> armed_;  // run -> the earliest due time in timers_

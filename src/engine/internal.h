@@ -2,6 +2,7 @@
 #pragma once
 
 #include <functional>
+#include <future>
 #include <optional>
 #include <set>
 #include <unordered_map>
@@ -102,6 +103,14 @@ struct Engine::StepState {
   bool freeze_changed = false;
   bool frozen_before = false;
   std::size_t triggers = 0;
+};
+
+// A step whose batch is committing (or committed) and whose commands are not yet carried out.
+struct Engine::Inflight {
+  StepState st;
+  bool write = false;
+  std::vector<storage::Fence> fences;
+  std::future<Result<storage::AppendResult>> appended;
 };
 
 }  // namespace venture::engine

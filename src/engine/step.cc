@@ -13,6 +13,10 @@ namespace {
 constexpr Millis kReloadRetry{1000};
 // How often dispatches the bus refused are enqueued again.
 constexpr Millis kRedispatchEvery{500};
+
+// Whether a step's commands may be carried out after the next step is decided (see
+// Engine::commit). The simulation (threaded = false) and cluster mode finish each step at once.
+bool pipelined(const Options& o) { return o.threaded && !o.cluster.enabled; }
 }  // namespace
 
 void Engine::redispatch(Time now) {
@@ -111,12 +115,25 @@ void Engine::handle_start(Request& r, StepState& st) {
   const std::string& key = r.start.idempotency_key;
   if (!key.empty()) {
     std::string run_id, hash;
-    if (auto it = st.keys.find(key); it != st.keys.end()) {
-      run_id = it->second.first;
-      hash = it->second.second;
-    } else if (auto row = store_.get_idempotency(key)) {
-      run_id = row->run;
-      hash = row->body_hash;
+    // A key of this step or of a step still committing is not in the store yet: the answer
+    // waits for this step's commit (after theirs), so it never names a run that is not durable.
+    bool pending = false;
+    const auto find_pending = [&](const StepState& s) {
+      if (auto it = s.keys.find(key); it != s.keys.end()) {
+        run_id = it->second.first;
+        hash = it->second.second;
+        pending = true;
+      }
+    };
+    find_pending(st);
+    for (const auto& f : inflight_) {
+      if (!pending) find_pending(f->st);
+    }
+    if (!pending) {
+      if (auto row = store_.get_idempotency(key)) {
+        run_id = row->run;
+        hash = row->body_hash;
+      }
     }
     if (!run_id.empty()) {
       if (hash != r.start.body_hash) {
@@ -127,7 +144,7 @@ void Engine::handle_start(Request& r, StepState& st) {
       auto row = store_.get_run(run_id);
       r.reply->start =
           StartResponse{run_id, row ? row->status : "queued", r.ir->name, r.ir->version, true, ""};
-      r.reply->finish(ok());
+      if (!pending) r.reply->finish(ok());
       return;
     }
   }
@@ -445,15 +462,19 @@ void Engine::add_rows(StepState& st) {
 }
 
 std::size_t Engine::step() {
-  StepState st;
+  auto owned = std::make_unique<StepState>();
+  StepState& st = *owned;
   st.ctx.now = clock_.now();
   st.ctx.random = &random_;
   std::vector<std::unique_ptr<Request>> requests;
+  const std::size_t triggers_max =
+      pipelined(options_) ? std::min(options_.step_triggers_max, limits::kPipelinedStepTriggers)
+                          : options_.step_triggers_max;
   {
     std::lock_guard lock(mu_);
     st.ctx.frozen = frozen_;
     results_ready_ = false;
-    while (!inbox_.empty() && requests.size() < options_.step_triggers_max) {
+    while (!inbox_.empty() && requests.size() < triggers_max) {
       requests.push_back(std::move(inbox_.front()));
       inbox_.pop_front();
     }
@@ -469,6 +490,14 @@ std::size_t Engine::step() {
     redispatch(st.ctx.now);
     if (st.ctx.now >= next_ownership_tick_) ownership_tick(st.ctx.now);
     pull_cluster_queues(st, requests);
+  }
+  // A request other than a start may be answered at once from the run's state (an error such as
+  // "already succeeded"): decide it against durable state only, so carry out the steps still
+  // committing first. Starts and results need not wait: what they decide is chained after those
+  // steps' batches and answered after its own commit.
+  if (std::any_of(requests.begin(), requests.end(),
+                  [](const auto& r) { return r->kind != Request::Kind::kStart; })) {
+    finish_commits(0);
   }
   for (auto& r : requests) {
     if (options_.cluster.enabled) {
@@ -493,7 +522,11 @@ std::size_t Engine::step() {
   st.triggers += requests.size();
   auto results = options_.cluster.enabled
                      ? Result<std::vector<bus::Delivery>>(std::vector<bus::Delivery>{})
-                     : bus_.pull(kResultsQueue, options_.step_triggers_max, options_.result_lease);
+                     : bus_.pull(kResultsQueue, triggers_max, options_.result_lease);
+  if (results && results->size() == triggers_max) {
+    std::lock_guard lock(mu_);
+    results_ready_ = true;  // more may be waiting: the loop takes them in the next step
+  }
   if (results) {
     for (bus::Delivery& d : *results) take_result(std::move(d), st);
     st.triggers += results->size();
@@ -531,44 +564,94 @@ std::size_t Engine::step() {
     record(*run, std::move(d), st);
   }
   st.triggers += due.size();
-  commit(st);
-  return st.triggers;
+  const std::size_t triggers = st.triggers;
+  commit(std::move(owned));
+  return triggers;
 }
 
-void Engine::commit(StepState& st) {
-  const bool write =
-      !st.batch.events.empty() || !pending_snapshots_.empty() || !st.batch.patches.empty();
-  Result<storage::AppendResult> appended = storage::AppendResult{};
-  std::vector<storage::Fence> fences;
-  if (write) {
-    add_rows(st);
-    add_fences(st);
-    fences = st.batch.fences;
-    appended = store_.append(std::move(st.batch));
+void Engine::commit(std::unique_ptr<StepState> st) {
+  auto f = std::make_unique<Inflight>();
+  f->write = !st->batch.events.empty() || !pending_snapshots_.empty() || !st->batch.patches.empty();
+  if (f->write) {
+    add_rows(*st);
+    add_fences(*st);
+    f->fences = st->batch.fences;
+    st->batch.chain = chain_;
+    f->appended = store_.append_async(std::move(st->batch));
+  } else {
+    std::promise<Result<storage::AppendResult>> nothing;
+    nothing.set_value(storage::AppendResult{});
+    f->appended = nothing.get_future();
   }
-  if (!appended && appended.error().code == Code::kFailedPrecondition && !fences.empty()) {
+  // A freeze changes what the next step may decide, and the simulation and cluster mode expect
+  // a step to be carried out when step() returns: those finish at once. Otherwise the engine
+  // decides the next step while this one commits.
+  const bool now = st->freeze_changed || !pipelined(options_);
+  f->st = std::move(*st);
+  inflight_.push_back(std::move(f));
+  finish_commits(now ? 0 : 1);
+}
+
+void Engine::finish_commits(std::size_t keep) {
+  const auto ready = [](const Inflight& f) {
+    return f.appended.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+  };
+  while (!inflight_.empty() && (inflight_.size() > keep || ready(*inflight_.front()))) {
+    std::unique_ptr<Inflight> f = std::move(inflight_.front());
+    inflight_.pop_front();
+    finish_commit(*f, ok());
+  }
+}
+
+void Engine::fail_step(StepState& st, const Error& error) {
+  // Nothing was written: forget the decisions. The touched runs reload from the store when next
+  // needed; results are redelivered; requests fail back to their callers.
+  const Time retry = st.ctx.now + Millis(50);
+  for (const std::string& id : st.touched_runs) {
+    runs_.erase(id);
+    arm(retry, id);
+  }
+  for (const bus::Delivery& d : st.deliveries) (void)bus_.nack(d, Millis(50));
+  for (auto& r : st.done) r->reply->finish(error);
+}
+
+void Engine::finish_commit(Inflight& f, const Status& earlier_failure) {
+  StepState& st = f.st;
+  Result<storage::AppendResult> appended = f.appended.get();
+  if (!earlier_failure) {
+    // Decided on top of a step that failed: its batch was refused (chain) or wrote nothing.
+    VENTURE_CHECK(!appended || !f.write);
+    appended = Result<storage::AppendResult>(earlier_failure.error());
+  }
+  if (!appended && appended.error().code == Code::kFailedPrecondition && !f.fences.empty()) {
     // Fenced: another engine took one of these partitions (our lease lapsed). Stop driving them.
-    for (const storage::Fence& f : fences) lose(f.partition, "fenced by the store");
+    for (const storage::Fence& fence : f.fences) lose(fence.partition, "fenced by the store");
   }
   for (const bus::Delivery& d : st.retry) (void)bus_.nack(d, kReloadRetry);
   if (!appended) {
-    // Nothing was written: forget the decisions. The touched runs reload from the store when next
-    // needed; results are redelivered; requests fail back to their callers.
-    base::log_warn("append failed; the step is retried", {{"error", appended.error().to_string()}});
-    const Time retry = st.ctx.now + Millis(50);
-    for (const std::string& id : st.touched_runs) {
-      runs_.erase(id);
-      arm(retry, id);
+    if (earlier_failure) {
+      base::log_warn("append failed; the step is retried",
+                     {{"error", appended.error().to_string()}});
     }
-    for (const bus::Delivery& d : st.deliveries) (void)bus_.nack(d, Millis(50));
-    for (auto& r : st.done) r->reply->finish(appended.error());
+    fail_step(st, appended.error());
+    if (earlier_failure) {
+      // Every later step was decided on top of this one: roll them back as well, then start a new
+      // chain (the old one is broken and its every batch has now been seen).
+      const Status failed = aborted_error("an earlier commit failed: " + appended.error().message);
+      while (!inflight_.empty()) {
+        std::unique_ptr<Inflight> later = std::move(inflight_.front());
+        inflight_.pop_front();
+        finish_commit(*later, failed);
+      }
+      chain_ = std::make_shared<storage::AppendChain>();
+    }
     return;
   }
   {
     std::lock_guard lock(mu_);
     if (st.freeze_changed) frozen_ = st.ctx.frozen;
     stats_.steps += 1;
-    stats_.appends += write ? 1 : 0;
+    stats_.appends += f.write ? 1 : 0;
     stats_.events += static_cast<int64_t>(appended->events.size());
   }
   for (const storage::Event& e : appended->events) {
@@ -589,12 +672,21 @@ void Engine::commit(StepState& st) {
     }
   }
   for (const bus::Delivery& d : st.deliveries) (void)bus_.ack(d);
-  for (const storage::Event& e : appended->events) {
-    (void)bus_.publish(e.type, storage::event_to_json(e));
+  for (storage::Event& e : appended->events) {
+    // The appended events are ours: move the data into the envelope instead of copying it.
+    json::value data = std::move(e.data);
+    e.data = nullptr;
+    json::object envelope = storage::event_to_json(e);
+    envelope["data"] = std::move(data);
+    (void)bus_.publish(e.type, std::move(envelope));
   }
   for (auto& r : st.done) {
     r->reply->finish(r->error_after_commit ? Status(*r->error_after_commit) : ok());
   }
+  after_commit(st);
+}
+
+void Engine::after_commit(StepState& st) {
   for (const std::string& id : st.touched_runs) {
     auto it = runs_.find(id);
     if (it == runs_.end()) continue;
@@ -607,8 +699,13 @@ void Engine::commit(StepState& st) {
     if (auto due = next_due(run); due && (*due > st.ctx.now || !st.ctx.frozen)) {
       arm(std::max(*due, st.ctx.now), id);
     }
+    // A snapshot must hold exactly the committed events up to last_seq: not while a later step
+    // that changed the run is still committing (it is taken when that step is carried out).
+    const bool changed_later = std::any_of(inflight_.begin(), inflight_.end(), [&](const auto& f) {
+      return f->st.touched_runs.contains(id);
+    });
     int64_t& at = snapshot_events_[id];
-    if (run.events - at >= static_cast<int64_t>(options_.snapshot_every_events)) {
+    if (!changed_later && run.events - at >= static_cast<int64_t>(options_.snapshot_every_events)) {
       pending_snapshots_.push_back({id, run.last_seq, state_to_json(run)});
       at = run.events;
     }

@@ -141,6 +141,21 @@ base::Hash internal::event_hash(const Event& e) {
   return base::blake2b(std::span<const uint8_t>(prev->data(), prev->size()), canonical);
 }
 
+std::future<Result<AppendResult>> Store::append_async(Batch batch) {
+  std::promise<Result<AppendResult>> done;
+  std::shared_ptr<AppendChain> chain = batch.chain;
+  if (chain && chain->broken) {
+    done.set_value(aborted_error("an earlier append of this chain failed"));
+  } else {
+    Result<AppendResult> r = append(std::move(batch));
+    if (!r && chain) {
+      chain->broken = true;
+    }
+    done.set_value(std::move(r));
+  }
+  return done.get_future();
+}
+
 bool is_terminal_run_status(std::string_view status) {
   return status == "succeeded" || status == "failed" || status == "cancelled";
 }

@@ -32,7 +32,13 @@ std::size_t depth(const json::value& v) {
 void link(ChainState& state, Event& e) {
   e.seq = state.seq + 1;
   e.prev = state.hash;
-  const base::Hash h = event_hash(e);
+  // pending.back() is the binary form of state.hash whenever pending is not empty (every linked
+  // event pushes its hash): hash with it rather than parsing the hex text back.
+  const base::Hash h = state.pending.empty()
+                           ? event_hash(e)
+                           : base::blake2b(std::span<const uint8_t>(state.pending.back().data(),
+                                                                    state.pending.back().size()),
+                                           canonical_event_text(e));
   e.hash = base::b2(h);
   state.seq = e.seq;
   state.hash = e.hash;

@@ -13,8 +13,10 @@
 // SQLite's single writer thread, by up to pool_size / 2 concurrent leader groups on PostgreSQL.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
@@ -166,6 +168,14 @@ struct Fence {
   friend bool operator==(const Fence&, const Fence&) = default;
 };
 
+// Links the batches of one pipelined writer (Store::append_async): once a batch of a chain fails,
+// every later batch of that chain fails with kAborted and writes nothing, so no batch lands whose
+// contents were decided on top of one that did not. Only the store sets `broken`; a writer starts
+// a new chain after it has seen every result of the broken one.
+struct AppendChain {
+  std::atomic<bool> broken{false};
+};
+
 // What one Append writes atomically: events (in order) plus projection upserts.
 struct Batch {
   std::vector<Event> events;  // seq/prev/hash are filled in by the store
@@ -183,6 +193,8 @@ struct Batch {
   // partition's epoch is not that fence's epoch. (A vector: one engine step spans the runs of
   // several partitions it owns.) Empty: no check.
   std::vector<Fence> fences;
+  // Optional: the pipelined writer's chain (see AppendChain). Null: independent of other batches.
+  std::shared_ptr<AppendChain> chain;
 };
 
 // The partition of a run (a stable hash of its id), in [0, partitions). Events without a run go
@@ -257,6 +269,12 @@ class Store {
   // kAlreadyExists for a duplicate idempotency key (nothing written), kUnavailable for I/O (nothing
   // written), kInvalidArgument for an event over kEventBytesMax.
   [[nodiscard]] virtual Result<AppendResult> append(Batch batch) = 0;
+  // Like append, but returns at once; the future yields append's result once the batch is durable
+  // (or failed). Batches submitted from one thread commit in submission order; Batch::chain makes
+  // a later batch fail with kAborted when an earlier one of its chain failed. The default runs
+  // append() inline (the future is ready on return); SQLite queues the batch for its writer, so
+  // the caller can prepare the next batch while this one commits.
+  [[nodiscard]] virtual std::future<Result<AppendResult>> append_async(Batch batch);
 
   // Events in seq order after filter.after_seq; blob references are resolved to their payloads.
   [[nodiscard]] virtual Result<std::vector<Event>> read_events(const EventFilter& filter) = 0;

@@ -208,6 +208,55 @@ TEST_P(StoreTest, DuplicateIdempotencyKeyWritesNothingWhileTheGroupCommits) {
   EXPECT_TRUE(must_verify().ok);
 }
 
+// Pipelined appends (append_async) on one chain: once one fails, the later ones of its chain fail
+// with kAborted and write nothing; a batch outside the chain and a new chain are unaffected.
+TEST_P(StoreTest, ChainedAsyncAppendsStopAfterAFailure) {
+  Batch first;
+  first.events = {make_event("run.submitted", "run_a")};
+  first.idempotency = {IdempotencyRow{"tok:k1", "b2:aa", "run_a"}};
+  must_append(first);
+
+  auto chain = std::make_shared<AppendChain>();
+  Batch ok1;
+  ok1.events = {make_event("run.started", "run_a")};
+  ok1.chain = chain;
+  Batch dup;
+  dup.events = {make_event("run.submitted", "run_b")};
+  dup.idempotency = {IdempotencyRow{"tok:k1", "b2:bb", "run_b"}};
+  dup.chain = chain;
+  Batch after;
+  after.events = {make_event("run.started", "run_b")};
+  after.runs = {make_run("run_b", "wf", "running", 5)};
+  after.chain = chain;
+  Batch independent;
+  independent.events = {make_event("run.submitted", "run_c")};
+  auto f1 = store_->append_async(ok1);
+  auto f2 = store_->append_async(dup);
+  auto f3 = store_->append_async(after);
+  auto f4 = store_->append_async(independent);
+  auto r1 = f1.get();
+  auto r2 = f2.get();
+  auto r3 = f3.get();
+  auto r4 = f4.get();
+  ASSERT_TRUE(r1) << r1.error().to_string();
+  ASSERT_FALSE(r2);
+  EXPECT_EQ(r2.error().code, Code::kAlreadyExists);
+  ASSERT_FALSE(r3);
+  EXPECT_EQ(r3.error().code, Code::kAborted);
+  ASSERT_TRUE(r4) << r4.error().to_string();
+  EXPECT_TRUE(chain->broken);
+  EXPECT_EQ(store_->get_run("run_b").error().code, Code::kNotFound);
+  EXPECT_EQ(*store_->last_seq(), 3);
+
+  Batch fresh;
+  fresh.events = {make_event("run.started", "run_c")};
+  fresh.chain = std::make_shared<AppendChain>();
+  auto r5 = store_->append_async(fresh).get();
+  ASSERT_TRUE(r5) << r5.error().to_string();
+  EXPECT_EQ(r5->first_seq, 4);
+  EXPECT_TRUE(must_verify().ok);
+}
+
 TEST_P(StoreTest, ConcurrentAppendsAreContiguousAndGroupCommitted) {
   constexpr int kThreads = 8;
   constexpr int kAppendsPerThread = 40;
