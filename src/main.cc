@@ -18,6 +18,7 @@
 
 #include "api/api.h"
 #include "base/base.h"
+#include "bench/streams.h"
 #include "bench/workloads.h"
 #include "bus/bus.h"
 #include "cli/cli.h"
@@ -372,8 +373,20 @@ int serve(const std::string& config_file,
   return cli::kExitOk;
 }
 
-int bench(const bench::BenchOptions& options, const std::string& output) {
+int bench(const bench::BenchOptions& options, bench::StreamBenchOptions streams,
+          const std::string& output) {
   base::set_log_level(base::LogLevel::kWarn);  // keep stdout/stderr for the result
+  if (options.workload == "streams") {
+    if (options.runs > 0) streams.runs = options.runs;
+    streams.steps = options.steps;
+    auto r = bench::run_streams(streams);
+    if (!r) {
+      std::cerr << "venture bench: " << r.error().to_string() << "\n";
+      return r.error().code == Code::kInvalidArgument ? cli::kExitUsage : cli::kExitError;
+    }
+    std::cout << *r << "\n";
+    return cli::kExitOk;
+  }
   auto r = bench::run_workload(options);
   if (!r) {
     std::cerr << "venture bench: " << r.error().to_string() << "\n";
@@ -427,7 +440,7 @@ int main(int argc, char** argv) {
 
   auto* bench_cmd = app.add_subcommand("bench", "Run a benchmark workload in-process");
   bench::BenchOptions bo;
-  bench_cmd->add_option("WORKLOAD", bo.workload, "A, B, C or L")->required();
+  bench_cmd->add_option("WORKLOAD", bo.workload, "A, B, C, L or streams")->required();
   bench_cmd->add_option("--runs", bo.runs, "Number of measured runs");
   bench_cmd->add_option("--steps", bo.steps, "Steps per run (A, L)")->check(CLI::Range(1, 1000));
   bench_cmd->add_option("--width", bo.width, "Parallel steps (B)")->check(CLI::Range(1, 998));
@@ -442,6 +455,16 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1024));
   bench_cmd->add_option("-o,--output", output, "table|json")
       ->check(CLI::IsMember({"table", "json"}));
+  // `venture bench streams`: a client of a running server (bench/streams.sh starts one).
+  bench::StreamBenchOptions so;
+  bench_cmd->add_option("--port", so.port, "streams: the server's port on 127.0.0.1");
+  bench_cmd->add_option("--token", so.token, "streams: an admin token");
+  bench_cmd->add_option("--per-run", so.per_run, "streams: subscribers per run")
+      ->check(CLI::Range(0, 1000));
+  bench_cmd->add_option("--global", so.global, "streams: subscribers to all runs' run.* events")
+      ->check(CLI::Range(0, 10000));
+  bench_cmd->add_option("--kind", so.kind, "streams: sse|ws")->check(CLI::IsMember({"sse", "ws"}));
+  bench_cmd->add_option("--server-pid", so.server_pid, "streams: report this process's CPU");
 
   int client_exit_code = cli::kExitOk;
   cli::add_client_commands(app, client_exit_code);
@@ -468,7 +491,7 @@ int main(int argc, char** argv) {
     }
     return serve(config_file, serve_flags);
   }
-  if (bench_cmd->parsed()) return bench(bo, output);
+  if (bench_cmd->parsed()) return bench(bo, so, output);
   return cli::kExitUsage;
 }
 

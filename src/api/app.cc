@@ -86,13 +86,12 @@ std::vector<std::string_view> segments(std::string_view path) {
   return out;
 }
 
-bool match(std::string_view pattern, const std::vector<std::string_view>& path,
+bool match(const std::vector<std::string>& parts, const std::vector<std::string_view>& path,
            std::vector<std::string>& params) {
-  const auto parts = segments(pattern);
   if (parts.size() != path.size()) return false;
   params.clear();
   for (std::size_t i = 0; i < parts.size(); ++i) {
-    if (parts[i].starts_with('{')) {
+    if (!parts[i].empty() && parts[i].front() == '{') {
       if (path[i].empty()) return false;
       params.emplace_back(path[i]);
     } else if (parts[i] != path[i]) {
@@ -289,7 +288,7 @@ App::App(AppDeps deps, const ApiOptions& options)
     {"PUT", "/v1/workflows/{name}/tags/{tag}", kOps, &App::move_tag, "Move a tag to a version",
      "TagMove", "Tag", 200},
     {"POST", "/v1/runs", kStart, &App::start_run, "Start a run (Idempotency-Key honoured)",
-     "RunStart", "RunStarted", 201},
+     "RunStart", "RunStarted", 201, false, &App::start_run_async},
     {"GET", "/v1/runs", kRunReaders, &App::list_runs, "List runs (?status=&workflow=)", "",
      "RunList", 200},
     {"GET", "/v1/runs/{id}", kRunReaders, &App::get_run, "A run with its nodes", "", "Run", 200},
@@ -348,6 +347,9 @@ App::App(AppDeps deps, const ApiOptions& options)
      "Trail", 200},
   };
   // clang-format on
+  for (Route& route : routes_) {
+    for (std::string_view part : segments(route.pattern)) route.parts.emplace_back(part);
+  }
 }
 
 Status App::start() {
@@ -374,13 +376,13 @@ Status App::start() {
 
 Status App::ensure_admin() { return tokens_.ensure_admin(options_.data_dir); }
 
-Outcome App::handle(const HttpRequest& request) {
+const Route* App::find_route(const HttpRequest& request, std::vector<std::string>& params,
+                             Principal& principal, Outcome& early) {
   const auto path = segments(request.path);
-  std::vector<std::string> params;
   const Route* found = nullptr;
   bool path_known = false;
   for (const Route& route : routes_) {
-    if (!match(route.pattern, path, params)) continue;
+    if (!match(route.parts, path, params)) continue;
     path_known = true;
     if (route.method == request.method) {
       found = &route;
@@ -394,56 +396,85 @@ Outcome App::handle(const HttpRequest& request) {
     p.status = 404;
     p.detail = "this process does not serve the API (--services " + options_.services +
                "); use a process started with --services api";
-    Outcome o = respond(p);
-    o.route = "unmatched";
-    return o;
+    early = respond(p);
+    early.route = "unmatched";
+    return nullptr;
   }
   if (found == nullptr) {
     Problem p;
     p.status = path_known ? 405 : 404;
     p.detail = path_known ? request.method + " is not allowed on " + request.path
                           : "no route for " + request.path;
-    Outcome o = respond(p);
-    o.route = "unmatched";
-    return o;
+    early = respond(p);
+    early.route = "unmatched";
+    return nullptr;
   }
+  if (found->roles == kNoAuth) return found;
+  const auto auth = request.header("authorization");
+  std::optional<Principal> who;
+  // The scheme is case-insensitive (RFC 9110 §11.1).
+  if (auth && auth->size() > 7) {
+    std::string scheme = auth->substr(0, 7);
+    for (char& c : scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    std::string_view secret = std::string_view(*auth).substr(7);
+    while (!secret.empty() && secret.front() == ' ') secret.remove_prefix(1);
+    while (!secret.empty() && secret.back() == ' ') secret.remove_suffix(1);
+    if (scheme == "bearer ") who = tokens_.authenticate(secret);
+  }
+  if (!who) {
+    Problem p;
+    p.status = 401;
+    p.detail = auth ? "the token is not valid (unknown or revoked)"
+                    : "an Authorization: Bearer <token> header is required";
+    p.headers.emplace_back("WWW-Authenticate", "Bearer");
+    early = respond(p);
+    early.route = found->pattern;
+    return nullptr;
+  }
+  if ((found->roles & who->role) == 0) {
+    Problem p;
+    p.status = 403;
+    p.detail = "the role " + std::string(role_name(who->role)) + " may not " + request.method +
+               " " + found->pattern;
+    early = respond(p);
+    early.route = found->pattern;
+    return nullptr;
+  }
+  principal = std::move(*who);
+  return found;
+}
+
+Outcome App::handle(const HttpRequest& request) {
+  std::vector<std::string> params;
   Principal principal;
-  if (found->roles != kNoAuth) {
-    const auto auth = request.header("authorization");
-    std::optional<Principal> who;
-    // The scheme is case-insensitive (RFC 9110 §11.1).
-    if (auth && auth->size() > 7) {
-      std::string scheme = auth->substr(0, 7);
-      for (char& c : scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      std::string_view secret = std::string_view(*auth).substr(7);
-      while (!secret.empty() && secret.front() == ' ') secret.remove_prefix(1);
-      while (!secret.empty() && secret.back() == ' ') secret.remove_suffix(1);
-      if (scheme == "bearer ") who = tokens_.authenticate(secret);
-    }
-    if (!who) {
-      Problem p;
-      p.status = 401;
-      p.detail = auth ? "the token is not valid (unknown or revoked)"
-                      : "an Authorization: Bearer <token> header is required";
-      p.headers.emplace_back("WWW-Authenticate", "Bearer");
-      Outcome o = respond(p);
-      o.route = found->pattern;
-      return o;
-    }
-    if ((found->roles & who->role) == 0) {
-      Problem p;
-      p.status = 403;
-      p.detail = "the role " + std::string(role_name(who->role)) + " may not " + request.method +
-                 " " + found->pattern;
-      Outcome o = respond(p);
-      o.route = found->pattern;
-      return o;
-    }
-    principal = std::move(*who);
-  }
+  Outcome early;
+  const Route* found = find_route(request, params, principal, early);
+  if (found == nullptr) return early;
   Outcome o = (this->*(found->handler))(request, principal, params);
   o.route = found->pattern;
   return o;
+}
+
+void App::handle_async(const HttpRequest& request, Reply reply) {
+  std::vector<std::string> params;
+  Principal principal;
+  Outcome early;
+  const Route* found = find_route(request, params, principal, early);
+  if (found == nullptr) {
+    reply(std::move(early));
+    return;
+  }
+  if (found->async == nullptr) {
+    Outcome o = (this->*(found->handler))(request, principal, params);
+    o.route = found->pattern;
+    reply(std::move(o));
+    return;
+  }
+  Reply labelled = [reply = std::move(reply), route = found->pattern](Outcome o) {
+    o.route = route;
+    reply(std::move(o));
+  };
+  (this->*(found->async))(request, principal, labelled);
 }
 
 Outcome App::livez(const HttpRequest&, const Principal&, const std::vector<std::string>&) {

@@ -169,6 +169,8 @@ class RedisRateLimiter final : public Limiter {
 class App;
 using HandlerFn = Outcome (App::*)(const HttpRequest&, const Principal&,
                                    const std::vector<std::string>&);
+// A handler that may answer later through `reply` (from another thread), see handle_async.
+using AsyncHandlerFn = void (App::*)(const HttpRequest&, const Principal&, Reply&);
 
 struct Route {
   std::string method;
@@ -179,7 +181,9 @@ struct Route {
   std::string request_schema;   // "" = no body; else a component name
   std::string response_schema;  // component name of the success body
   int success_status = 200;
-  bool streams = false;  // also answers SSE / WebSocket
+  bool streams = false;                 // also answers SSE / WebSocket
+  AsyncHandlerFn async = nullptr;       // what handle_async calls instead of `handler`, when set
+  std::vector<std::string> parts = {};  // `pattern` split at '/', made once by App's constructor
 };
 
 struct AppDeps {
@@ -199,6 +203,8 @@ class App final : public Application {
   // leaves nothing behind).
   [[nodiscard]] Status ensure_admin();
   Outcome handle(const HttpRequest& request) override;
+  // As handle, but a run start answers from the engine's commit callback: no thread waits.
+  void handle_async(const HttpRequest& request, Reply reply) override;
   void set_ready(bool ready) { ready_ = ready; }
   const std::vector<Route>& routes() const { return routes_; }
   // The OpenAPI 3.1 document of routes().
@@ -219,6 +225,10 @@ class App final : public Application {
   Outcome move_tag(const HttpRequest&, const Principal&, const std::vector<std::string>&);
   // Runs.
   Outcome start_run(const HttpRequest&, const Principal&, const std::vector<std::string>&);
+  void start_run_async(const HttpRequest&, const Principal&, Reply& reply);
+  // The checks and the engine request of a run start; an early answer (a problem) when refused.
+  std::optional<Outcome> prepare_start(const HttpRequest&, const Principal&,
+                                       engine::StartRequest& req);
   Outcome list_runs(const HttpRequest&, const Principal&, const std::vector<std::string>&);
   Outcome get_run(const HttpRequest&, const Principal&, const std::vector<std::string>&);
   Outcome run_events(const HttpRequest&, const Principal&, const std::vector<std::string>&);
@@ -255,6 +265,10 @@ class App final : public Application {
 
   Outcome run_command(const HttpRequest&, const std::string& run, std::string_view verb);
   Outcome decide_patch(const HttpRequest&, const Principal&, const std::string& id, bool approve);
+  // Matches the route, authenticates and checks the role: the route, or nullptr with `early`
+  // (404, 405, 401, 403) filled.
+  const Route* find_route(const HttpRequest& request, std::vector<std::string>& params,
+                          Principal& principal, Outcome& early);
   Result<Outcome> events_stream(const HttpRequest& r, const std::string& run, bool websocket);
   json::object control_state();
   int agent_nodes_of(const std::string& ref);

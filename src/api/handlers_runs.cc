@@ -8,14 +8,14 @@ namespace venture::api {
 namespace {
 
 json::object run_summary(const storage::RunRow& r) {
-  return json::object{{"id", r.id},
-                      {"workflow", r.workflow},
-                      {"version", r.version},
-                      {"status", r.status},
-                      {"created_at", format_time(r.created)},
-                      {"updated_at", format_time(r.updated)},
-                      {"replay_of", r.replay_of.empty() ? json::value(nullptr)
-                                                        : json::value(r.replay_of)}};
+  return json::object{
+      {"id", r.id},
+      {"workflow", r.workflow},
+      {"version", r.version},
+      {"status", r.status},
+      {"created_at", format_time(r.created)},
+      {"updated_at", format_time(r.updated)},
+      {"replay_of", r.replay_of.empty() ? json::value(nullptr) : json::value(r.replay_of)}};
 }
 
 json::object patch_json(const storage::PatchRow& p) {
@@ -70,12 +70,11 @@ int count_agent_nodes(const json::value& definition) {
 
 }  // namespace
 
-Outcome App::start_run(const HttpRequest& r, const Principal& who,
-                       const std::vector<std::string>&) {
+std::optional<Outcome> App::prepare_start(const HttpRequest& r, const Principal& who,
+                                          engine::StartRequest& req) {
   Problem p;
   auto body = parse_body(r, p);
   if (!body) return respond(p);
-  engine::StartRequest req;
   req.by = who.name;
   const json::string* ref = base::find_string(*body, "workflow");
   const json::value* def = body->if_contains("definition");
@@ -121,14 +120,44 @@ Outcome App::start_run(const HttpRequest& r, const Principal& who,
     req.idempotency_key = who.token_id + ":" + *key;
     req.body_hash = base::b2(base::blake2b(base::canonical_json(*body)));
   }
+  return std::nullopt;
+}
+
+namespace {
+
+Outcome started_answer(const engine::StartResponse& started) {
+  return respond(started.existing ? 200 : 201, json::object{{"id", started.id},
+                                                            {"status", started.status},
+                                                            {"workflow", started.workflow},
+                                                            {"version", started.version}});
+}
+
+}  // namespace
+
+Outcome App::start_run(const HttpRequest& r, const Principal& who,
+                       const std::vector<std::string>&) {
+  engine::StartRequest req;
+  if (auto early = prepare_start(r, who, req)) return std::move(*early);
   workflow::Problems problems;
   auto started = deps_.engine.start_run(std::move(req), problems);
   if (!started) return respond(problem_from(started.error(), std::move(problems)));
-  return respond(started->existing ? 200 : 201,
-                 json::object{{"id", started->id},
-                              {"status", started->status},
-                              {"workflow", started->workflow},
-                              {"version", started->version}});
+  return started_answer(*started);
+}
+
+// The same as start_run, answered from the engine's callback after the group commit (on the
+// engine thread: it only builds the small answer and posts it to the connection).
+void App::start_run_async(const HttpRequest& r, const Principal& who, Reply& reply) {
+  engine::StartRequest req;
+  if (auto early = prepare_start(r, who, req)) {
+    reply(std::move(*early));
+    return;
+  }
+  workflow::Problems problems;
+  Status queued = deps_.engine.start_run_async(
+      std::move(req), problems, [reply](Result<engine::StartResponse> started) {
+        reply(started ? started_answer(*started) : respond(problem_from(started.error())));
+      });
+  if (!queued) reply(respond(problem_from(queued.error(), std::move(problems))));
 }
 
 int App::agent_nodes_of(const std::string& ref) {
@@ -172,8 +201,9 @@ Outcome App::list_runs(const HttpRequest& r, const Principal&, const std::vector
   if (!f.status.empty() &&
       std::find(std::begin(kStatuses), std::end(kStatuses), f.status) == std::end(kStatuses)) {
     p.status = 400;
-    p.detail = "status must be one of queued, running, paused, waiting, succeeded, failed, "
-               "cancelled";
+    p.detail =
+        "status must be one of queued, running, paused, waiting, succeeded, failed, "
+        "cancelled";
     p.errors.push_back({"/query/status", p.detail});
     return respond(p);
   }
@@ -195,8 +225,7 @@ Outcome App::list_runs(const HttpRequest& r, const Principal&, const std::vector
                                                        : json::value(page->next_cursor)}});
 }
 
-Outcome App::get_run(const HttpRequest&, const Principal&,
-                     const std::vector<std::string>& params) {
+Outcome App::get_run(const HttpRequest&, const Principal&, const std::vector<std::string>& params) {
   auto run = deps_.store.get_run(params[0]);
   if (!run) return respond(problem_from(run.error()));
   auto nodes = deps_.store.get_nodes(params[0]);
@@ -208,14 +237,14 @@ Outcome App::get_run(const HttpRequest&, const Principal&,
   o["last_seq"] = run->last_seq;
   json::object node_map;
   for (const auto& n : *nodes) {
-    node_map[n.node] = json::object{{"status", n.status},
-                                    {"outcome", n.outcome.empty() ? json::value(nullptr)
-                                                                  : json::value(n.outcome)},
-                                    {"attempts", n.attempts},
-                                    {"output", n.output},
-                                    {"error", n.error},
-                                    {"started_at", time_or_null(n.started)},
-                                    {"finished_at", time_or_null(n.finished)}};
+    node_map[n.node] =
+        json::object{{"status", n.status},
+                     {"outcome", n.outcome.empty() ? json::value(nullptr) : json::value(n.outcome)},
+                     {"attempts", n.attempts},
+                     {"output", n.output},
+                     {"error", n.error},
+                     {"started_at", time_or_null(n.started)},
+                     {"finished_at", time_or_null(n.finished)}};
   }
   o["nodes"] = std::move(node_map);
   return respond(200, o);
@@ -241,8 +270,9 @@ Result<Outcome> App::events_stream(const HttpRequest& r, const std::string& run,
   if (websocket || sse) {
     if (websocket && !r.websocket_upgrade) {
       p.status = 400;
-      p.detail = "this endpoint needs a WebSocket upgrade (Connection: Upgrade, Upgrade: "
-                 "websocket)";
+      p.detail =
+          "this endpoint needs a WebSocket upgrade (Connection: Upgrade, Upgrade: "
+          "websocket)";
       return respond(p);
     }
     StreamSpec spec;

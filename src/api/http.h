@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -23,7 +24,7 @@ struct HttpRequest {
   std::vector<std::pair<std::string, std::string>> query;    // decoded, in order
   std::vector<std::pair<std::string, std::string>> headers;  // names lower case, in order
   std::string body;
-  std::string remote;  // peer address, "127.0.0.1"
+  std::string remote;              // peer address, "127.0.0.1"
   bool websocket_upgrade = false;  // a valid WebSocket upgrade request
 
   // First value, or nullopt.
@@ -48,18 +49,21 @@ struct HttpResponse {
 // in seq order, without gaps or duplicates, starting after `after_seq`.
 struct StreamSpec {
   int64_t after_seq = 0;
-  std::string run;           // only this run's events ("" = every run and global events)
-  std::string type_prefix;   // only events whose type starts with this ("" = all)
+  std::string run;                  // only this run's events ("" = every run and global events)
+  std::string type_prefix;          // only events whose type starts with this ("" = all)
   bool end_after_terminal = false;  // close after `run`'s run.succeeded|failed|cancelled
 };
 
 // What the application answers: a plain response, or a stream to serve on this connection.
 struct Outcome {
-  HttpResponse response;                 // when neither stream is set
-  std::optional<StreamSpec> sse;         // answer 200 text/event-stream and stream
-  std::optional<StreamSpec> websocket;   // accept the upgrade and stream text frames
-  std::string route;                     // route template for metrics: "/v1/runs/{id}"
+  HttpResponse response;                // when neither stream is set
+  std::optional<StreamSpec> sse;        // answer 200 text/event-stream and stream
+  std::optional<StreamSpec> websocket;  // accept the upgrade and stream text frames
+  std::string route;                    // route template for metrics: "/v1/runs/{id}"
 };
+
+// Completes a request that handle_async answers later: called exactly once, from any thread.
+using Reply = std::function<void(Outcome)>;
 
 // The application. Thread-safe. handle() may block (store reads, engine commits), so the
 // transport calls it on a blocking pool, never on an io thread. It never throws.
@@ -67,6 +71,10 @@ class Application {
  public:
   virtual ~Application() = default;
   virtual Outcome handle(const HttpRequest& request) = 0;
+  // What the transport calls (on the blocking pool). An application may return before the
+  // answer exists and call `reply` later from another thread (a run start answered from its
+  // group commit), so that no pool thread waits. The default answers at once with handle().
+  virtual void handle_async(const HttpRequest& request, Reply reply) { reply(handle(request)); }
 };
 
 }  // namespace venture::api

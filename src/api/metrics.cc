@@ -14,6 +14,7 @@
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "api/server.h"
@@ -181,6 +182,15 @@ struct Metrics::Impl {
 
   std::mutex mu;
   std::vector<std::function<std::string()>> collectors;
+
+  // The series of each (method, route, status) seen, so a request does not build and hash label
+  // maps. Bounded: methods and routes are fixed sets, statuses are three digits.
+  struct Series {
+    prometheus::Counter* requests = nullptr;
+    prometheus::Histogram* duration = nullptr;
+  };
+  std::mutex series_mu;
+  std::unordered_map<std::string, Series> series;
 };
 
 Metrics::Metrics() : impl_(std::make_unique<Impl>()) {}
@@ -195,11 +205,28 @@ void Metrics::add_collector(std::function<std::string()> collector) {
 
 void Metrics::observe_request(const std::string& method, const std::string& route, int status,
                               double seconds) {
-  impl_->requests.Add({{"method", method}, {"route", route}, {"status", std::to_string(status)}})
-      .Increment();
   static const prometheus::Histogram::BucketBoundaries kBuckets = {
       0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
-  impl_->durations.Add({{"route", route}}, kBuckets).Observe(seconds);
+  std::string key = method;
+  key += ' ';
+  key += route;
+  key += ' ';
+  key += std::to_string(status);
+  Impl::Series series;
+  {
+    std::lock_guard lock(impl_->series_mu);
+    auto it = impl_->series.find(key);
+    if (it == impl_->series.end()) {
+      Impl::Series made;
+      made.requests = &impl_->requests.Add(
+          {{"method", method}, {"route", route}, {"status", std::to_string(status)}});
+      made.duration = &impl_->durations.Add({{"route", route}}, kBuckets);
+      it = impl_->series.emplace(std::move(key), made).first;
+    }
+    series = it->second;
+  }
+  series.requests->Increment();
+  series.duration->Observe(seconds);
 }
 
 void Metrics::stream_opened(bool websocket) {

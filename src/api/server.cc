@@ -3,6 +3,10 @@
 // pipelined requests are answered in order), hands it to Application::handle on the blocking pool
 // and writes the answer, or turns the connection into an SSE or WebSocket stream (stream.cc).
 // Every read and write has a deadline; every size has a bound (ServerOptions).
+#include "api/server.h"
+
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -13,6 +17,7 @@
 #include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket/rfc6455.hpp>
 #include <condition_variable>
+#include <functional>
 #include <future>
 #include <limits>
 #include <mutex>
@@ -22,7 +27,6 @@
 #include <utility>
 
 #include "api/decode.h"
-#include "api/server.h"
 #include "api/stream.h"
 
 namespace venture::api {
@@ -34,14 +38,14 @@ namespace http = beast::http;
 namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using internal::BeastRequest;
-using internal::TcpStream;
-using internal::TlsStream;
-using internal::Parser;
-using internal::TransportProblem;
 using internal::configure_parser;
 using internal::decode_request;
 using internal::method_label;
+using internal::Parser;
 using internal::read_problem;
+using internal::TcpStream;
+using internal::TlsStream;
+using internal::TransportProblem;
 
 bool is_disconnect(const beast::error_code& ec) {
   return ec == http::error::end_of_stream || ec == http::error::partial_message ||
@@ -50,7 +54,6 @@ bool is_disconnect(const beast::error_code& ec) {
          ec == asio::error::broken_pipe || ec == ssl::error::stream_truncated ||
          ec.category() == asio::error::get_ssl_category();
 }
-
 
 // The first read of a request (the keep-alive wait) takes at most this much.
 constexpr std::size_t kFirstReadBytes = 4096;
@@ -73,11 +76,38 @@ struct SessionBase {
   virtual void shut_down() = 0;
 };
 
+// Requests whose answers come later (Application::handle_async) park the completion that resumes
+// their session here. An answer that arrives after stop() dropped its request finds nothing, so
+// nothing is posted to an io_context that is gone.
+struct PendingReplies {
+  std::mutex mu;
+  uint64_t next = 1;
+  std::unordered_map<uint64_t, std::function<void(Outcome)>> waiting;
+
+  // Resumes request `id` with its answer (posted to the session's strand); a no-op once dropped.
+  void deliver(uint64_t id, Outcome outcome) {
+    std::function<void(Outcome)> resume;
+    std::lock_guard lock(mu);
+    auto it = waiting.find(id);
+    if (it == waiting.end()) {
+      return;
+    }
+    resume = std::move(it->second);
+    waiting.erase(it);
+    resume(std::move(outcome));  // only posts; under the lock so stop() cannot pass it
+  }
+  // stop(): drops every parked completion; later answers find nothing. Returns them for the
+  // caller to destroy outside the lock.
+  std::unordered_map<uint64_t, std::function<void(Outcome)>> close() {
+    std::lock_guard lock(mu);
+    return std::exchange(waiting, {});
+  }
+};
+
 // Everything the sessions share. Members that handlers touch are declared before `ioc`, so they
 // outlive the coroutine frames the io_context destroys.
 struct Core {
-  Core(ServerOptions o, Application& a, storage::Store& s, bus::Bus& b, Metrics& m,
-       base::Clock& c)
+  Core(ServerOptions o, Application& a, storage::Store& s, bus::Bus& b, Metrics& m, base::Clock& c)
       : options(std::move(o)),
         app(a),
         store(s),
@@ -93,6 +123,7 @@ struct Core {
   Metrics& metrics;
   base::Clock& clock;
   asio::thread_pool pool;  // Application::handle and store reads of streams
+  std::shared_ptr<PendingReplies> replies = std::make_shared<PendingReplies>();
   std::unique_ptr<ssl::context> tls;
   std::unique_ptr<internal::Hub> hub;
 
@@ -242,18 +273,58 @@ asio::awaitable<beast::error_code> read_request(Session<S>& s, Parser& parser) {
   co_return bec;
 }
 
-asio::awaitable<Outcome> call_application(Application* app, HttpRequest request) {
+Outcome internal_error_outcome() {
+  Outcome outcome;
+  outcome.response = internal::transport_problem_response({500, "internal error"});
+  return outcome;
+}
+
+// On the blocking pool: the application answers now or later through `replies`.
+void call_application(Application* app, std::shared_ptr<PendingReplies> replies, uint64_t id,
+                      const HttpRequest& request) {
+  auto answered = std::make_shared<std::atomic<bool>>(false);
   try {
-    co_return app->handle(request);
+    app->handle_async(request, [replies, id, answered](Outcome outcome) {
+      answered->store(true);
+      replies->deliver(id, std::move(outcome));
+    });
+    return;
   } catch (const std::exception& e) {
     // A bug in the application (it must not throw): answer 500 rather than lose the connection.
     base::log_error("api: application threw", {{"error", e.what()}, {"path", request.path}});
   } catch (...) {
     base::log_error("api: application threw", {{"path", request.path}});
   }
-  Outcome outcome;
-  outcome.response = internal::transport_problem_response({500, "internal error"});
-  co_return outcome;
+  if (!answered->load()) {
+    replies->deliver(id, internal_error_outcome());
+  }
+}
+
+// Runs the application on the pool for `request` and completes with its Outcome on the caller's
+// executor (the session's strand), whenever and from whichever thread the answer comes.
+template <class Token>
+auto async_handle(Core& session_core, HttpRequest decoded, Token&& token) {
+  return asio::async_initiate<Token, void(Outcome)>(
+      [](auto handler, Core* core, HttpRequest request) {
+        using Handler = decltype(handler);
+        auto shared = std::make_shared<Handler>(std::move(handler));
+        uint64_t id = 0;
+        {
+          std::lock_guard lock(core->replies->mu);
+          id = core->replies->next++;
+          core->replies->waiting.emplace(id, [shared](Outcome outcome) {
+            const auto executor = asio::get_associated_executor(*shared);
+            asio::post(executor, [shared, outcome = std::move(outcome)]() mutable {
+              std::move (*shared)(std::move(outcome));
+            });
+          });
+        }
+        asio::post(core->pool,
+                   [app = &core->app, replies = core->replies, id, request = std::move(request)] {
+                     call_application(app, replies, id, request);
+                   });
+      },
+      token, &session_core, std::move(decoded));
 }
 
 template <class S>
@@ -367,8 +438,7 @@ asio::awaitable<Next> serve_request(Session<S>& s) {
     co_return co_await answer_problem(s, timing, std::move(problem), 11);
   }
   const bool upgrade = decoded->websocket_upgrade;
-  Outcome outcome = co_await asio::co_spawn(
-      core.pool, call_application(&core.app, std::move(*decoded)), asio::use_awaitable);
+  Outcome outcome = co_await async_handle(core, std::move(*decoded), asio::use_awaitable);
   if (!outcome.route.empty()) {
     timing.route = outcome.route;
   }
@@ -377,11 +447,11 @@ asio::awaitable<Next> serve_request(Session<S>& s) {
   }
   const bool keep_alive = request.keep_alive() && !s.closing && !core.stopping.load();
   timing.status = outcome.response.status;
-  const bool written = co_await write_response(s.stream, std::move(outcome.response),
-                                               request.version(), keep_alive,
-                                               core.options.write_timeout);
+  const bool written =
+      co_await write_response(s.stream, std::move(outcome.response), request.version(), keep_alive,
+                              core.options.write_timeout);
   observe(core, timing);
-  co_return written && keep_alive ? Next::kKeepAlive : Next::kClose;
+  co_return written&& keep_alive ? Next::kKeepAlive : Next::kClose;
 }
 
 template <class S>
@@ -441,8 +511,8 @@ void start_session(Core& core, S stream, std::string remote) {
 asio::awaitable<void> accept_loop(Core* core) {
   auto executor = co_await asio::this_coro::executor;
   for (;;) {
-    auto [ec, socket] = co_await core->acceptor->async_accept(
-        asio::make_strand(*core->ioc), asio::as_tuple(asio::use_awaitable));
+    auto [ec, socket] = co_await core->acceptor->async_accept(asio::make_strand(*core->ioc),
+                                                              asio::as_tuple(asio::use_awaitable));
     if (ec == asio::error::operation_aborted || !core->acceptor->is_open()) {
       co_return;
     }
@@ -499,13 +569,12 @@ Status load_tls(Core& core) {
   }
   auto context = std::make_unique<ssl::context>(ssl::context::tls_server);
   context->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
-                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
-                       ssl::context::no_tlsv1_1);
+                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
   beast::error_code ec;
   context->use_certificate_chain_file(o.tls_cert_file, ec);
   if (ec) {
-    return invalid_argument_error("cannot read the TLS certificate file " + o.tls_cert_file +
-                                  ": " + ec.message());
+    return invalid_argument_error("cannot read the TLS certificate file " + o.tls_cert_file + ": " +
+                                  ec.message());
   }
   context->use_private_key_file(o.tls_key_file, ssl::context::pem, ec);
   if (ec) {
@@ -553,6 +622,16 @@ Status open_acceptor(Core& core, const tcp::endpoint& endpoint) {
   return ok();
 }
 
+// Each connection holds a descriptor: take the hard limit (no privilege needed) so that
+// connections_max, not a small soft default, bounds them.
+void raise_fd_limit() {
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    (void)setrlimit(RLIMIT_NOFILE, &files);
+  }
+}
+
 void run_io(asio::io_context* ioc) {
   for (;;) {
     try {
@@ -568,8 +647,7 @@ void run_io(asio::io_context* ioc) {
 }  // namespace
 
 struct Server::Impl {
-  Impl(ServerOptions o, Application& a, storage::Store& s, bus::Bus& b, Metrics& m,
-       base::Clock& c)
+  Impl(ServerOptions o, Application& a, storage::Store& s, bus::Bus& b, Metrics& m, base::Clock& c)
       : core(std::move(o), a, s, b, m, c) {}
   Core core;
   std::mutex lifecycle_mu;
@@ -591,6 +669,7 @@ Status Server::start() {
     return failed_precondition_error("the server was already started");
   }
   VENTURE_RETURN_IF_ERROR(load_tls(core));
+  raise_fd_limit();
   VENTURE_ASSIGN_OR_RETURN(const tcp::endpoint endpoint, listen_endpoint(core.options));
   const int io_threads = std::max(1, core.options.io_threads);
   core.ioc = std::make_unique<asio::io_context>(io_threads);
@@ -676,6 +755,9 @@ void Server::stop() {
   core.threads.clear();
   core.pool.stop();
   core.pool.join();
+  // Requests still waiting for an answer (past the drain) are dropped here, while the
+  // io_context they would resume on still exists.
+  core.replies->close().clear();
   // Destroy what is bound to the io_context, then the io_context (and the coroutine frames it
   // still holds) while everything they refer to is alive.
   core.acceptor.reset();

@@ -1,24 +1,27 @@
 // Goal: the transport's behaviour on real loopback sockets: keep-alive, pipelining, the bounds
-// (413, 431, 400, read timeout, connection limit), listener errors, graceful stop, SSE and
-// WebSocket streams (backlog, live, resume, gap filling from the store, end after a terminal
-// event), TLS, metrics and the raw request decoder.
+// (413, 431, 400, read timeout, connection limit), listener errors, graceful stop, answers given
+// later from another thread (and dropped after stop), SSE and WebSocket streams (backlog, live,
+// resume, gap filling from the store, end after a terminal event, run streams of interleaved
+// runs), TLS, metrics and the raw request decoder.
 // Method: a fake Application; a memory store and memory bus written to the way the engine does
 // (append, then publish each stored event); raw POSIX sockets for HTTP/SSE so every byte is under
 // the test's control; Beast clients on a private io_context for WebSocket and TLS. Every wait has
 // a generous deadline so a bug fails the test instead of hanging it; nothing asserts a duration.
+#include "api/server.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
-#include <algorithm>
 #include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
@@ -27,9 +30,9 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
-#include "api/server.h"
 #include "gtest/gtest.h"
 
 namespace venture::api {
@@ -98,7 +101,39 @@ class FakeApp final : public Application {
     o.response.body = R"({"type":"about:blank","title":"Not Found","status":404})";
     return o;
   }
+
+  // /later parks its answer for the test to give from its own thread (as the engine's commit
+  // callback does); everything else answers at once.
+  void handle_async(const HttpRequest& r, Reply reply) override {
+    if (r.path != "/later") {
+      reply(handle(r));
+      return;
+    }
+    std::lock_guard lock(mu_);
+    later_.push_back(std::move(reply));
+    cv_.notify_all();
+  }
+
+  // Waits (bounded) until `n` answers are parked and takes them.
+  std::vector<Reply> take_later(std::size_t n) {
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, std::chrono::milliseconds(20000), [&] { return later_.size() >= n; });
+    return std::exchange(later_, {});
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Reply> later_;
 };
+
+Outcome text_outcome(int status, std::string body) {
+  Outcome o;
+  o.route = "/later";
+  o.response.status = status;
+  o.response.body = std::move(body);
+  return o;
+}
 
 struct Response {
   int status = 0;
@@ -260,8 +295,8 @@ class SseClient {
  public:
   SseClient(uint16_t port, const std::string& target) : conn_(port) {
     EXPECT_TRUE(conn_.connected());
-    EXPECT_TRUE(conn_.send("GET " + target +
-                           " HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"));
+    EXPECT_TRUE(
+        conn_.send("GET " + target + " HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"));
     std::size_t head_end;
     while ((head_end = conn_.buffer().find("\r\n\r\n")) == std::string::npos) {
       if (!conn_.read_more()) {
@@ -411,10 +446,10 @@ TEST_F(ServerTest, KeepAliveServesTwoRequestsOnOneConnection) {
 TEST_F(ServerTest, PipelinedRequestsAreAnsweredInOrder) {
   start();
   Conn c(port_);
-  ASSERT_TRUE(c.send(
-      "GET /echo?n=1 HTTP/1.1\r\nHost: x\r\n\r\n"
-      "POST /echo?n=2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
-      "GET /missing HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(
+      c.send("GET /echo?n=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+             "POST /echo?n=2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+             "GET /missing HTTP/1.1\r\nHost: x\r\n\r\n"));
   auto first = c.read_response();
   auto second = c.read_response();
   auto third = c.read_response();
@@ -422,6 +457,36 @@ TEST_F(ServerTest, PipelinedRequestsAreAnsweredInOrder) {
   EXPECT_EQ(json::parse(first->body).at("query").as_array()[0].as_array()[1].as_string(), "1");
   EXPECT_EQ(json::parse(second->body).at("body").as_string(), "abc");
   EXPECT_EQ(third->status, 404);
+}
+
+TEST_F(ServerTest, AnswerGivenLaterFromAnotherThreadIsWrittenInOrder) {
+  start();
+  Conn c(port_);
+  ASSERT_TRUE(
+      c.send("GET /later HTTP/1.1\r\nHost: x\r\n\r\n"
+             "GET /echo?n=2 HTTP/1.1\r\nHost: x\r\n\r\n"));
+  std::vector<Reply> parked = app_.take_later(1);
+  ASSERT_EQ(parked.size(), 1u);
+  std::jthread answer([reply = parked[0]] { reply(text_outcome(201, R"({"later":true})")); });
+  auto first = c.read_response();
+  auto second = c.read_response();
+  ASSERT_TRUE(first);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(first->status, 201);
+  EXPECT_EQ(first->body, R"({"later":true})");
+  EXPECT_EQ(second->status, 200);
+}
+
+TEST_F(ServerTest, AnswerAfterStopIsDroppedWithoutHarm) {
+  start();
+  Conn c(port_);
+  ASSERT_TRUE(c.send("GET /later HTTP/1.1\r\nHost: x\r\n\r\n"));
+  std::vector<Reply> parked = app_.take_later(1);
+  ASSERT_EQ(parked.size(), 1u);
+  server_->stop();  // waits out the drain bound for the answer that never comes, then drops it
+  parked[0](text_outcome(200, "{}"));  // a no-op now
+  parked.clear();
+  EXPECT_FALSE(c.read_response());
 }
 
 TEST_F(ServerTest, DecodesTargetAndLowersHeaderNames) {
@@ -473,8 +538,9 @@ TEST_F(ServerTest, ChunkedBodyOverTheBoundIs413) {
 TEST_F(ServerTest, ChunkedBodyWithinTheBoundIsDecoded) {
   start();
   Conn c(port_);
-  ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                     "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"));
+  ASSERT_TRUE(
+      c.send("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"));
   auto r = c.read_response();
   ASSERT_TRUE(r);
   EXPECT_EQ(json::parse(r->body).at("body").as_string(), "abcde");
@@ -485,8 +551,8 @@ TEST_F(ServerTest, HeadersOverTheBoundAre431) {
   o.header_bytes_max = 2048;
   start(o);
   Conn c(port_);
-  ASSERT_TRUE(c.send("GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(4096, 'a') +
-                     "\r\n\r\n"));
+  ASSERT_TRUE(
+      c.send("GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(4096, 'a') + "\r\n\r\n"));
   auto r = c.read_response();
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 431);
@@ -716,6 +782,44 @@ TEST_F(ServerTest, SseThousandSubscribersEachGetEveryEvent) {
   }
 }
 
+TEST_F(ServerTest, SseRunStreamsOfInterleavedRunsGetOnlyTheirRunsEvents) {
+  std::vector<std::string> runs;
+  for (int i = 0; i < 5; ++i) {
+    runs.push_back(new_run());
+    append(runs.back(), {"run.submitted"});
+  }
+  start();
+  std::vector<std::unique_ptr<SseClient>> clients;
+  for (const std::string& run : runs) {
+    clients.push_back(std::make_unique<SseClient>(port_, "/v1/events?run=" + run));
+    clients.push_back(std::make_unique<SseClient>(port_, "/v1/events?type=node.&run=" + run));
+  }
+  {
+    // A subscriber that leaves while parked on its run takes its waiter back; the run's later
+    // events still reach the others.
+    SseClient gone(port_, "/v1/events?run=" + runs[0]);
+    ASSERT_TRUE(gone.wait_for(1));
+  }
+  for (int round = 0; round < 3; ++round) {
+    for (const std::string& run : runs) {
+      append(run, {"node.started", "node.succeeded"});
+    }
+  }
+  for (std::size_t i = 0; i < clients.size(); ++i) {
+    const bool nodes_only = i % 2 == 1;
+    ASSERT_TRUE(clients[i]->wait_for(nodes_only ? 6 : 7));
+    const std::vector<int64_t> seqs = seqs_of(clients[i]->events());
+    EXPECT_TRUE(std::is_sorted(seqs.begin(), seqs.end()));
+    EXPECT_EQ(std::adjacent_find(seqs.begin(), seqs.end()), seqs.end());
+    for (const SseEvent& e : clients[i]->events()) {
+      EXPECT_EQ(e.data.at("run").as_string(), runs[i / 2]);
+      if (nodes_only) {
+        EXPECT_TRUE(e.type.starts_with("node.")) << e.type;
+      }
+    }
+  }
+}
+
 TEST_F(ServerTest, StopEndsOpenStreams) {
   start();
   SseClient sse(port_, "/v1/events");
@@ -745,8 +849,8 @@ asio::awaitable<void> ws_client(uint16_t port, std::string target, WsResult* out
       tcp::endpoint(asio::ip::address_v4::loopback(), port), asio::as_tuple(asio::use_awaitable));
   beast::get_lowest_layer(ws).expires_never();
   if (!cec) {
-    auto [hec] = co_await ws.async_handshake("127.0.0.1", target,
-                                             asio::as_tuple(asio::use_awaitable));
+    auto [hec] =
+        co_await ws.async_handshake("127.0.0.1", target, asio::as_tuple(asio::use_awaitable));
     cec = hec;
   }
   if (cec) {
@@ -787,9 +891,9 @@ class WsClient {
 
   bool wait_for(std::size_t n) {
     std::unique_lock lock(result_.mu);
-    return result_.cv.wait_for(lock, std::chrono::milliseconds(kWaitMs),
-                               [&] { return result_.frames.size() >= n || result_.done; }) &&
-           result_.frames.size() >= n;
+    return result_.cv.wait_for(lock, std::chrono::milliseconds(kWaitMs), [&] {
+      return result_.frames.size() >= n || result_.done;
+    }) && result_.frames.size() >= n;
   }
   bool wait_done() {
     std::unique_lock lock(result_.mu);
@@ -917,7 +1021,8 @@ TEST_F(ServerTest, TlsRoundTrip) {
   const std::string key = (dir / "key.pem").string();
   const std::string command =
       "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 "
-      "-subj /CN=localhost -keyout " + key + " -out " + cert + " >/dev/null 2>&1";
+      "-subj /CN=localhost -keyout " +
+      key + " -out " + cert + " >/dev/null 2>&1";
   ASSERT_EQ(std::system(command.c_str()), 0);
   ServerOptions o = options();
   o.tls_cert_file = cert;
@@ -974,10 +1079,10 @@ TEST_F(ServerTest, MetricsCountRequestsAndStreams) {
         "status=\"400\"", "route=\"unmatched\"",
         "venture_http_request_duration_seconds_bucket{route=\"/echo\",le=",
         "venture_stream_subscribers{kind=\"sse\"} 1",
-        "venture_stream_subscribers{kind=\"websocket\"} 0",
-        "venture_stream_events_sent_total", "venture_build_info{version=",
-        "process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
-        "process_max_fds", "process_start_time_seconds", "process_virtual_memory_bytes"}) {
+        "venture_stream_subscribers{kind=\"websocket\"} 0", "venture_stream_events_sent_total",
+        "venture_build_info{version=", "process_cpu_seconds_total", "process_resident_memory_bytes",
+        "process_open_fds", "process_max_fds", "process_start_time_seconds",
+        "process_virtual_memory_bytes"}) {
     EXPECT_NE(text.find(name), std::string::npos) << name << "\n" << text;
   }
 }

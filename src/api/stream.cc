@@ -40,6 +40,14 @@ StreamEventPtr make_stream_event(const storage::Event& event) {
   out->type = event.type;
   out->run = event.run;
   out->json = base::compact_json(storage::event_to_json(event));
+  out->sse.reserve(out->json.size() + out->type.size() + 40);
+  out->sse += "id: ";
+  out->sse += std::to_string(event.seq);
+  out->sse += "\nevent: ";
+  out->sse += out->type;
+  out->sse += "\ndata: ";
+  out->sse += out->json;
+  out->sse += "\n\n";
   return out;
 }
 
@@ -104,7 +112,7 @@ void Hub::stop() {
     subscribed = subscribed_;
     subscribed_ = false;
     pending_.clear();
-    wake_all_locked();
+    wake_locked(true);
   }
   if (gate) {
     std::lock_guard lock(gate->mu);
@@ -199,7 +207,7 @@ void Hub::pump() {
   }
   if (appended) {
     std::lock_guard lock(mu_);
-    wake_all_locked();
+    wake_locked(false);
   }
 }
 
@@ -229,7 +237,7 @@ bool Hub::fill_from_store(int64_t up_to, bool& appended) {
       if (e.seq != last_ + 1) {
         // The store skipped a seq: restart the ring there so it stays contiguous; streams
         // behind it read the store.
-        ring_.clear();
+        clear_ring_locked();
       }
       append_locked(make_stream_event(e));
       appended = true;
@@ -242,21 +250,107 @@ bool Hub::fill_from_store(int64_t up_to, bool& appended) {
 
 void Hub::append_locked(StreamEventPtr event) {
   last_ = event->seq;
+  if (!event->run.empty()) {
+    runs_[event->run].events.push_back(event);
+    touched_.push_back(event->run);
+  }
   ring_.push_back(std::move(event));
   while (ring_.size() > limits::kStreamRingEvents) {
+    const StreamEventPtr& front = ring_.front();
+    if (!front->run.empty()) {
+      auto it = runs_.find(front->run);
+      VENTURE_CHECK(it != runs_.end() && !it->second.events.empty() &&
+                    it->second.events.front() == front);
+      it->second.events.pop_front();
+      if (it->second.events.empty() && it->second.waiters.empty()) {
+        runs_.erase(it);
+      }
+    }
     ring_.pop_front();
   }
 }
 
-void Hub::wake_all_locked() {
-  for (const std::shared_ptr<Waiter>& waiter : waiters_) {
+void Hub::clear_ring_locked() {
+  ring_.clear();
+  for (auto it = runs_.begin(); it != runs_.end();) {
+    it->second.events.clear();
+    it = it->second.waiters.empty() ? runs_.erase(it) : std::next(it);
+  }
+}
+
+namespace {
+
+void wake(std::vector<std::shared_ptr<Waiter>>& waiters) {
+  for (const std::shared_ptr<Waiter>& waiter : waiters) {
     waiter->registered = false;
     asio::post(waiter->timer.get_executor(), [waiter] {
       waiter->notified = true;
       waiter->timer.cancel();
     });
   }
-  waiters_.clear();
+  waiters.clear();
+}
+
+}  // namespace
+
+void Hub::wake_locked(bool everyone) {
+  wake(waiters_);
+  if (everyone) {
+    for (auto& [run, index] : runs_) {
+      wake(index.waiters);
+    }
+  } else {
+    for (const std::string& run : touched_) {
+      if (auto it = runs_.find(run); it != runs_.end()) {
+        wake(it->second.waiters);
+      }
+    }
+  }
+  touched_.clear();
+}
+
+void Hub::forget(const StreamSpec& spec, const std::shared_ptr<Waiter>& waiter) {
+  std::lock_guard lock(mu_);
+  if (!waiter->registered) {
+    return;
+  }
+  waiter->registered = false;
+  std::vector<std::shared_ptr<Waiter>>* list = &waiters_;
+  auto it = runs_.end();
+  if (!spec.run.empty()) {
+    it = runs_.find(spec.run);
+    if (it == runs_.end()) {
+      return;
+    }
+    list = &it->second.waiters;
+  }
+  std::erase(*list, waiter);
+  if (it != runs_.end() && it->second.waiters.empty() && it->second.events.empty()) {
+    runs_.erase(it);
+  }
+}
+
+// A run's stream: its events after `pos` from the run's index, which holds every event of the
+// run that is in the ring (the caller checked that the ring covers pos + 1).
+void Hub::pull_run_locked(int64_t pos, const StreamSpec& spec, PullResult& out) {
+  out.kind = Pull::kEvents;
+  out.pos = last_;
+  auto it = runs_.find(spec.run);
+  if (it == runs_.end()) {
+    return;
+  }
+  const std::deque<StreamEventPtr>& events = it->second.events;
+  auto from = std::upper_bound(events.begin(), events.end(), pos,
+                               [](int64_t p, const StreamEventPtr& e) { return p < e->seq; });
+  for (; from != events.end(); ++from) {
+    if ((*from)->type.starts_with(spec.type_prefix)) {
+      out.events.push_back(*from);
+      if (out.events.size() >= kPullBatchMax) {
+        out.pos = (*from)->seq;
+        return;
+      }
+    }
+  }
 }
 
 Hub::PullResult Hub::pull(int64_t pos, const StreamSpec& spec,
@@ -271,13 +365,21 @@ Hub::PullResult Hub::pull(int64_t pos, const StreamSpec& spec,
   if (pos >= last_) {
     if (!waiter->registered) {
       waiter->registered = true;
-      waiters_.push_back(waiter);
+      if (spec.run.empty()) {
+        waiters_.push_back(waiter);
+      } else {
+        runs_[spec.run].waiters.push_back(waiter);
+      }
     }
     out.kind = Pull::kWait;
     return out;
   }
   if (ring_.empty() || pos + 1 < ring_.front()->seq) {
     out.kind = Pull::kStore;
+    return out;
+  }
+  if (!spec.run.empty()) {
+    pull_run_locked(pos, spec, out);
     return out;
   }
   out.kind = Pull::kEvents;
@@ -352,8 +454,8 @@ asio::awaitable<BacklogPage> read_backlog(Hub* hub, int64_t after, StreamSpec sp
 template <class S>
 asio::awaitable<bool> write_text(S& stream, std::string text, Millis timeout) {
   beast::get_lowest_layer(stream).expires_after(timeout);
-  auto [ec, n] = co_await asio::async_write(stream, asio::buffer(text),
-                                            asio::as_tuple(asio::use_awaitable));
+  auto [ec, n] =
+      co_await asio::async_write(stream, asio::buffer(text), asio::as_tuple(asio::use_awaitable));
   co_return !ec;
 }
 
@@ -364,10 +466,16 @@ struct SseOut {
 
   static asio::awaitable<bool> send(SseOut& out, std::vector<StreamEventPtr> events,
                                     std::size_t n) {
+    if (n == 1) {  // the common live case: write the shared frame, no copy
+      beast::get_lowest_layer(out.stream).expires_after(out.write_timeout);
+      auto [ec, written] = co_await asio::async_write(out.stream, asio::buffer(events[0]->sse),
+                                                      asio::as_tuple(asio::use_awaitable));
+      co_return !ec;
+    }
+    // Several pending events: one write.
     std::string text;
     for (std::size_t i = 0; i < n; ++i) {
-      const StreamEvent& e = *events[i];
-      text += "id: " + std::to_string(e.seq) + "\nevent: " + e.type + "\ndata: " + e.json + "\n\n";
+      text += events[i]->sse;
     }
     co_return co_await write_text(out.stream, std::move(text), out.write_timeout);
   }
@@ -381,8 +489,7 @@ template <class WS>
 struct WsOut {
   WS& ws;
 
-  static asio::awaitable<bool> send(WsOut& out, std::vector<StreamEventPtr> events,
-                                    std::size_t n) {
+  static asio::awaitable<bool> send(WsOut& out, std::vector<StreamEventPtr> events, std::size_t n) {
     for (std::size_t i = 0; i < n; ++i) {
       auto [ec, written] = co_await out.ws.async_write(asio::buffer(events[i]->json),
                                                        asio::as_tuple(asio::use_awaitable));
@@ -401,8 +508,8 @@ enum class StreamEnd { kTerminal, kClient, kServer, kError };
 // The pull loop shared by SSE and WebSocket: backlog from the store, then the ring, parked on the
 // waiter's timer in between. Returns why it ended.
 template <class Out>
-asio::awaitable<StreamEnd> run_stream(Out& out, std::shared_ptr<StreamState> state,
-                                      StreamSpec spec, StreamContext context) {
+asio::awaitable<StreamEnd> run_stream(Out& out, std::shared_ptr<StreamState> state, StreamSpec spec,
+                                      StreamContext context) {
   int64_t pos = spec.after_seq;
   Waiter& waiter = *state->waiter;
   for (;;) {
@@ -542,6 +649,7 @@ asio::awaitable<void> serve_sse_impl(S& stream, StreamSpec spec, StreamContext c
   asio::co_spawn(stream.get_executor(), sse_reader(stream, state), log_reader_exception);
   SseOut<S> out{stream, context.write_timeout};
   co_await run_stream(out, state, spec, context);
+  context.hub->forget(spec, state->waiter);
   if (!state->reader_done) {
     beast::error_code ignored;
     beast::get_lowest_layer(stream).socket().cancel(ignored);
@@ -573,6 +681,7 @@ asio::awaitable<void> serve_websocket_impl(S stream, BeastRequest request, Strea
   asio::co_spawn(ws.get_executor(), websocket_reader(ws, state), log_reader_exception);
   WsOut<websocket::stream<S>> out{ws};
   const StreamEnd end = co_await run_stream(out, state, spec, context);
+  context.hub->forget(spec, state->waiter);
   if (!state->client_gone) {
     const websocket::close_reason reason(end == StreamEnd::kServer
                                              ? websocket::close_code::going_away

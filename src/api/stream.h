@@ -5,7 +5,8 @@
 // the bus (subject ">") and completed from the store whenever the bus feed skips a seq (checkpoints
 // are never published). Streams pull from it: a stream reads its backlog from the store until it
 // reaches the hub's position, then reads the ring, and parks on a timer the hub cancels when new
-// events arrive. Nothing is pushed to a stream, so a slow subscriber only delays itself.
+// events arrive. Nothing is pushed to a stream, so a slow subscriber only delays itself. A per-run
+// index of the ring lets a run's stream read only its run's events and be woken only by them.
 //
 // Threading: the Hub's state is behind one mutex; its store reads run on the blocking pool through
 // a strand, never on the io threads. A stream runs on its session's strand.
@@ -21,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "api/server.h"
@@ -40,6 +42,7 @@ struct StreamEvent {
   std::string type;
   std::string run;
   std::string json;  // storage::event_to_json, compact, one line
+  std::string sse;   // the SSE frame: "id: <seq>\nevent: <type>\ndata: <json>\n\n"
 };
 using StreamEventPtr = std::shared_ptr<const StreamEvent>;
 
@@ -80,6 +83,9 @@ class Hub {
   // waiter is registered, atomically with the check) when nothing after pos is known yet;
   // kStopped once stop() ran.
   PullResult pull(int64_t pos, const StreamSpec& spec, const std::shared_ptr<Waiter>& waiter);
+  // A stream that ends while parked takes its waiter back (else it would stay registered until
+  // its run's next event).
+  void forget(const StreamSpec& spec, const std::shared_ptr<Waiter>& waiter);
   // Every event up to this seq is in the ring or in the store.
   int64_t position();
   bool stopped();
@@ -93,7 +99,11 @@ class Hub {
   // Reads (position, up_to] from the store into the ring; false on a store error.
   bool fill_from_store(int64_t up_to, bool& appended);
   void append_locked(StreamEventPtr event);
-  void wake_all_locked();
+  void clear_ring_locked();
+  // Wakes the waiters of every run that got an event since the last wake, and the unfiltered
+  // waiters; `everyone` also wakes every run's (stop).
+  void wake_locked(bool everyone);
+  void pull_run_locked(int64_t pos, const StreamSpec& spec, PullResult& out);
 
   storage::Store& store_;
   bus::Bus& bus_;
@@ -107,8 +117,16 @@ class Hub {
   bool subscribed_ = false;
   int64_t last_ = 0;  // hub position
   std::deque<StreamEventPtr> ring_;
-  std::vector<std::shared_ptr<Waiter>> waiters_;
-  std::vector<json::value> pending_;  // raw bus payloads not yet ingested (bounded)
+  // Per run: its events in the ring (in seq order) and the streams of that run parked on it, so
+  // an event wakes only its run's streams and a run's stream reads only its run's events.
+  struct RunIndex {
+    std::deque<StreamEventPtr> events;
+    std::vector<std::shared_ptr<Waiter>> waiters;
+  };
+  std::unordered_map<std::string, RunIndex> runs_;
+  std::vector<std::string> touched_;              // runs with events since the last wake
+  std::vector<std::shared_ptr<Waiter>> waiters_;  // parked streams without a run filter
+  std::vector<json::value> pending_;              // raw bus payloads not yet ingested (bounded)
   bool pump_scheduled_ = false;
   bool resync_needed_ = false;
 };
