@@ -26,3 +26,9 @@ pkg_check_modules(TOMLPP REQUIRED IMPORTED_TARGET tomlplusplus)
 pkg_check_modules(LIBPQ REQUIRED IMPORTED_TARGET libpq)
 pkg_check_modules(NATS REQUIRED IMPORTED_TARGET libnats)
 pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)
+# The allocator of the `venture` binary (issue #6): jemalloc. The engine, the store's writer and
+# the API hand small objects between threads all the time; glibc malloc cost ~20% of the server's
+# CPU under load (docs/performance.md). Not under a sanitizer, which brings its own allocator.
+if(NOT CMAKE_CXX_FLAGS MATCHES "-fsanitize=")
+  find_library(JEMALLOC_LIBRARY NAMES jemalloc REQUIRED)
+endif()

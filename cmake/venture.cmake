@@ -91,5 +91,8 @@ macro(venture_executable_main)
   venture_apply_options(venture)
   target_link_libraries(venture PRIVATE venture_bench api cli engine nodes storage bus workflow base
     CLI11::CLI11)
+  if(JEMALLOC_LIBRARY)
+    target_link_libraries(venture PRIVATE ${JEMALLOC_LIBRARY})
+  endif()
   set_target_properties(venture PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR})
 endmacro()
