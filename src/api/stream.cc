@@ -137,6 +137,19 @@ void Hub::on_message(const bus::Message& message) {
   if (stopped_) {
     return;
   }
+  if (streams_ == 0 && pending_.empty()) {
+    // Nobody listens: take the committed event's seq (the store has the event) and move on,
+    // without decoding or encoding it. Another publisher's subject has no positive seq.
+    const json::object* o = message.data.if_object();
+    const json::value* seq = o == nullptr ? nullptr : o->if_contains("seq");
+    if (seq != nullptr && seq->is_int64() && seq->get_int64() > 0) {
+      if (seq->get_int64() > last_) {
+        last_ = seq->get_int64();
+        clear_ring_locked();
+      }
+      return;
+    }
+  }
   if (pending_.size() >= kPendingMax) {
     resync_needed_ = true;
   } else {
@@ -156,6 +169,16 @@ void Hub::schedule_pump_locked() {
 int64_t Hub::position() {
   std::lock_guard lock(mu_);
   return last_;
+}
+
+void Hub::attach() {
+  std::lock_guard lock(mu_);
+  ++streams_;
+}
+
+void Hub::detach() {
+  std::lock_guard lock(mu_);
+  --streams_;
 }
 
 bool Hub::stopped() {
@@ -510,6 +533,13 @@ enum class StreamEnd { kTerminal, kClient, kServer, kError };
 template <class Out>
 asio::awaitable<StreamEnd> run_stream(Out& out, std::shared_ptr<StreamState> state, StreamSpec spec,
                                       StreamContext context) {
+  struct Attached {
+    explicit Attached(Hub* h) : hub(h) { hub->attach(); }
+    ~Attached() { hub->detach(); }
+    Attached(const Attached&) = delete;
+    Attached& operator=(const Attached&) = delete;
+    Hub* hub;
+  } attached(context.hub);
   int64_t pos = spec.after_seq;
   Waiter& waiter = *state->waiter;
   for (;;) {

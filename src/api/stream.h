@@ -88,6 +88,11 @@ class Hub {
   void forget(const StreamSpec& spec, const std::shared_ptr<Waiter>& waiter);
   // Every event up to this seq is in the ring or in the store.
   int64_t position();
+  // Streams open on the hub (run_stream attaches and detaches). While none is, the hub only
+  // advances its position per event and keeps no ring: nobody reads it, and a stream that opens
+  // later reads what it missed from the store, as it does for anything older than the ring.
+  void attach();
+  void detach();
   bool stopped();
 
   storage::Store& store() { return store_; }
@@ -127,6 +132,7 @@ class Hub {
   std::vector<std::string> touched_;              // runs with events since the last wake
   std::vector<std::shared_ptr<Waiter>> waiters_;  // parked streams without a run filter
   std::vector<json::value> pending_;              // raw bus payloads not yet ingested (bounded)
+  int64_t streams_ = 0;                           // attached streams
   bool pump_scheduled_ = false;
   bool resync_needed_ = false;
 };
