@@ -86,9 +86,33 @@ Result<std::unique_ptr<Conn>> Conn::open(const std::string& path, bool fsync) {
   // taken only as pages are used.
   VENTURE_RETURN_IF_ERROR(conn->exec("PRAGMA cache_size=-65536"));
   // Checkpoint the WAL every 4000 pages (16 MiB; default 1000): a page rewritten by many commits
-  // is copied into the database once per checkpoint, and checkpoints run a quarter as often.
+  // is copied into the database once per checkpoint, and checkpoints run a quarter as often. (The
+  // store's writer hands its checkpoints to a thread of their own: hand_off_checkpoints.)
   VENTURE_RETURN_IF_ERROR(conn->exec("PRAGMA wal_autocheckpoint=4000"));
   return conn;
+}
+
+void Conn::hand_off_checkpoints(void (*wake)(void* arg, int pages), void* arg) {
+  wake_ = wake;
+  wake_arg_ = arg;
+  // Replaces the automatic checkpoint (itself a WAL hook) with the hand-off.
+  sqlite3_wal_hook(
+      db_,
+      [](void* self, sqlite3*, const char*, int pages) {
+        auto* conn = static_cast<Conn*>(self);
+        conn->wake_(conn->wake_arg_, pages);
+        return SQLITE_OK;
+      },
+      this);
+}
+
+Status Conn::checkpoint_passive() {
+  const int rc =
+      sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+  if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+    return sqlite_error(db_, rc, "WAL checkpoint failed");
+  }
+  return ok();
 }
 
 Conn::~Conn() {

@@ -61,10 +61,17 @@ class Conn {
   [[nodiscard]] Status exec(const char* sql);
   // A cached prepared statement for sql.
   [[nodiscard]] Result<std::unique_ptr<Stmt>> prepare(const std::string& sql);
+  // Checkpoints of this connection's WAL run elsewhere: no automatic checkpoint after a commit;
+  // `wake(pages)` is called after each commit with the WAL's size in pages.
+  void hand_off_checkpoints(void (*wake)(void* arg, int pages), void* arg);
+  // One PASSIVE checkpoint (never blocks a writer or a reader; copies what it can).
+  [[nodiscard]] Status checkpoint_passive();
 
  private:
   explicit Conn(sqlite3* db) : db_(db) {}
   sqlite3* db_;
+  void (*wake_)(void*, int) = nullptr;
+  void* wake_arg_ = nullptr;
   std::unordered_map<std::string, sqlite3_stmt*> cache_;
 };
 

@@ -250,6 +250,17 @@ class SqliteStore final : public Store, public internal::Introspect {
         writer_conn_(std::move(writer)),
         chain_(std::move(chain)),
         committed_seq_(chain_.seq) {
+    // WAL checkpoints on a thread and connection of their own (PASSIVE: they never block the
+    // writer), so a commit never waits for one: inline, each took the writer for milliseconds
+    // and showed as the p99 of POST /v1/runs (docs/performance.md). Without that connection the
+    // writer keeps checkpointing inline.
+    if (auto conn = Conn::open(path_, options_.fsync)) {
+      checkpoint_conn_ = std::move(*conn);
+      writer_conn_->hand_off_checkpoints(
+          [](void* self, int pages) { static_cast<SqliteStore*>(self)->want_checkpoint(pages); },
+          this);
+      checkpointer_ = std::jthread([this] { checkpoint_loop(); });
+    }
     writer_ = std::jthread([this] { writer_loop(); });
   }
   ~SqliteStore() override {
@@ -260,6 +271,15 @@ class SqliteStore final : public Store, public internal::Introspect {
     }
     queue_cv_.notify_all();
     writer_.join();
+    {
+      std::lock_guard lock(checkpoint_mu_);
+      checkpoint_stopping_ = true;
+    }
+    checkpoint_cv_.notify_all();
+    if (checkpointer_.joinable()) {
+      checkpointer_.join();
+    }
+    checkpoint_conn_.reset();  // before the writer's connection, the last one, checkpoints
   }
 
   Result<AppendResult> append(Batch batch) override;
@@ -320,6 +340,34 @@ class SqliteStore final : public Store, public internal::Introspect {
   // Queues p for the writer and returns its future (ready with kResourceExhausted when full).
   std::future<Result<AppendResult>> submit(std::unique_ptr<PendingAppend> p);
   void writer_loop();
+  // Called by the writer's WAL hook after each commit.
+  void want_checkpoint(int pages) {
+    if (pages < kCheckpointPages) {
+      return;
+    }
+    {
+      std::lock_guard lock(checkpoint_mu_);
+      checkpoint_wanted_ = true;
+    }
+    checkpoint_cv_.notify_one();
+  }
+  void checkpoint_loop() {
+    for (;;) {
+      {
+        std::unique_lock lock(checkpoint_mu_);
+        checkpoint_cv_.wait(lock, [&] { return checkpoint_stopping_ || checkpoint_wanted_; });
+        if (checkpoint_stopping_) {
+          return;
+        }
+        checkpoint_wanted_ = false;
+      }
+      if (Status s = checkpoint_conn_->checkpoint_passive(); !s) {
+        base::log_warn("sqlite: WAL checkpoint failed", {{"error", s.error().to_string()}});
+      }
+    }
+  }
+  // As the automatic checkpoint it replaces (PRAGMA wal_autocheckpoint in Conn::open).
+  static constexpr int kCheckpointPages = 4000;
   void commit_group(std::vector<std::unique_ptr<PendingAppend>>& group);
   Result<AppendResult> write_one(PendingAppend& p);
   Result<AppendResult> write_batch(PendingAppend& p);  // write_one without the chain logic
@@ -362,6 +410,13 @@ class SqliteStore final : public Store, public internal::Introspect {
 
   std::mutex fence_mu_;
   internal::FenceTable fences_{1};  // guarded by fence_mu_
+
+  std::unique_ptr<Conn> checkpoint_conn_;  // owned by the checkpointer thread once started
+  std::mutex checkpoint_mu_;
+  std::condition_variable checkpoint_cv_;
+  bool checkpoint_wanted_ = false;
+  bool checkpoint_stopping_ = false;
+  std::jthread checkpointer_;
 
   std::jthread writer_;  // last: started in the constructor body, joined in the destructor
 };
